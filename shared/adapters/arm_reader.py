@@ -1,0 +1,454 @@
+"""The Azure reader: builds a StorageAccountSnapshot with the real azure-mgmt-* async clients.
+
+SDK objects stop here: every public method returns our own dataclasses. Reads for one account
+run concurrently in three rounds, each depending only on the one before:
+
+1. the account itself and its ``networkSecurityPerimeterConfigurations`` (the NSP truth);
+2. only for an account in a perimeter: object replication, lifecycle, inventory, blob service
+   (static website), file shares (skipped for kinds without Azure Files), backup instances
+   (extension routing), the subscription's VMs (cached per reader: one list per subscription)
+   and, for a CMK account, the perimeter's resource associations (cached per perimeter);
+3. the backup policies of the instances found (cached per policy).
+
+A read that answers 404 means "not configured"; any other failure is recorded in
+``snapshot.incomplete`` so the pipeline never resolves a finding on a partial read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from shared import arm_ids
+from shared.model import (
+    AccessMode,
+    AccessRule,
+    BackupInstance,
+    Encryption,
+    FileShare,
+    InventoryPolicy,
+    InventoryRule,
+    LifecycleRule,
+    NetworkAcls,
+    ObjectReplicationPolicy,
+    PerimeterView,
+    ProvisioningIssue,
+    StorageAccountSnapshot,
+    UnmanagedDisk,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Kinds whose accounts have no Azure Files endpoint: no share list to read.
+_KINDS_WITHOUT_FILES = {"blockblobstorage", "blobstorage"}
+
+
+class ClientFactory(Protocol):
+    """Builds (and caches) the async management clients for one subscription."""
+
+    def storage(self, subscription_id: str) -> Any: ...
+    def network(self, subscription_id: str) -> Any: ...
+    def compute(self, subscription_id: str) -> Any: ...
+    def dataprotection(self, subscription_id: str) -> Any: ...
+
+
+class AccountNotFound(LookupError):
+    """The storage account does not exist (deleted, or never did)."""
+
+
+def _s(value: Any) -> str:
+    """SDK enums are str subclasses; give the wire text for both enums and plain strings."""
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def _t(values: Iterable[Any] | None) -> tuple[str, ...]:
+    return tuple(_s(v) for v in (values or ()) if v is not None)
+
+
+def _attr(obj: Any, *path: str) -> Any:
+    for name in path:
+        if obj is None:
+            return None
+        obj = getattr(obj, name, None)
+    return obj
+
+
+def _wire(model: Any) -> dict[str, Any]:
+    as_dict = getattr(model, "as_dict", None)
+    if callable(as_dict):
+        result = as_dict()
+        return result if isinstance(result, dict) else {}
+    return {}
+
+
+def _collect(node: Any, key: str) -> list[str]:
+    """All string values of ``key`` anywhere below a wire dict (policy rules are polymorphic)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key and isinstance(v, str):
+                found.append(v)
+            else:
+                found.extend(_collect(v, key))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_collect(item, key))
+    return found
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    return isinstance(exc, ResourceNotFoundError) or getattr(exc, "status_code", None) == 404
+
+
+async def _collect_pages(pager: Any) -> list[Any]:
+    return [item async for item in pager]
+
+
+# -- SDK model -> our types ---------------------------------------------------------------------
+
+def perimeter_view_from_sdk(config: Any) -> PerimeterView:
+    props = getattr(config, "properties", None)
+    nsp = _attr(props, "network_security_perimeter")
+    association = _attr(props, "resource_association")
+    profile = _attr(props, "profile")
+    rules = []
+    for rule in _attr(profile, "access_rules") or ():
+        rp = getattr(rule, "properties", None)
+        rules.append(
+            AccessRule(
+                name=_s(getattr(rule, "name", "")),
+                direction=_s(_attr(rp, "direction")),
+                address_prefixes=_t(_attr(rp, "address_prefixes")),
+                subscriptions=tuple(_s(getattr(s, "id", "")) for s in (_attr(rp, "subscriptions") or ())),
+                fully_qualified_domain_names=_t(_attr(rp, "fully_qualified_domain_names")),
+                service_tags=_t(_attr(rp, "service_tags")),
+                network_security_perimeters=tuple(
+                    _s(getattr(p, "id", "")) for p in (_attr(rp, "network_security_perimeters") or ())
+                ),
+            )
+        )
+    issues = []
+    for issue in _attr(props, "provisioning_issues") or ():
+        ip = getattr(issue, "properties", None)
+        wire = _wire(ip)
+        issues.append(
+            ProvisioningIssue(
+                name=_s(getattr(issue, "name", "")),
+                issue_type=_s(_attr(ip, "issue_type")),
+                severity=_s(_attr(ip, "severity")),
+                description=_s(_attr(ip, "description")),
+                suggested_resource_ids=tuple(str(x) for x in wire.get("suggestedResourceIds", []) or []),
+            )
+        )
+    version = _attr(profile, "access_rules_version")
+    raw_mode = _s(_attr(association, "access_mode"))
+    return PerimeterView(
+        configuration_name=_s(getattr(config, "name", "")),
+        perimeter_id=_s(_attr(nsp, "id")),
+        perimeter_guid=_s(_attr(nsp, "perimeter_guid")),
+        location=_s(_attr(nsp, "location")),
+        association_name=_s(_attr(association, "name")),
+        access_mode=AccessMode.parse(raw_mode),
+        access_mode_raw=raw_mode,
+        profile_name=_s(_attr(profile, "name")),
+        access_rules_version=int(version) if isinstance(version, int | float | str) and str(version).isdigit() else None,
+        access_rules=tuple(rules),
+        provisioning_state=_s(_attr(props, "provisioning_state")),
+        provisioning_issues=tuple(issues),
+    )
+
+
+def _network_acls(account: Any) -> NetworkAcls:
+    acls = getattr(account, "network_rule_set", None)
+    if acls is None:
+        return NetworkAcls()
+    return NetworkAcls(
+        default_action=_s(getattr(acls, "default_action", "")) or "Allow",
+        bypass=_s(getattr(acls, "bypass", "")),
+        ip_rules=tuple(_s(getattr(r, "ip_address_or_range", "")) for r in (getattr(acls, "ip_rules", None) or ())),
+        virtual_network_rules=tuple(
+            _s(getattr(r, "virtual_network_resource_id", "")) for r in (getattr(acls, "virtual_network_rules", None) or ())
+        ),
+        resource_access_rules=tuple(
+            _s(getattr(r, "resource_id", "")) for r in (getattr(acls, "resource_access_rules", None) or ())
+        ),
+    )
+
+
+def _encryption(account: Any) -> Encryption:
+    enc = getattr(account, "encryption", None)
+    if enc is None:
+        return Encryption()
+    kv = getattr(enc, "key_vault_properties", None)
+    return Encryption(
+        key_source=_s(getattr(enc, "key_source", "")) or "Microsoft.Storage",
+        key_vault_uri=_s(getattr(kv, "key_vault_uri", "")),
+        key_name=_s(getattr(kv, "key_name", "")),
+    )
+
+
+def _vhds(vm: Any) -> list[tuple[Any, bool, str]]:
+    """(disk, is OS disk, VHD URI) for every unmanaged disk of a VM."""
+    profile = _attr(vm, "properties", "storage_profile") or _attr(vm, "storage_profile")
+    candidates = [(_attr(profile, "os_disk"), True)] + [(d, False) for d in (_attr(profile, "data_disks") or ())]
+    return [(disk, is_os, _s(_attr(disk, "vhd", "uri"))) for disk, is_os in candidates if _attr(disk, "vhd", "uri")]
+
+
+def _vhd_disks(vm: Any, account_name: str) -> list[UnmanagedDisk]:
+    """The VM's VHDs stored in ``account_name`` (the URI host is ``{account}.blob.<suffix>``)."""
+    host = f"{account_name.lower()}.blob."
+    return [
+        UnmanagedDisk(_s(getattr(vm, "id", "")), _s(getattr(disk, "name", "")), uri, is_os)
+        for disk, is_os, uri in _vhds(vm)
+        if uri.split("://", 1)[-1].lower().startswith(host)
+    ]
+
+
+# -- the reader --------------------------------------------------------------------------------
+
+class ArmReader:
+    """Reads storage accounts through the management SDKs. One instance per sweep/process."""
+
+    def __init__(self, clients: ClientFactory) -> None:
+        self._clients = clients
+        self._vms: dict[str, asyncio.Future[list[Any]]] = {}
+        self._members: dict[str, asyncio.Future[tuple[str, ...]]] = {}
+        self._policies: dict[str, asyncio.Future[tuple[str, ...]]] = {}
+
+    def forget_cached_lookups(self) -> None:
+        """Drop subscription-wide caches (VM lists, perimeter members, backup policies)."""
+        self._vms.clear()
+        self._members.clear()
+        self._policies.clear()
+
+    async def _once(self, cache: dict[str, asyncio.Future[T]], key: str, make: Callable[[], Awaitable[T]]) -> T:
+        """Share one in-flight read between concurrent callers; failures are not cached."""
+        future = cache.get(key)
+        if future is None:
+            future = asyncio.ensure_future(make())
+            cache[key] = future
+        try:
+            return await asyncio.shield(future)
+        except Exception:
+            cache.pop(key, None)
+            raise
+
+    async def list_account_ids(self, subscription_id: str) -> list[str]:
+        client = self._clients.storage(subscription_id)
+        return [_s(account.id) for account in await _collect_pages(client.storage_accounts.list())]
+
+    async def read_account(self, account_id: str) -> StorageAccountSnapshot:
+        parsed = arm_ids.parse(account_id)
+        if parsed is None or arm_ids.storage_account_of(account_id) is None:
+            raise ValueError(f"not a storage account id: {account_id!r}")
+        sub, rg, name = parsed.subscription, parsed.resource_group, parsed.segments[0][1]
+        storage = self._clients.storage(sub)
+        account_task = storage.storage_accounts.get_properties(rg, name)
+        configs_task = _collect_pages(storage.network_security_perimeter_configurations.list(rg, name))
+        account, configs = await asyncio.gather(account_task, configs_task, return_exceptions=True)
+        if isinstance(account, BaseException):
+            if _is_not_found(account):
+                raise AccountNotFound(account_id) from account
+            raise account
+        incomplete: list[str] = []
+        perimeters: list[PerimeterView] = []
+        if isinstance(configs, BaseException):
+            if not _is_not_found(configs):
+                log.warning("NSP configurations of %s unreadable: %s", account_id, _brief(configs))
+                incomplete.append("networkSecurityPerimeterConfigurations")
+        else:
+            perimeters = [perimeter_view_from_sdk(c) for c in configs]
+
+        snapshot = StorageAccountSnapshot(
+            id=_s(account.id) or account_id,
+            name=_s(account.name) or name,
+            subscription_id=sub,
+            resource_group=rg,
+            location=_s(account.location),
+            kind=_s(account.kind),
+            sku=_s(_attr(account, "sku", "name")),
+            is_sftp_enabled=bool(getattr(account, "is_sftp_enabled", False)),
+            is_nfs_v3_enabled=bool(getattr(account, "enable_nfs_v3", False)),
+            is_hns_enabled=bool(getattr(account, "is_hns_enabled", False)),
+            is_local_user_enabled=bool(getattr(account, "is_local_user_enabled", False)),
+            allow_cross_tenant_replication=getattr(account, "allow_cross_tenant_replication", None),
+            public_network_access=_s(getattr(account, "public_network_access", "")),
+            network_acls=_network_acls(account),
+            private_endpoint_connections=tuple(
+                _s(getattr(c, "id", "")) for c in (getattr(account, "private_endpoint_connections", None) or ())
+            ),
+            encryption=_encryption(account),
+            perimeters=tuple(perimeters),
+            incomplete=tuple(incomplete),
+        )
+        if not perimeters:
+            return snapshot
+        return await self._read_features(snapshot)
+
+    async def _read_features(self, snap: StorageAccountSnapshot) -> StorageAccountSnapshot:
+        from dataclasses import replace
+
+        storage = self._clients.storage(snap.subscription_id)
+        rg, name = snap.resource_group, snap.name
+        reads: dict[str, Awaitable[Any]] = {
+            "objectReplicationPolicies": _collect_pages(storage.object_replication_policies.list(rg, name)),
+            "managementPolicies": storage.management_policies.get(rg, name, "default"),
+            "inventoryPolicies": _collect_pages(storage.blob_inventory_policies.list(rg, name)),
+            "blobServices": storage.blob_services.get_service_properties(rg, name),
+            "backupInstances": self._backup_instances(snap.id),
+            "virtualMachines": self._subscription_vms(snap.subscription_id),
+        }
+        if snap.kind.lower() not in _KINDS_WITHOUT_FILES:
+            reads["fileShares"] = _collect_pages(storage.file_shares.list(rg, name))
+        if snap.encryption.uses_customer_managed_key:
+            for view in snap.perimeters:
+                reads[f"perimeterMembers:{view.perimeter_id}"] = self._perimeter_members(view.perimeter_id)
+        results = dict(zip(reads, await asyncio.gather(*reads.values(), return_exceptions=True), strict=True))
+
+        incomplete = list(snap.incomplete)
+
+        def ok(part: str, empty: T) -> T | Any:
+            value = results.get(part, empty)
+            if isinstance(value, BaseException):
+                if _is_not_found(value):
+                    return empty
+                log.warning("%s of %s unreadable: %s", part, snap.id, _brief(value))
+                incomplete.append(part.split(":", 1)[0])
+                return empty
+            return value
+
+        policies = ok("objectReplicationPolicies", [])
+        management = ok("managementPolicies", None)
+        inventories = ok("inventoryPolicies", [])
+        blob_service = ok("blobServices", None)
+        shares = ok("fileShares", [])
+        backups = ok("backupInstances", [])
+        vms = ok("virtualMachines", [])
+
+        lifecycle = tuple(
+            LifecycleRule(_s(r.name), bool(getattr(r, "enabled", True) is not False), _s(getattr(r, "type", "Lifecycle")))
+            for r in (_attr(management, "policy", "rules") or ())
+        )
+        inventory = None
+        for item in inventories:
+            policy = _attr(item, "policy")
+            if policy is None:
+                continue
+            inventory = InventoryPolicy(
+                enabled=bool(getattr(policy, "enabled", False)),
+                rules=tuple(
+                    InventoryRule(_s(r.name), bool(getattr(r, "enabled", False)), _s(getattr(r, "destination", "")))
+                    for r in (getattr(policy, "rules", None) or ())
+                ),
+            )
+        disks = [disk for vm in vms for disk in _vhd_disks(vm, name)]
+
+        views = []
+        for view in snap.perimeters:
+            members = ok(f"perimeterMembers:{view.perimeter_id}", None)
+            views.append(replace(view, perimeter_members=members) if members is not None else view)
+
+        instances = await self._backup_details(backups, incomplete)
+        return replace(
+            snap,
+            static_website_enabled=bool(_attr(blob_service, "static_website", "enabled")),
+            object_replication_policies=tuple(
+                ObjectReplicationPolicy(
+                    policy_id=_s(getattr(p, "policy_id", None)) or _s(getattr(p, "name", "")),
+                    source_account=_s(getattr(p, "source_account", "")),
+                    destination_account=_s(getattr(p, "destination_account", "")),
+                    rule_count=len(getattr(p, "rules", None) or ()),
+                )
+                for p in policies
+            ),
+            lifecycle_rules=lifecycle,
+            inventory_policy=inventory,
+            file_shares=tuple(
+                FileShare(_s(s.name), _s(getattr(s, "enabled_protocols", None)) or "SMB") for s in shares
+            ),
+            unmanaged_disks=tuple(disks),
+            backup_instances=tuple(instances),
+            perimeters=tuple(views),
+            incomplete=tuple(dict.fromkeys(incomplete)),
+        )
+
+    async def _backup_instances(self, account_id: str) -> list[Any]:
+        client = self._clients.dataprotection(arm_ids.parse(account_id).subscription)  # type: ignore[union-attr]
+        items = await _collect_pages(client.backup_instances_extension_routing.list(account_id))
+        return [
+            item
+            for item in items
+            if _s(_attr(item, "properties", "data_source_info", "datasource_type")).lower().startswith(
+                "microsoft.storage/storageaccounts"
+            )
+        ]
+
+    async def _backup_details(self, instances: list[Any], incomplete: list[str]) -> list[BackupInstance]:
+        async def one(item: Any) -> BackupInstance:
+            props = getattr(item, "properties", None)
+            policy_id = _s(_attr(props, "policy_info", "policy_id"))
+            try:
+                stores = await self._policy_stores(policy_id) if policy_id else ()
+            except Exception as exc:
+                log.warning("backup policy %s unreadable: %s", policy_id, _brief(exc))
+                incomplete.append("backupPolicies")
+                stores = ()
+            return BackupInstance(
+                instance_id=_s(getattr(item, "id", "")),
+                datasource_type=_s(_attr(props, "data_source_info", "datasource_type")),
+                policy_id=policy_id,
+                protection_state=_s(_attr(props, "current_protection_state")),
+                datastore_types=stores,
+            )
+
+        return list(await asyncio.gather(*(one(i) for i in instances)))
+
+    async def _policy_stores(self, policy_id: str) -> tuple[str, ...]:
+        async def read() -> tuple[str, ...]:
+            parsed = arm_ids.parse(policy_id)
+            if parsed is None or len(parsed.segments) < 2:
+                raise ValueError(f"not a backup policy id: {policy_id!r}")
+            client = self._clients.dataprotection(parsed.subscription)
+            policy = await client.backup_policies.get(parsed.resource_group, parsed.segments[0][1], parsed.name)
+            return tuple(dict.fromkeys(_collect(_wire(policy), "dataStoreType")))
+
+        return await self._once(self._policies, policy_id.lower(), read)
+
+    async def _subscription_vms(self, subscription_id: str) -> list[Any]:
+        async def read() -> list[Any]:
+            client = self._clients.compute(subscription_id)
+            vms = await _collect_pages(client.virtual_machines.list_all())
+            return [vm for vm in vms if _vhds(vm)]  # keep only VMs with unmanaged disks
+
+        return await self._once(self._vms, subscription_id.lower(), read)
+
+    async def _perimeter_members(self, perimeter_id: str) -> tuple[str, ...]:
+        async def read() -> tuple[str, ...]:
+            parsed = arm_ids.parse(perimeter_id)
+            if parsed is None:
+                raise ValueError(f"not a perimeter id: {perimeter_id!r}")
+            client = self._clients.network(parsed.subscription)
+            associations = await _collect_pages(
+                client.network_security_perimeter_associations.list(parsed.resource_group, parsed.name)
+            )
+            return tuple(
+                arm_ids.normalise(_s(_attr(a, "properties", "private_link_resource", "id"))).lower()
+                for a in associations
+                if _attr(a, "properties", "private_link_resource", "id")
+            )
+
+        return await self._once(self._members, perimeter_id.lower(), read)
+
+
+def _brief(exc: BaseException) -> str:
+    """One line about a failed read, without response bodies (which may echo request data)."""
+    status = getattr(exc, "status_code", None)
+    code = getattr(getattr(exc, "error", None), "code", None)
+    return f"{type(exc).__name__} status={status} code={code}" if status else type(exc).__name__

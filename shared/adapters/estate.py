@@ -1,0 +1,333 @@
+"""An offline Azure Resource Manager: answers the SDK's HTTP requests from an estate file.
+
+An estate is a JSON object mapping ARM resource id -> the body ARM returns for a GET of it
+(keys starting with ``$`` are comments/metadata and ignored). The real SDK clients run unchanged
+on top of it: their URL building, paging and deserialisation are exercised, only the socket is
+replaced. ``answer()`` is transport-agnostic so the loopback HTTPS server of the benchmark serves
+exactly the same responses.
+
+What it answers, like ARM:
+- GET of a resource id in the estate: 200 with its body;
+- GET of a collection (list at subscription, resource group or parent scope): 200 with
+  ``{"value": [...]}`` of the estate's resources of that type under that scope, paged with
+  ``nextLink``/``$skipToken`` when a page size is set;
+- GET ``{resourceId}/providers/Microsoft.DataProtection/backupInstances`` (extension routing):
+  the backup instances whose ``dataSourceInfo.resourceID`` is that resource;
+- anything else: 404 (or 405 for writes) in ARM's error format.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from azure.core.pipeline.transport import AsyncHttpTransport, HttpTransport
+from azure.core.rest import HttpRequest
+from azure.core.rest._http_response_impl import HttpResponseImpl
+from azure.core.rest._http_response_impl_async import AsyncHttpResponseImpl
+from azure.core.utils import case_insensitive_dict
+
+from shared import arm_ids
+
+_BACKUP_INSTANCES = "/providers/microsoft.dataprotection/backupinstances"
+
+
+class EstateError(ValueError):
+    """The estate file is missing or malformed; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _error(status: int, code: str, message: str) -> Reply:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return Reply(status, body, {"Content-Type": "application/json; charset=utf-8", "x-ms-failure-cause": "gateway"})
+
+
+def _ok(payload: Any) -> Reply:
+    return Reply(200, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=utf-8"})
+
+
+def _is_collection_path(lower_path: str) -> bool:
+    """After the last ``/providers/{namespace}``, ARM paths alternate type/name: odd = collection."""
+    marker = lower_path.rfind("/providers/")
+    if marker < 0:
+        return False
+    tail = [p for p in lower_path[marker + len("/providers/") :].split("/") if p]
+    return len(tail) >= 2 and (len(tail) - 1) % 2 == 1
+
+
+def _collection_scope(lower_path: str) -> str:
+    """The scope a collection lists: its parent resource, or the subscription / resource group
+    for ``{scope}/providers/{namespace}/{type}``."""
+    parent = lower_path.rsplit("/", 1)[0]
+    head, sep, namespace = parent.rpartition("/providers/")
+    return head if sep and "/" not in namespace else parent
+
+
+class Estate:
+    """An indexed, read-only estate. Build with ``Estate.load(path)`` or ``Estate(mapping)``."""
+
+    def __init__(self, resources: Mapping[str, Any], page_size: int | None = None) -> None:
+        self._by_id: dict[str, tuple[str, Any]] = {}
+        self._collections: dict[str, list[str]] = {}
+        self._subscriptions: set[str] = set()
+        self._resource_groups: set[str] = set()
+        self._backup_by_datasource: dict[str, list[str]] = {}
+        self.page_size = page_size
+        for raw_id, body in resources.items():
+            if raw_id.startswith("$"):
+                continue
+            self._add(raw_id, body)
+
+    # -- building ---------------------------------------------------------------------------
+    def _add(self, raw_id: str, body: Any) -> None:
+        parsed = arm_ids.parse(raw_id)
+        if parsed is None or not parsed.name:
+            raise EstateError(f"estate key {raw_id!r} is not an ARM resource id")
+        if not isinstance(body, Mapping):
+            raise EstateError(f"estate entry {raw_id!r}: expected a JSON object body")
+        canonical = arm_ids.normalise(raw_id)
+        lower = canonical.lower()
+        self._by_id[lower] = (canonical, body)
+        self._subscriptions.add(parsed.subscription.lower())
+        if parsed.resource_group:
+            self._resource_groups.add(f"/subscriptions/{parsed.subscription}/resourcegroups/{parsed.resource_group}".lower())
+        self._collections.setdefault(lower.rsplit("/", 1)[0], []).append(lower)
+        if len(parsed.segments) == 1 and parsed.resource_group:
+            sub_level = f"/subscriptions/{parsed.subscription}/providers/{parsed.full_type}".lower()
+            self._collections.setdefault(sub_level, []).append(lower)
+        if parsed.full_type == "microsoft.dataprotection/backupvaults/backupinstances":
+            source = (
+                body.get("properties", {}).get("dataSourceInfo", {}).get("resourceID", "")
+                if isinstance(body.get("properties"), Mapping)
+                else ""
+            )
+            if source:
+                self._backup_by_datasource.setdefault(arm_ids.normalise(source).lower(), []).append(lower)
+
+    @classmethod
+    def load(cls, path: str | Path, page_size: int | None = None) -> Estate:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise EstateError(f"estate file {path} does not exist") from None
+        except OSError as exc:
+            raise EstateError(f"estate file {path} cannot be read: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EstateError(f"estate file {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise EstateError(f"estate file {path}: expected a JSON object mapping resource ids to bodies")
+        try:
+            return cls(data, page_size=page_size)
+        except EstateError as exc:
+            raise EstateError(f"estate file {path}: {exc}") from None
+
+    # -- queries ----------------------------------------------------------------------------
+    def __contains__(self, resource_id: str) -> bool:
+        return arm_ids.normalise(resource_id).lower() in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, resource_id: str) -> Any | None:
+        entry = self._by_id.get(arm_ids.normalise(resource_id).lower())
+        return entry[1] if entry else None
+
+    def ids_of_type(self, full_type: str) -> Iterator[str]:
+        wanted = full_type.lower()
+        for canonical, _ in self._by_id.values():
+            parsed = arm_ids.parse(canonical)
+            if parsed is not None and parsed.full_type == wanted:
+                yield canonical
+
+    def has_subscription(self, subscription_id: str) -> bool:
+        return subscription_id.lower() in self._subscriptions
+
+    @property
+    def subscriptions(self) -> set[str]:
+        return set(self._subscriptions)
+
+    def _scope_exists(self, lower_scope: str) -> bool:
+        # Service singletons (blobServices/default, fileServices/default) exist for every account
+        # in ARM even when the estate holds no body for them.
+        while lower_scope.endswith("/default") and lower_scope not in self._by_id:
+            lower_scope = lower_scope.rsplit("/", 2)[0]
+        if lower_scope in self._by_id or lower_scope in self._resource_groups:
+            return True
+        parts = lower_scope.strip("/").split("/")
+        return len(parts) == 2 and parts[0] == "subscriptions" and parts[1] in self._subscriptions
+
+    def _page(self, lower_path: str, ids: list[str], query: Mapping[str, list[str]]) -> Reply:
+        bodies = [self._by_id[i][1] for i in ids]
+        if not self.page_size:
+            return _ok({"value": bodies})
+        start = int(query.get("$skipToken", ["0"])[0] or 0)
+        page = bodies[start : start + self.page_size]
+        payload: dict[str, Any] = {"value": page}
+        if start + self.page_size < len(bodies):
+            rest = {k: v[0] for k, v in query.items() if k != "$skipToken"}
+            rest["$skipToken"] = str(start + self.page_size)
+            payload["nextLink"] = f"https://management.azure.com{lower_path}?{urlencode(rest)}"
+        return _ok(payload)
+
+    def answer(self, method: str, url: str) -> Reply:
+        """The reply ARM would give; pure with respect to the estate."""
+        split = urlsplit(url)
+        path = arm_ids.normalise(unquote(split.path))
+        lower = path.lower()
+        query = parse_qs(split.query)
+        if method.upper() != "GET":
+            return _error(405, "MethodNotAllowed", f"The offline estate is read-only: {method} {path}")
+        if lower in self._by_id:
+            return _ok(self._by_id[lower][1])
+        if lower.endswith(_BACKUP_INSTANCES) and lower.count("/providers/") >= 2:
+            scope = lower[: -len(_BACKUP_INSTANCES)]
+            if scope in self._by_id:
+                return self._page(lower, self._backup_by_datasource.get(scope, []), query)
+        parts = lower.strip("/").split("/")
+        if len(parts) >= 2 and parts[0] == "subscriptions" and parts[1] not in self._subscriptions:
+            return _error(404, "SubscriptionNotFound", f"The subscription '{parts[1]}' could not be found.")
+        if _is_collection_path(lower):
+            if lower in self._collections:
+                return self._page(lower, self._collections[lower], query)
+            if self._scope_exists(_collection_scope(lower)):
+                return self._page(lower, [], query)
+        return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
+
+
+
+# -- azure-core transports ------------------------------------------------------------------
+
+class _RequestLog:
+    """Thread-safe record of what the SDK asked for (the request counts in notes and benchmarks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: list[tuple[str, str]] = []
+
+    def record(self, method: str, url: str) -> None:
+        with self._lock:
+            self.requests.append((method, urlsplit(url).path))
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(f"{m} {p}" for m, p in self.requests)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+
+def _headers(reply: Reply) -> Any:
+    headers = case_insensitive_dict(reply.headers)
+    headers.setdefault("x-ms-request-id", "offline-estate")
+    return headers
+
+
+class _SyncResponse(HttpResponseImpl):
+    def __init__(self, request: HttpRequest, reply: Reply) -> None:
+        headers = _headers(reply)
+        super().__init__(
+            request=request,
+            internal_response=None,
+            status_code=reply.status,
+            reason="OK" if reply.status < 400 else "Error",
+            content_type=headers.get("Content-Type"),
+            headers=headers,
+            stream_download_generator=None,
+        )
+        self._content = reply.body
+        self._is_stream_consumed = True
+
+    def read(self) -> bytes:
+        return self._content or b""
+
+    def close(self) -> None:
+        self._is_closed = True
+
+
+class _AsyncResponse(AsyncHttpResponseImpl):
+    def __init__(self, request: HttpRequest, reply: Reply) -> None:
+        headers = _headers(reply)
+        super().__init__(
+            request=request,
+            internal_response=None,
+            status_code=reply.status,
+            reason="OK" if reply.status < 400 else "Error",
+            content_type=headers.get("Content-Type"),
+            headers=headers,
+            stream_download_generator=None,
+        )
+        self._content = reply.body
+        self._is_stream_consumed = True
+
+    async def read(self) -> bytes:
+        return self._content or b""
+
+    async def close(self) -> None:
+        self._is_closed = True
+
+
+class EstateTransport(HttpTransport):  # type: ignore[misc]
+    """Synchronous azure-core transport over an Estate."""
+
+    def __init__(self, estate: Estate, log: _RequestLog | None = None) -> None:
+        self.estate = estate
+        self.log = log or _RequestLog()
+
+    def __enter__(self) -> EstateTransport:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+    def open(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def send(self, request: HttpRequest, **kwargs: Any) -> _SyncResponse:
+        self.log.record(request.method, request.url)
+        return _SyncResponse(request, self.estate.answer(request.method, request.url))
+
+
+class AsyncEstateTransport(AsyncHttpTransport):  # type: ignore[misc]
+    """Asynchronous azure-core transport over an Estate (the reader's async SDK clients use it)."""
+
+    def __init__(self, estate: Estate, log: _RequestLog | None = None) -> None:
+        self.estate = estate
+        self.log = log or _RequestLog()
+
+    async def __aenter__(self) -> AsyncEstateTransport:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def send(self, request: HttpRequest, **kwargs: Any) -> _AsyncResponse:
+        self.log.record(request.method, request.url)
+        return _AsyncResponse(request, self.estate.answer(request.method, request.url))
+
+
+RequestLog = _RequestLog

@@ -1,0 +1,172 @@
+"""The ``nsp-drift`` command line: the same core as the function app, driven from a shell.
+
+Exit codes: 0 no finding at or above --fail-on; 1 findings at or above it; 2 usage or input error.
+Bad input produces one line naming the problem on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from shared.model import Severity
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLE_NAMES = {"sample": SAMPLES / "estate.json", "sample-changed": SAMPLES / "estate-changed.json"}
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _estate_path(value: str) -> Path:
+    return SAMPLE_NAMES.get(value, Path(value))
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nsp-drift", description="Detect NSP drift on Azure Storage accounts.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and warnings to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    rules = sub.add_parser("rules", help="print the rule catalogue")
+    rules.add_argument("--format", choices=("table", "json"), default="table")
+
+    scan = sub.add_parser("scan", help="evaluate every storage account in scope")
+    source = scan.add_mutually_exclusive_group(required=True)
+    source.add_argument("--estate", metavar="FILE", help="offline estate JSON (or 'sample' for the bundled one)")
+    source.add_argument("--subscription", metavar="ID", action="append", help="live scan of a subscription (repeat)")
+    scan.add_argument("--format", choices=("table", "json", "jsonl", "sarif"), default="table")
+    scan.add_argument("--config", metavar="FILE", help="rules configuration (TOML, YAML or JSON)")
+    scan.add_argument("--fail-on", metavar="SEVERITY", default="high", help="exit 1 at or above this (default high)")
+    scan.add_argument("--concurrency", type=int, default=8, help="accounts read at once (default 8)")
+    return parser
+
+
+def _rules_config(path: str | None) -> Any:
+    from shared.config import ConfigError, RulesConfig, load_config_file
+
+    if not path:
+        return RulesConfig()
+    try:
+        return load_config_file(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class _Progress:
+    """A one-line progress bar on stderr (live scans only: an estate scan is instant)."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+
+    def __call__(self, _: object) -> None:
+        self.done += 1
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} accounts")
+        if self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from shared import output, runtime
+    from shared.adapters.arm_reader import ArmReader
+    from shared.adapters.estate import Estate, EstateError
+    from shared.scan import ScopeError, accounts_in_scope, scan
+
+    try:
+        fail_on = Severity.parse(args.fail_on)
+    except ValueError as exc:
+        raise UsageError(f"--fail-on: {exc}") from None
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    config = _rules_config(args.config)
+    today = datetime.now(UTC).date()
+
+    if args.estate:
+        from shared.wiring import EstateClients
+
+        try:
+            estate = Estate.load(_estate_path(args.estate))
+        except EstateError as exc:
+            raise UsageError(str(exc)) from None
+        clients: Any = EstateClients(estate)
+        subscriptions = sorted(estate.subscriptions)
+        progress = None
+    else:
+        from shared.wiring import LiveClients
+
+        clients = LiveClients()
+        subscriptions = list(args.subscription)
+        progress = True
+
+    async def run() -> Any:
+        reader = ArmReader(clients)
+        try:
+            ids = await accounts_in_scope(reader, subscriptions)
+            on_done = _Progress(len(ids), err) if progress and ids else None
+            return await scan(reader, ids, config, today, args.concurrency, on_done)
+        finally:
+            await clients.close()
+
+    try:
+        results = runtime.run(run())
+    except ScopeError as exc:
+        raise UsageError(str(exc)) from None
+
+    render = {
+        "table": output.render_table,
+        "json": output.render_json,
+        "jsonl": output.render_jsonl,
+        "sarif": output.render_sarif,
+    }[args.format]
+    text = render(results)
+    out.write(text if text.endswith("\n") else text + "\n")
+    failing = [f for f in output.all_findings(results) if f.severity >= fail_on]
+    return 1 if failing else 0
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        args = _build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.ERROR, stream=err, format="%(levelname)s %(name)s: %(message)s"
+        )
+        if args.command == "rules":
+            from shared.output import render_rules
+
+            out.write(render_rules(args.format))
+            return 0
+        if args.command == "scan":
+            return _cmd_scan(args, out, err)
+        extra = _extra_commands()
+        if args.command in extra:
+            return int(extra[args.command](args, out, err))
+        raise UsageError(f"unknown command {args.command!r}")
+    except UsageError as exc:
+        err.write(f"nsp-drift: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        err.write("nsp-drift: interrupted\n")
+        return 130
+
+
+def _extra_commands() -> dict[str, Any]:
+    return {}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""What a rule is: a stable id, its documentation and one pure check function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.model import PerimeterView, Severity, StorageAccountSnapshot
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a limitation is documented. Both Microsoft pages are kept, each with its date."""
+
+    document: str
+    date: str
+    url: str
+
+
+BRIEF_2025_06 = Source(
+    "Network security perimeter for Azure Storage (preview), Limitations",
+    "2025-06-18",
+    "https://learn.microsoft.com/azure/storage/common/storage-network-security-perimeter",
+)
+LEARN_2025_07 = Source(
+    "Network security perimeter for Azure Storage, Limitations table",
+    "2025-07-27",
+    "https://learn.microsoft.com/azure/storage/common/storage-network-security-perimeter",
+)
+TRANSITION_2024_11 = Source(
+    "Transition to a network security perimeter in Azure (access modes)",
+    "2024-11-06",
+    "https://learn.microsoft.com/azure/private-link/network-security-perimeter-transition",
+)
+SERVICE_TAGS_2026_10 = Source(
+    "Configure service tags for a network security perimeter",
+    "2026-10-02",
+    "https://learn.microsoft.com/azure/private-link/configure-network-security-perimeter-service-tag",
+)
+NSP_CONFIG_API = Source(
+    "Storage REST API: networkSecurityPerimeterConfigurations (provisioningIssues)",
+    "2025-08-01",
+    "https://learn.microsoft.com/rest/api/storagerp/network-security-perimeter-configurations",
+)
+
+
+@dataclass(frozen=True)
+class RuleParams:
+    """Tunables some rules read; set from the rules configuration."""
+
+    max_inbound_prefix_ipv4: int = 16  # an inbound public prefix shorter than /16 is "too broad"
+    max_inbound_prefix_ipv6: int = 48
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One thing a check found. ``severity`` overrides the rule's default for this hit only."""
+
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    subject: str = ""
+    severity: Severity | None = None
+    perimeter_id: str | None = None
+
+
+Check = Callable[[StorageAccountSnapshot, RuleParams], Iterable[Hit]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    severity: Severity
+    sources: tuple[Source, ...]
+    reason: str
+    remediation: str
+    check: Check
+
+    def catalogue_entry(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "severity": self.severity.label,
+            "sources": [{"document": s.document, "date": s.date, "url": s.url} for s in self.sources],
+            "reason": self.reason,
+            "remediation": self.remediation,
+        }
+
+
+def inbound_rules(view: PerimeterView) -> Iterable[Any]:
+    return (rule for rule in view.access_rules if rule.is_inbound)

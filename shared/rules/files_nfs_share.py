@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from shared.model import Severity, StorageAccountSnapshot
+from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
+
+
+def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
+    for share in account.file_shares:
+        if share.is_nfs:
+            yield Hit(
+                f"Azure Files share '{share.name}' uses NFS",
+                {"share": share.name, "enabledProtocols": share.enabled_protocols},
+                subject=share.name,
+            )
+
+
+RULE = Rule(
+    id="files-nfs-share",
+    title="Azure Files NFS share on a perimeter-protected account",
+    severity=Severity.HIGH,
+    sources=(BRIEF_2025_06, LEARN_2025_07),
+    reason=(
+        "Network file system (NFS) protocol with Azure Files is not supported by network security "
+        "perimeter: only HTTPS-based access is governed by it."
+    ),
+    remediation=(
+        "Move NFS shares (enabledProtocols = NFS is fixed at creation) to an account outside the "
+        "perimeter reached over a private endpoint, then delete them here."
+    ),
+    check=check,
+)

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from shared.model import Severity, StorageAccountSnapshot
+from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
+
+
+def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
+    for policy in account.object_replication_policies:
+        yield Hit(
+            f"Object replication policy {policy.policy_id} copies blobs "
+            f"from '{policy.source_account}' to '{policy.destination_account}'",
+            {
+                "policyId": policy.policy_id,
+                "sourceAccount": policy.source_account,
+                "destinationAccount": policy.destination_account,
+                "rules": policy.rule_count,
+                "allowCrossTenantReplication": account.allow_cross_tenant_replication,
+            },
+            subject=policy.policy_id,
+        )
+
+
+RULE = Rule(
+    id="object-replication",
+    title="Object replication on a perimeter-protected account",
+    severity=Severity.HIGH,
+    sources=(BRIEF_2025_06, LEARN_2025_07),
+    reason=(
+        "Object replication is not supported with network security perimeter: it copies data to another "
+        "account outside the perimeter's control (the platform refuses new policies once associated, so "
+        "a policy here predates the association or raced it)."
+    ),
+    remediation=(
+        "Delete the object replication policies on both source and destination accounts (`az storage "
+        "account or-policy delete`), or take the account out of the perimeter if replication is required."
+    ),
+    check=check,
+)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from shared.model import Severity, StorageAccountSnapshot
+from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
+
+
+def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
+    for disk in account.unmanaged_disks:
+        vm_name = disk.vm_id.rstrip("/").rsplit("/", 1)[-1]
+        kind = "OS" if disk.is_os_disk else "data"
+        yield Hit(
+            f"VM '{vm_name}' keeps its {kind} disk '{disk.disk_name}' as a VHD in this account",
+            {"vm": disk.vm_id, "disk": disk.disk_name, "vhdUri": disk.vhd_uri},
+            subject=f"{vm_name}/{disk.disk_name}".lower(),
+        )
+
+
+RULE = Rule(
+    id="unmanaged-disk",
+    title="Unmanaged VM disk (VHD) stored in a perimeter-protected account",
+    severity=Severity.HIGH,
+    sources=(BRIEF_2025_06, LEARN_2025_07),
+    reason="Unmanaged disks (VHDs in page blobs) do not honour network security perimeter rules.",
+    remediation=(
+        "Migrate the VM to managed disks (`az vm convert`), then delete the VHD blobs; unmanaged disks are "
+        "also retired by Azure."
+    ),
+    check=check,
+)

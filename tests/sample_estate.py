@@ -1,0 +1,275 @@
+"""Builds the bundled sample estates from the official Azure REST API examples.
+
+Every response body comes from an official example (``../shared/corpus`` or
+``tests/corpus_extra``, both with their source in a MANIFEST.tsv); the builder only renames
+(placeholders such as ``{subscription-id}`` become the sample tenant's ids) and sets the
+properties a scenario is about. Run ``python -m tests.sample_estate`` to regenerate
+``shared/samples/*.json``; ``tests/test_sample_estate.py`` fails when the committed files drift
+from what this builder produces.
+
+The sample tenant "Contoso": one perimeter ``nsp-contoso-data`` with two profiles
+(``profile-strict``: narrow rules; ``profile-legacy``: a /8 prefix, a subscription rule and a
+service-tag rule), accounts that trigger every rule, clean accounts, and one account outside any
+perimeter. ``estate-changed.json`` is the same tenant after a day of drift (see ``changed()``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+EXTRA = ROOT / "tests" / "corpus_extra"
+OUT = ROOT / "shared" / "samples"
+
+SUB = "6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f"
+PARTNER_SUB = "0f9e8d7c-6b5a-4f3e-8d2c-1b0a9f8e7d6c"
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+RG_NET, RG_DATA, RG_SEC, RG_APPS, RG_BACKUP = "rg-network", "rg-data", "rg-security", "rg-apps", "rg-backup"
+NSP_NAME = "nsp-contoso-data"
+NSP_GUID = "ce2d5953-5c15-40ca-9d51-cc3f4a63b0f5"
+NSP_ID = f"/subscriptions/{SUB}/resourceGroups/{RG_NET}/providers/Microsoft.Network/networkSecurityPerimeters/{NSP_NAME}"
+LOCATION = "eastus"
+CMK_VAULT_IN = "kv-contoso-cmk"
+CMK_VAULT_OUT = "myvault8569"  # the official CMK example's vault, left outside the perimeter
+VAULT_IN_ID = f"/subscriptions/{SUB}/resourceGroups/{RG_SEC}/providers/Microsoft.KeyVault/vaults/{CMK_VAULT_IN}"
+BACKUP_VAULT = "bv-contoso"
+
+
+def example(relative: str, status: str = "200") -> Any:
+    """The response body of an official example (shared corpus first, then tests/corpus_extra)."""
+    for base in (CORPUS, EXTRA):
+        path = base / relative
+        if path.exists():
+            return copy.deepcopy(json.loads(path.read_text(encoding="utf-8"))["responses"][status]["body"])
+    raise FileNotFoundError(f"official example {relative} not found under {CORPUS} or {EXTRA}")
+
+
+def renamed(body: Any, mapping: dict[str, str]) -> Any:
+    """Replace placeholder and sample names everywhere in a body (string-wise, longest first)."""
+    text = json.dumps(body)
+    for old in sorted(mapping, key=len, reverse=True):
+        text = text.replace(old, mapping[old])
+    return json.loads(text)
+
+
+def account_id(name: str, rg: str = RG_DATA) -> str:
+    return f"/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{name}"
+
+
+# -- network side -------------------------------------------------------------------------------
+
+def _access_rule(profile: str, name: str, source: str, **properties: Any) -> tuple[str, Any]:
+    body = example(source)
+    body = renamed(body, {"subId": SUB, "/subscriptions/rg1/": f"/subscriptions/{SUB}/", "rg1": RG_NET, "nsp1": NSP_NAME, "profile1": profile})
+    body["name"] = name
+    body["id"] = f"{NSP_ID}/profiles/{profile}/accessRules/{name}"
+    body["properties"].update(properties)
+    return body["id"], body
+
+
+PROFILE_RULES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    # (rule name, official example it is built on, properties the scenario sets)
+    "profile-strict": [
+        ("allow-corp-egress", "nsp-network-2025-05-01/NspAccessRulePut.json", {}),
+        ("allow-partner-fqdns", "nsp-network-2025-07-01/NspAccessRuleGet.json", {}),
+    ],
+    "profile-legacy": [
+        # The prefixes of the official storage NSP configuration example: 148.0.0.0/8 is a /8.
+        ("inVpnRule", "nsp-network-2025-05-01/NspAccessRulePut.json", {"addressPrefixes": ["148.0.0.0/8", "152.4.6.0/24"]}),
+        (
+            "allowedSubscriptions",
+            "nsp-network-2025-05-01/NspAccessRulePut.json",
+            {"addressPrefixes": [], "subscriptions": [{"id": f"/subscriptions/{PARTNER_SUB}"}]},
+        ),
+        ("allow-adf-tag", "nsp-network-2025-05-01/NspAccessRulePut.json", {"addressPrefixes": [], "serviceTags": ["DataFactory"]}),
+    ],
+}
+
+
+def network_side(associations: dict[str, tuple[str, str]], versions: dict[str, int]) -> dict[str, Any]:
+    """The perimeter, its profiles, rules and resource associations (name -> (resource id, profile))."""
+    estate: dict[str, Any] = {}
+    perimeter = renamed(example("nsp-network-2025-07-01/NetworkSecurityPerimeterGet.json"), {"subId": SUB, "rg1": RG_NET, "nsp1": NSP_NAME})
+    perimeter["location"] = LOCATION
+    perimeter["properties"]["perimeterGuid"] = NSP_GUID
+    estate[perimeter["id"]] = perimeter
+    for profile, rules in PROFILE_RULES.items():
+        body = renamed(example("nsp-network-2025-05-01/NspProfileGet.json"), {"subId": SUB, "rg1": RG_NET, "nsp1": NSP_NAME, "profile1": profile})
+        body["name"] = profile
+        body["properties"]["accessRulesVersion"] = str(versions[profile])
+        estate[body["id"]] = body
+        for name, source, props in rules:
+            rid, rule = _access_rule(profile, name, source, **props)
+            estate[rid] = rule
+    template = example("nsp-network-2026-03-01/NspAssociationGet.json")
+    for name, (resource, profile) in associations.items():
+        body = renamed(template, {"00000000-0000-0000-0000-000000000000": SUB, "rg1": RG_NET, "nsp1": NSP_NAME, "association1": name, "{profileName}": profile})
+        body["properties"]["privateLinkResource"]["id"] = resource
+        estate[body["id"]] = body
+    return estate
+
+
+def effective_rules(profile: str) -> list[dict[str, Any]]:
+    """The profile's rules as the storage NSP configuration repeats them (name + properties)."""
+    out = []
+    for name, source, props in PROFILE_RULES[profile]:
+        _, rule = _access_rule(profile, name, source, **props)
+        keep = {k: v for k, v in rule["properties"].items() if k in {"direction", "addressPrefixes", "subscriptions", "fullyQualifiedDomainNames", "serviceTags", "networkSecurityPerimeters"} and v}
+        out.append({"name": name, "properties": keep})
+    return out
+
+
+def nsp_configuration(account: str, association: str, profile: str, mode: str, version: int, issues: bool = False) -> tuple[str, Any]:
+    if issues:  # the 2025-06-01 GET example is the one that carries a provisioning issue
+        body = example("storage-2025-06-01/NetworkSecurityPerimeterConfigurationGet.json")
+    else:
+        body = example("storage-2025-08-01/NetworkSecurityPerimeterConfigurationList.json")["value"][0]
+    body = renamed(body, {"00000000-1111-2222-3333-444444444444": SUB, "res4410": RG_DATA, "sto8607": account})
+    name = f"{NSP_GUID}.{association}"
+    body["name"] = name
+    body["id"] = f"{account_id(account)}/networkSecurityPerimeterConfigurations/{name}"
+    props = body["properties"]
+    props["networkSecurityPerimeter"] = {"id": NSP_ID, "perimeterGuid": NSP_GUID, "location": LOCATION}
+    props["resourceAssociation"] = {"name": association, "accessMode": mode}
+    props["profile"]["name"] = profile
+    props["profile"]["accessRulesVersion"] = version
+    props["profile"]["accessRules"] = effective_rules(profile)
+    return body["id"], body
+
+
+# -- storage side -------------------------------------------------------------------------------
+
+BASES = {
+    "general": ("storage-2025-08-01/StorageAccountGetProperties.json", {"{subscription-id}": SUB, "res9407": RG_DATA, "sto8596": "{name}"}),
+    "cmk": ("storage-2025-08-01/StorageAccountGetPropertiesCMKEnabled.json", {"{subscription-id}": SUB, "res9407": RG_DATA, "sto8596": "{name}"}),
+    "nfs": ("storage-2025-08-01/NfsV3AccountCreate.json", {"{subscription-id}": SUB, "res9101": RG_DATA, "sto4445": "{name}"}),
+}
+
+
+def storage_account(name: str, base: str, **properties: Any) -> tuple[str, Any]:
+    source, mapping = BASES[base]
+    body = renamed(example(source), {k: v.replace("{name}", name) for k, v in mapping.items()})
+    body["location"] = LOCATION
+    body["properties"].update(properties)
+    return body["id"], body
+
+
+def child(account: str, suffix: str, body: Any, mapping: dict[str, str] | None = None) -> tuple[str, Any]:
+    body = renamed(body, {"{subscription-id}": SUB, **(mapping or {})})
+    body["id"] = f"{account_id(account)}/{suffix}"
+    return body["id"], body
+
+
+# -- the tenant ---------------------------------------------------------------------------------
+
+def build(changed: bool = False) -> dict[str, Any]:
+    estate: dict[str, Any] = {
+        "$comment": "Generated by tests/sample_estate.py from official Azure REST API examples; do not edit by hand.",
+    }
+    versions = {"profile-strict": 3, "profile-legacy": 10}
+    members: dict[str, tuple[str, str, str]] = {
+        # account -> (association name, profile, access mode)
+        "stcontosoclean01": ("assoc-clean01", "profile-strict", "Enforced"),
+        "stcontosoclean02": ("assoc-clean02", "profile-strict", "Enforced"),
+        "stcontososftp01": ("assoc-sftp01", "profile-strict", "Enforced"),
+        "stcontosonfs01": ("assoc-nfs01", "profile-strict", "Enforced"),
+        "stcontosofiles01": ("assoc-files01", "profile-strict", "Enforced"),
+        "stcontosorepl01": ("assoc-repl01", "profile-strict", "Enforced"),
+        "stcontosoweb01": ("assoc-web01", "profile-strict", "Enforced"),
+        "stcontosovhd01": ("assoc-vhd01", "profile-strict", "Enforced"),
+        "stcontosobkp01": ("assoc-bkp01", "profile-strict", "Enforced"),
+        "stcontosobkp02": ("assoc-bkp02", "profile-strict", "Enforced"),
+        "stcontosocmk01": ("assoc-cmk01", "profile-strict", "Enforced"),
+        "stcontosolearn01": ("assoc-learn01", "profile-strict", "Learning"),
+        "stcontosoaudit01": ("assoc-audit01", "profile-strict", "Audit"),
+        "stcontosolegacy01": ("assoc-legacy01", "profile-legacy", "Enforced"),
+    }
+    if changed:
+        changed_state(members, versions)
+
+    associations = {assoc: (account_id(acct), profile) for acct, (assoc, profile, _) in members.items()}
+    associations["assoc-kv-cmk"] = (VAULT_IN_ID, "profile-strict")
+    estate.update(network_side(associations, versions))
+
+    for acct, (assoc, profile, mode) in members.items():
+        rid, body = nsp_configuration(acct, assoc, profile, mode, versions[profile], issues=acct == "stcontosolearn01")
+        estate[rid] = body
+
+    def put(pair: tuple[str, Any]) -> None:
+        estate[pair[0]] = pair[1]
+
+    secured = {"publicNetworkAccess": "SecuredByPerimeter"}
+    put(storage_account("stcontosoclean01", "general", **secured))
+    put(storage_account("stcontosoclean02", "cmk", **secured))
+    estate[account_id("stcontosoclean02")]["properties"]["encryption"]["keyvaultproperties"]["keyvaulturi"] = f"https://{CMK_VAULT_IN}.vault.azure.net"
+    put(storage_account("stcontososftp01", "general", isSftpEnabled=True, isLocalUserEnabled=True, **secured))
+    put(storage_account("stcontosonfs01", "nfs", **secured))
+    put(storage_account("stcontosofiles01", "general", **secured))
+    put(child("stcontosofiles01", "fileServices/default/shares/share-nfs", example("storage-2025-08-01/FileSharesPut_NFS.json"), {"share1235": "share-nfs"}))
+    put(storage_account("stcontosorepl01", "general", **secured))
+    for policy in example("storage-2025-08-01/StorageAccountListObjectReplicationPolicies.json")["value"]:
+        put(child("stcontosorepl01", f"objectReplicationPolicies/{policy['name']}", policy, {"sto2527": "stcontosorepl01"}))
+    put(child("stcontosorepl01", "managementPolicies/default", example("storage-2025-08-01/StorageAccountGetManagementPolicy.json")))
+    put(child("stcontosorepl01", "inventoryPolicies/default", example("storage-2025-08-01/StorageAccountGetBlobInventoryPolicy.json")))
+    put(storage_account("stcontosoweb01", "general", **secured))
+    put(storage_account("stcontosovhd01", "general", **secured))
+    vm = renamed(
+        example("compute-2025-04-01/VirtualMachine_Create_PlatformImageVmWithUnmanagedOsAndDataDisks.json"),
+        {"{subscription-id}": SUB, "myResourceGroup": RG_APPS, "{existing-storage-account-name}": "stcontosovhd01"},
+    )
+    vm["name"] = "vm-legacy-app"
+    vm["id"] = f"/subscriptions/{SUB}/resourceGroups/{RG_APPS}/providers/Microsoft.Compute/virtualMachines/vm-legacy-app"
+    vm["location"] = LOCATION
+    vm["properties"]["provisioningState"] = "Succeeded"
+    estate[vm["id"]] = vm
+    put(storage_account("stcontosobkp01", "general", **secured))
+    put(storage_account("stcontosobkp02", "general", **secured))
+    put(storage_account("stcontosocmk01", "cmk", **secured))
+    put(storage_account("stcontosolearn01", "general", publicNetworkAccess="Enabled"))
+    put(storage_account("stcontosoaudit01", "general", publicNetworkAccess="Enabled"))
+    put(storage_account("stcontosolegacy01", "general", **secured))
+    put(storage_account("stcontosooutside01", "general", publicNetworkAccess="Enabled"))
+
+    extras(estate, put)
+    if changed:
+        changed_estate(estate, put)
+    return estate
+
+
+def extras(estate: dict[str, Any], put: Any) -> None:
+    """Pieces built on examples fetched into tests/corpus_extra (static website, SMB, backup)."""
+    from tests import sample_estate_extra
+
+    sample_estate_extra.add(estate, put)
+
+
+def changed_state(members: dict[str, tuple[str, str, str]], versions: dict[str, int]) -> None:
+    """Drift on the perimeter side for the changed estate (filled in by the replay scenario)."""
+    from tests import sample_estate_extra
+
+    sample_estate_extra.change_members(members, versions)
+
+
+def changed_estate(estate: dict[str, Any], put: Any) -> None:
+    from tests import sample_estate_extra
+
+    sample_estate_extra.change_estate(estate, put)
+
+
+def write() -> list[Path]:
+    OUT.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, changed in (("estate.json", False), ("estate-changed.json", True)):
+        path = OUT / name
+        path.write_text(json.dumps(build(changed), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write():
+        print(f"wrote {path.relative_to(ROOT)}")
