@@ -154,3 +154,23 @@ class LiveClients(_Factory):
             return _client_class(kind)(cred or credential(), subscription_id, **kwargs)
 
         super().__init__(build)
+
+
+_sync_credential: Any = None
+
+
+def credential_sync() -> Any:
+    """The synchronous twin for the Table/Queue SDKs (identity-based AzureWebJobsStorage)."""
+    global _sync_credential
+    with _credential_lock:
+        if _sync_credential is None:
+            client_id = os.environ.get("AZURE_CLIENT_ID") or None
+            if os.environ.get("WEBSITE_INSTANCE_ID") or os.environ.get("IDENTITY_ENDPOINT"):
+                from azure.identity import ManagedIdentityCredential
+
+                _sync_credential = ManagedIdentityCredential(client_id=client_id)
+            else:
+                from azure.identity import DefaultAzureCredential
+
+                _sync_credential = DefaultAzureCredential()
+        return _sync_credential

@@ -452,3 +452,56 @@ def _brief(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     code = getattr(getattr(exc, "error", None), "code", None)
     return f"{type(exc).__name__} status={status} code={code}" if status else type(exc).__name__
+
+
+class TargetReads:
+    """The extra reads that resolve a non-account target to storage accounts (uncached)."""
+
+    def __init__(self, clients: ClientFactory) -> None:
+        self._clients = clients
+
+    async def perimeter_storage_accounts(self, perimeter_id: str) -> list[str]:
+        """Storage accounts associated with a perimeter now ([] if the perimeter is gone)."""
+        parsed = arm_ids.parse(perimeter_id)
+        if parsed is None:
+            return []
+        client = self._clients.network(parsed.subscription)
+        try:
+            associations = await _collect_pages(
+                client.network_security_perimeter_associations.list(parsed.resource_group, parsed.top_level_id.rsplit("/", 1)[-1])
+            )
+        except Exception as exc:
+            if _is_not_found(exc):
+                return []
+            raise
+        ids = (_s(_attr(a, "properties", "private_link_resource", "id")) for a in associations)
+        return [i for i in ids if arm_ids.storage_account_of(i) == arm_ids.normalise(i) and i]
+
+    async def vm_vhd_account_names(self, vm_id: str) -> list[str]:
+        """Names of the storage accounts a VM's VHD URIs point at ([] if the VM is gone)."""
+        parsed = arm_ids.parse(vm_id)
+        if parsed is None:
+            return []
+        client = self._clients.compute(parsed.subscription)
+        try:
+            vm = await client.virtual_machines.get(parsed.resource_group, parsed.top_level_id.rsplit("/", 1)[-1])
+        except Exception as exc:
+            if _is_not_found(exc):
+                return []
+            raise
+        names = {uri.split("://", 1)[-1].split(".", 1)[0].lower() for _, _, uri in _vhds(vm)}
+        return sorted(names)
+
+    async def backup_datasource(self, instance_id: str) -> str | None:
+        parsed = arm_ids.parse(instance_id)
+        if parsed is None or len(parsed.segments) < 2:
+            return None
+        client = self._clients.dataprotection(parsed.subscription)
+        try:
+            item = await client.backup_instances.get(parsed.resource_group, parsed.segments[0][1], parsed.segments[1][1])
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+        source = _s(_attr(item, "properties", "data_source_info", "resource_id"))
+        return arm_ids.storage_account_of(source) if source else None

@@ -1,0 +1,17 @@
+"""Queue trigger: one message per closed coalescing window -> one evaluation of the target."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.settings import QUEUE_NAME
+
+bp = func.Blueprint()
+
+
+@bp.function_name("evaluate_target")
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_NAME, connection="AzureWebJobsStorage")
+def evaluate_target(msg: func.QueueMessage) -> None:
+    from shared.app import handle_queue_message
+
+    handle_queue_message(msg.get_body().decode("utf-8", errors="replace"), msg.dequeue_count or 1)

@@ -1,0 +1,15 @@
+"""Timer trigger: the reconciliation sweep (everything in scope, plus lost windows)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+bp = func.Blueprint()
+
+
+@bp.function_name("reconcile_sweep")
+@bp.timer_trigger(arg_name="timer", schedule="%NSP_DRIFT_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def reconcile_sweep(timer: func.TimerRequest) -> None:
+    from shared.app import handle_sweep
+
+    handle_sweep(past_due=bool(timer.past_due))

@@ -1,0 +1,144 @@
+"""What the Functions handlers call: builds the pipeline lazily from settings, once per process.
+
+Each ``handle_*`` is the imperative shell around the Pipeline: decode the binding, call the
+core, decide what the runtime should see (return = acknowledge, raise = retry).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from shared import runtime
+from shared.changes import Target
+from shared.pipeline import Pipeline, TransitionSink
+from shared.settings import Settings, SettingsError, load_settings
+from shared.state.base import StateStore, StoreUnavailable
+
+log = logging.getLogger("nsp_drift")
+
+
+class LoggingSink:
+    """Until a delivery sink is configured, transitions are logged as structured lines."""
+
+    def emit(self, transitions: Any) -> None:
+        for t in transitions:
+            log.warning(
+                "drift %s %s on %s (%s): %s [by %s]",
+                t.kind.value, t.rule_id, t.resource_id, t.severity, t.summary, t.provenance.changed_by,
+            )
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    store: StateStore
+    pipeline: Pipeline
+    queue: Any
+
+
+_lock = threading.Lock()
+_context: AppContext | None = None
+
+
+def build_context(settings: Settings, sink: TransitionSink | None = None) -> AppContext:
+    from shared.adapters.queue import EvaluationQueue
+    from shared.state.table_store import TableStateStore
+    from shared.targeting import Scope
+
+    if settings.storage_connection:
+        store: StateStore = TableStateStore.from_connection_string(settings.storage_connection, settings.table_prefix)
+        queue = EvaluationQueue.from_connection_string(settings.storage_connection)
+    else:
+        from shared.wiring import credential_sync
+
+        store = TableStateStore.from_service_uri(settings.table_service_uri, credential_sync(), settings.table_prefix)
+        queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential_sync())
+    if settings.estate_path:
+        from shared.adapters.estate import Estate
+        from shared.wiring import EstateClients
+
+        clients: Any = EstateClients(Estate.load(settings.estate_path))
+    else:
+        from shared.wiring import LiveClients
+
+        clients = LiveClients()
+    pipeline = Pipeline(
+        clients=clients,
+        store=store,
+        config=settings.rules,
+        scope=Scope(settings.subscriptions),
+        window_seconds=settings.coalesce_seconds,
+        enqueue=queue.send,
+        sink=sink or LoggingSink(),
+    )
+    return AppContext(settings, store, pipeline, queue)
+
+
+def context() -> AppContext:
+    global _context
+    with _lock:
+        if _context is None:
+            try:
+                _context = build_context(load_settings())
+            except SettingsError as exc:
+                log.error("nsp-drift is misconfigured: %s", exc)
+                raise
+        return _context
+
+
+def reset_context(new: AppContext | None = None) -> None:
+    """Tests and settings reloads: drop (or replace) the process-wide context."""
+    global _context
+    with _lock:
+        _context = new
+
+
+def handle_event(event: Any) -> None:
+    from shared.events import event_from_binding
+
+    raw = event_from_binding(event)
+    try:
+        report = context().pipeline.intake([raw])
+    except StoreUnavailable:
+        log.error("state store unavailable: event %s will be retried by Event Grid", raw.get("id"))
+        raise
+    log.info(
+        "event %s: accepted=%d duplicates=%d windows_opened=%d dropped=%s",
+        raw.get("id"), report.accepted, report.duplicates, report.windows_opened, dict(report.dropped),
+    )
+
+
+def handle_queue_message(body: str, dequeue_count: int) -> None:
+    from shared.adapters.queue import decode_message
+
+    try:
+        target, _ = decode_message(body)
+    except ValueError as exc:
+        # A malformed message can never succeed: log and acknowledge instead of poisoning.
+        log.error("dropped malformed evaluation message: %s", exc)
+        return
+    started = time.monotonic()
+    transitions = runtime.run(context().pipeline.evaluate_pending(target))
+    log.info(
+        "evaluated %s (attempt %d): %d transition(s) in %.2fs",
+        _describe(target), dequeue_count, len(transitions), time.monotonic() - started,
+    )
+
+
+def handle_sweep(past_due: bool = False) -> None:
+    ctx = context()
+    if past_due:
+        log.warning("reconciliation sweep is running late")
+    report = runtime.run(ctx.pipeline.sweep(ctx.settings.subscriptions))
+    log.info(
+        "sweep: %d account(s), %d transition(s), %d failure(s), %d window(s) re-queued",
+        report.accounts, report.transitions, len(report.failed), report.requeued,
+    )
+
+
+def _describe(target: Target) -> str:
+    return f"{target.kind.value} {target.resource_id}"

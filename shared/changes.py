@@ -1,0 +1,131 @@
+"""Types shared by the event pipeline: normalised change events, evaluation targets, transitions.
+
+Pure data; no SDK, no I/O. ``events.py`` builds ChangeEvents, ``targeting.py`` maps them to
+Targets, ``drift.py`` produces Transitions.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change, from the event's claims (any field may be empty)."""
+
+    name: str = ""
+    upn: str = ""
+    appid: str = ""
+    object_id: str = ""
+    client_ip: str = ""
+
+    def display(self) -> str:
+        who = self.upn or self.name or (f"app {self.appid}" if self.appid else "") or self.object_id
+        if not who:
+            return "unknown"
+        return f"{who} from {self.client_ip}" if self.client_ip else who
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One resource-change event, whatever its schema (Event Grid or CloudEvents 1.0)."""
+
+    event_id: str
+    event_type: str  # canonical, e.g. "Microsoft.Resources.ResourceWriteSuccess"
+    resource_id: str  # normalised ARM id (stray spaces removed, original casing kept)
+    subscription_id: str
+    operation_name: str = ""
+    status: str = ""
+    event_time: str = ""  # ISO 8601 as sent
+    correlation_id: str = ""
+    actor: Actor = field(default_factory=Actor)
+    resource_type: str = ""  # e.g. "Microsoft.Storage/storageAccounts" when the event says so
+    is_delete: bool = False
+    # Resource Notifications CreatedOrUpdated carry a body snapshot (a hint; may be stale).
+    snapshot_properties: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    snapshot_api_version: str = ""
+
+
+class TargetKind(enum.StrEnum):
+    ACCOUNT = "account"  # a storage account: evaluate it
+    PERIMETER = "perimeter"  # evaluate every storage account associated with it (now or before)
+    VIRTUAL_MACHINE = "vm"  # evaluate the accounts its VHD URIs point at (now or before)
+    BACKUP_INSTANCE = "backup"  # evaluate its data source account
+    KEY_VAULT = "keyvault"  # evaluate the accounts whose CMK lives in it
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: TargetKind
+    resource_id: str  # canonical casing as first seen; compare with ``key``
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind.value}:{self.resource_id.lower()}"
+
+    @property
+    def row_key(self) -> str:
+        """A Table-storage-safe key (ids contain '/', which RowKey forbids)."""
+        return hashlib.sha256(self.key.encode()).hexdigest()
+
+
+class TransitionKind(enum.StrEnum):
+    OPENED = "opened"
+    RESOLVED = "resolved"
+    CHANGED = "changed"
+
+
+# Pseudo rule ids of perimeter-level changes (findings use the catalogue's rule ids).
+PERIMETER_RULES_CHANGED = "perimeter-access-rules-changed"
+PERIMETER_ASSOCIATION_CHANGED = "perimeter-association-changed"
+PERIMETER_MODE_CHANGED = "perimeter-access-mode-changed"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What caused an evaluation: merged from every event coalesced into it."""
+
+    event_ids: tuple[str, ...] = ()
+    actors: tuple[Actor, ...] = ()
+    operation_names: tuple[str, ...] = ()
+    correlation_ids: tuple[str, ...] = ()
+    event_times: tuple[str, ...] = ()
+    source: str = "event"  # "event" | "sweep" | "scan"
+
+    @property
+    def changed_by(self) -> str:
+        names = list(dict.fromkeys(a.display() for a in self.actors))
+        return ", ".join(names) if names else ("reconciliation sweep" if self.source == "sweep" else "unknown")
+
+    @property
+    def when(self) -> str:
+        return max(self.event_times) if self.event_times else ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    kind: TransitionKind
+    rule_id: str
+    resource_id: str  # the storage account (or the perimeter for profile-level changes)
+    perimeter_id: str | None
+    severity: str  # label of shared.model.Severity
+    title: str
+    summary: str
+    key: str  # identity of what transitioned (finding key, or perimeter/profile/... key)
+    before: dict[str, Any] = field(default_factory=dict, hash=False)
+    after: dict[str, Any] = field(default_factory=dict, hash=False)
+    flags: tuple[str, ...] = ()  # e.g. "weakening", "broad", "public", "subscription", "service-tag", "new-fqdn"
+    evidence: dict[str, Any] = field(default_factory=dict, hash=False)
+    provenance: Provenance = field(default_factory=Provenance)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same (what, how, which state) -> same key, so a receiver can drop a re-send."""
+        basis = f"{self.key}|{self.kind.value}|{sorted(self.after.items())!r}|{sorted(self.before.items())!r}"
+        return hashlib.sha256(basis.encode()).hexdigest()[:32]

@@ -1,0 +1,265 @@
+"""Drift: a pure diff of what was stored last time against what was just evaluated.
+
+``decide_account`` compares findings and perimeter associations of one account;
+``decide_profile`` compares the effective access rules of one perimeter profile (stored once per
+profile, so a rule change on a profile shared by 50 accounts is reported once, not 50 times).
+Nothing is emitted when nothing changed, which is what makes re-delivered events harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from shared.changes import (
+    PERIMETER_ASSOCIATION_CHANGED,
+    PERIMETER_MODE_CHANGED,
+    PERIMETER_RULES_CHANGED,
+    Provenance,
+    Transition,
+    TransitionKind,
+)
+from shared.model import AccessMode, AccessRule, Evaluation, Finding, PerimeterView, Severity
+from shared.output import finding_to_dict
+from shared.rules.base import RuleParams
+from shared.state.base import AccountState, AssociationState, ProfileState
+
+# -- state from an evaluation ----------------------------------------------------------------
+
+
+def finding_record(finding: Finding) -> dict[str, Any]:
+    return {**finding_to_dict(finding), "key": finding.key}
+
+
+def snapshot_digest(evaluation: Evaluation) -> str:
+    payload = json.dumps(asdict(evaluation.snapshot), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def account_state_of(evaluation: Evaluation, evaluated_at: str) -> AccountState:
+    snap = evaluation.snapshot
+    return AccountState(
+        account_id=snap.id,
+        findings=tuple(finding_record(f) for f in evaluation.findings),
+        associations=tuple(
+            AssociationState(v.perimeter_id, v.association_name, v.access_mode_raw, v.profile_name) for v in snap.perimeters
+        ),
+        key_vault_name=snap.encryption.key_vault_name if snap.encryption.uses_customer_managed_key else "",
+        vm_ids=tuple(sorted({d.vm_id.lower() for d in snap.unmanaged_disks})),
+        backup_instance_ids=tuple(sorted({b.instance_id.lower() for b in snap.backup_instances})),
+        evaluated_at=evaluated_at,
+        snapshot_digest=snapshot_digest(evaluation),
+    )
+
+
+def rule_record(rule: AccessRule) -> dict[str, Any]:
+    record: dict[str, Any] = {"name": rule.name, "direction": rule.direction}
+    for key, values in (
+        ("addressPrefixes", rule.address_prefixes),
+        ("subscriptions", rule.subscriptions),
+        ("fullyQualifiedDomainNames", rule.fully_qualified_domain_names),
+        ("serviceTags", rule.service_tags),
+        ("networkSecurityPerimeters", rule.network_security_perimeters),
+        ("emailAddresses", rule.email_addresses),
+        ("phoneNumbers", rule.phone_numbers),
+    ):
+        if values:
+            record[key] = sorted(values)
+    return record
+
+
+def profile_state_of(view: PerimeterView) -> ProfileState:
+    rules = tuple(sorted((rule_record(r) for r in view.access_rules), key=lambda r: str(r["name"]).lower()))
+    return ProfileState(view.perimeter_id, view.profile_name, view.access_rules_version, rules)
+
+
+# -- account diff ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccountDecision:
+    transitions: tuple[Transition, ...]
+    new_state: AccountState | None  # None: forget the account (deleted)
+
+
+def _finding_transition(kind: TransitionKind, record: Mapping[str, Any], provenance: Provenance, summary: str = "",
+                        before: Mapping[str, Any] | None = None) -> Transition:
+    return Transition(
+        kind=kind,
+        rule_id=str(record["rule"]),
+        resource_id=str(record["resource"]),
+        perimeter_id=record.get("perimeter"),
+        severity=str(record["severity"]),
+        title=str(record["title"]),
+        summary=summary or str(record["summary"]),
+        key=str(record["key"]),
+        before=dict(before or {}),
+        after={"severity": record["severity"], "summary": record["summary"]} if kind is not TransitionKind.RESOLVED else {},
+        evidence=dict(record.get("evidence") or {}),
+        provenance=provenance,
+    )
+
+
+def _finding_transitions(prev: AccountState | None, curr: AccountState | None, provenance: Provenance,
+                         partial: bool) -> tuple[list[Transition], tuple[dict[str, Any], ...]]:
+    """Opened/resolved/changed findings, and the findings to store (carried over when partial)."""
+    before = {f["key"]: f for f in (prev.findings if prev else ())}
+    after = {f["key"]: f for f in (curr.findings if curr else ())}
+    out: list[Transition] = []
+    for key, record in after.items():
+        old = before.get(key)
+        if old is None:
+            out.append(_finding_transition(TransitionKind.OPENED, record, provenance))
+        elif old["severity"] != record["severity"]:
+            out.append(
+                _finding_transition(
+                    TransitionKind.CHANGED, record, provenance,
+                    f"{record['summary']} (severity {old['severity']} -> {record['severity']})",
+                    before={"severity": old["severity"], "summary": old["summary"]},
+                )
+            )
+    kept = dict(after)
+    for key, record in before.items():
+        if key in after:
+            continue
+        if partial:  # a read failed: absence proves nothing, keep the finding open
+            kept[key] = record
+            continue
+        why = "account deleted" if curr is None else "no longer detected"
+        out.append(_finding_transition(TransitionKind.RESOLVED, record, provenance, f"Resolved ({why}): {record['summary']}",
+                                       before={"severity": record["severity"], "summary": record["summary"]}))
+    return out, tuple(kept.values())
+
+
+def _association_transitions(prev: AccountState | None, curr: AccountState, provenance: Provenance) -> list[Transition]:
+    before = {a.perimeter_id.lower(): a for a in (prev.associations if prev else ())}
+    after = {a.perimeter_id.lower(): a for a in curr.associations}
+    out = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        perimeter = (new or old).perimeter_id  # type: ignore[union-attr]
+        base_key = f"{curr.account_id.lower()}|{key}"
+        if old is None and new is not None:
+            if prev is None:
+                continue  # first sight of the account: its association is the baseline, not drift
+            out.append(_assoc(curr.account_id, perimeter, base_key, "added", {}, asdict(new), (), Severity.INFO,
+                              f"Account associated with perimeter via '{new.association_name}' ({new.access_mode})", provenance))
+        elif new is None and old is not None:
+            out.append(_assoc(curr.account_id, perimeter, base_key, "removed", asdict(old), {}, ("weakening",), Severity.HIGH,
+                              f"Association '{old.association_name}' removed: the account is no longer protected by the perimeter",
+                              provenance))
+        elif old is not None and new is not None:
+            if old.access_mode.lower() != new.access_mode.lower():
+                weakening = AccessMode.parse(old.access_mode) is AccessMode.ENFORCED and AccessMode.parse(new.access_mode) is not AccessMode.ENFORCED
+                out.append(Transition(
+                    kind=TransitionKind.CHANGED, rule_id=PERIMETER_MODE_CHANGED, resource_id=curr.account_id,
+                    perimeter_id=perimeter, severity=(Severity.HIGH if weakening else Severity.LOW).label,
+                    title="Perimeter access mode changed",
+                    summary=f"Access mode of '{new.association_name}' changed {old.access_mode} -> {new.access_mode}"
+                    + (" (weakening: rules no longer enforced)" if weakening else ""),
+                    key=f"{base_key}|mode", before={"accessMode": old.access_mode}, after={"accessMode": new.access_mode},
+                    flags=("weakening",) if weakening else (), provenance=provenance,
+                ))
+            if (old.association_name, old.profile_name.lower()) != (new.association_name, new.profile_name.lower()):
+                out.append(_assoc(curr.account_id, perimeter, base_key, "moved", asdict(old), asdict(new), (), Severity.MEDIUM,
+                                  f"Association moved from profile '{old.profile_name}' to '{new.profile_name}'", provenance))
+    return out
+
+
+def _assoc(account: str, perimeter: str, key: str, what: str, before: dict[str, Any], after: dict[str, Any],
+           flags: tuple[str, ...], severity: Severity, summary: str, provenance: Provenance) -> Transition:
+    return Transition(
+        kind=TransitionKind.CHANGED, rule_id=PERIMETER_ASSOCIATION_CHANGED, resource_id=account, perimeter_id=perimeter,
+        severity=severity.label, title="Perimeter association changed", summary=summary, key=f"{key}|association",
+        before=before, after=after, flags=(what, *flags), provenance=provenance,
+    )
+
+
+def decide_account(prev: AccountState | None, evaluation: Evaluation | None, provenance: Provenance,
+                   evaluated_at: str) -> AccountDecision:
+    """``evaluation`` None means the account no longer exists."""
+    curr = account_state_of(evaluation, evaluated_at) if evaluation is not None else None
+    partial = bool(evaluation and evaluation.snapshot.incomplete)
+    transitions, kept = _finding_transitions(prev, curr, provenance, partial)
+    if curr is None:
+        return AccountDecision(tuple(transitions), None)
+    if prev is not None or curr.associations:
+        transitions.extend(_association_transitions(prev, curr, provenance))
+    new_state = AccountState(**{**asdict_shallow(curr), "findings": kept})
+    return AccountDecision(tuple(transitions), new_state)
+
+
+def asdict_shallow(state: AccountState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in state.__dataclass_fields__}
+
+
+# -- profile diff ------------------------------------------------------------------------------
+
+
+def _flags_for(rule: Mapping[str, Any], old: Mapping[str, Any] | None, params: RuleParams) -> tuple[str, ...]:
+    flags: list[str] = []
+    if str(rule.get("direction", "")).lower() == "inbound":
+        for prefix in rule.get("addressPrefixes", []):
+            try:
+                net = ipaddress.ip_network(str(prefix), strict=False)
+            except ValueError:
+                continue
+            if net.is_global or net.prefixlen == 0:
+                flags.append("public")
+            limit = params.max_inbound_prefix_ipv4 if net.version == 4 else params.max_inbound_prefix_ipv6
+            if net.prefixlen == 0 or (net.is_global and net.prefixlen < limit):
+                flags.append("broad")
+        if rule.get("subscriptions"):
+            flags.append("subscription")
+        if rule.get("serviceTags"):
+            flags.append("service-tag")
+    new_fqdns = set(rule.get("fullyQualifiedDomainNames", [])) - set((old or {}).get("fullyQualifiedDomainNames", []))
+    if new_fqdns:
+        flags.append("new-fqdn")
+    return tuple(dict.fromkeys(flags))
+
+
+def _rule_severity(flags: Iterable[str], removed: bool) -> Severity:
+    flags = set(flags)
+    if "broad" in flags:
+        return Severity.HIGH
+    if flags & {"subscription", "service-tag", "public", "new-fqdn"}:
+        return Severity.MEDIUM
+    return Severity.LOW if not removed else Severity.INFO
+
+
+def decide_profile(prev: ProfileState | None, curr: ProfileState, account_id: str, provenance: Provenance,
+                   params: RuleParams | None = None) -> tuple[Transition, ...]:
+    """Access rules added, removed or modified on one profile (nothing on first sight)."""
+    if prev is None:
+        return ()
+    if prev.access_rules_version is not None and prev.access_rules_version == curr.access_rules_version and prev.rules == curr.rules:
+        return ()
+    params = params or RuleParams()
+    before = {str(r["name"]).lower(): r for r in prev.rules}
+    after = {str(r["name"]).lower(): r for r in curr.rules}
+    out = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        what = "added" if old is None else "removed" if new is None else "modified"
+        flags = _flags_for(new, old, params) if new is not None else ()
+        severity = _rule_severity(flags, removed=new is None)
+        rule_name = str((new or old or {}).get("name", name))
+        detail = f" [{', '.join(flags)}]" if flags else ""
+        out.append(Transition(
+            kind=TransitionKind.CHANGED, rule_id=PERIMETER_RULES_CHANGED, resource_id=curr.perimeter_id,
+            perimeter_id=curr.perimeter_id, severity=severity.label, title="Perimeter access rules changed",
+            summary=f"Access rule '{rule_name}' {what} in profile '{curr.profile_name}'{detail}",
+            key=f"{curr.perimeter_id.lower()}|{curr.profile_name.lower()}|{name}",
+            before=dict(old or {}), after=dict(new or {}), flags=(what, *flags),
+            evidence={"profile": curr.profile_name, "accessRulesVersion": [prev.access_rules_version, curr.access_rules_version],
+                      "seenVia": account_id},
+            provenance=provenance,
+        ))
+    return tuple(out)

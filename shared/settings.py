@@ -1,0 +1,94 @@
+"""App settings, read and validated in one place (never at import time).
+
+A bad setting raises SettingsError naming it; the function app logs that one line and the
+functions still index (the error surfaces on first use, not at import).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.config import ConfigError, RulesConfig, config_from_settings
+
+QUEUE_NAME = "nsp-drift-evaluations"  # fixed: the queue trigger binds to it by name
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,40}$")
+
+# Every setting the code reads, with its meaning (README and infra are checked against this).
+DOCUMENTED: dict[str, str] = {
+    "AzureWebJobsStorage": "Storage for the Functions host, the evaluation queue and the state tables "
+    "(UseDevelopmentStorage=true with Azurite; identity-based: AzureWebJobsStorage__queueServiceUri/__tableServiceUri)",
+    "NSP_DRIFT_SUBSCRIPTIONS": "Comma-separated subscription ids in scope (events from others are dropped; the sweep lists these)",
+    "NSP_DRIFT_COALESCE_SECONDS": "Coalescing window per target in seconds (default 30, 0-600)",
+    "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
+    "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the reconciliation sweep (e.g. 0 0 */6 * * *)",
+    "NSP_DRIFT_ESTATE": "Path of an offline estate JSON: read it instead of Azure Resource Manager (local runs, demos)",
+    "NSP_DRIFT_RULES_CONFIG": "Rules configuration: a file path (TOML/YAML/JSON) or inline JSON",
+    "NSP_DRIFT_DISABLED_RULES": "Comma-separated rule ids to disable",
+    "NSP_DRIFT_SEVERITY_OVERRIDES": "Comma-separated rule=severity pairs",
+    "AZURE_CLIENT_ID": "Client id of a user-assigned managed identity (system-assigned when unset)",
+}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    subscriptions: tuple[str, ...] = ()
+    coalesce_seconds: float = 30.0
+    table_prefix: str = "nspdrift"
+    storage_connection: str = ""
+    table_service_uri: str = ""
+    queue_service_uri: str = ""
+    estate_path: str = ""
+    rules: RulesConfig = field(default_factory=RulesConfig)
+
+
+def _subscriptions(raw: str) -> tuple[str, ...]:
+    subs = tuple(dict.fromkeys(s.strip().lower() for s in raw.split(",") if s.strip()))
+    bad = [s for s in subs if not _GUID.match(s)]
+    if bad:
+        raise SettingsError(f"NSP_DRIFT_SUBSCRIPTIONS: {bad[0]!r} is not a subscription id (a GUID)")
+    return subs
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    try:
+        window = float(env.get("NSP_DRIFT_COALESCE_SECONDS", "30") or 30)
+    except ValueError:
+        raise SettingsError(f"NSP_DRIFT_COALESCE_SECONDS: expected seconds, got {env['NSP_DRIFT_COALESCE_SECONDS']!r}") from None
+    if not 0 <= window <= 600:
+        raise SettingsError("NSP_DRIFT_COALESCE_SECONDS: must be between 0 and 600 (queue visibility delay)")
+    prefix = env.get("NSP_DRIFT_STATE_TABLE_PREFIX", "nspdrift") or "nspdrift"
+    if not _TABLE_PREFIX.match(prefix):
+        raise SettingsError("NSP_DRIFT_STATE_TABLE_PREFIX: letters and digits only, starting with a letter")
+    estate = env.get("NSP_DRIFT_ESTATE", "")
+    if estate and not os.path.exists(estate):
+        raise SettingsError(f"NSP_DRIFT_ESTATE: file {estate} does not exist")
+    connection = env.get("AzureWebJobsStorage", "")
+    table_uri = env.get("AzureWebJobsStorage__tableServiceUri", "")
+    queue_uri = env.get("AzureWebJobsStorage__queueServiceUri", "")
+    if not connection and not (table_uri and queue_uri):
+        raise SettingsError(
+            "AzureWebJobsStorage: set a connection string, or AzureWebJobsStorage__tableServiceUri and __queueServiceUri"
+        )
+    try:
+        rules = config_from_settings(env)
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    return Settings(
+        subscriptions=_subscriptions(env.get("NSP_DRIFT_SUBSCRIPTIONS", "")),
+        coalesce_seconds=window,
+        table_prefix=prefix,
+        storage_connection=connection,
+        table_service_uri=table_uri,
+        queue_service_uri=queue_uri,
+        estate_path=estate,
+        rules=rules,
+    )
