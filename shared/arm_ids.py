@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 _GUIDISH = re.compile(r"^[0-9a-fA-F-]{36}$")
 
@@ -90,3 +91,50 @@ def account_name_of(resource_id: str) -> str:
 
 def same(a: str, b: str) -> bool:
     return normalise(a).lower() == normalise(b).lower()
+
+
+_MAX_ID_CHARS = 2048  # the limit ``parse`` applies; ARM ids in practice stay well under it
+
+
+def is_well_formed(resource_id: str) -> bool:
+    """True for a subscription- or tenant-rooted id that is safe to act on.
+
+    Rejects dot segments (also percent-encoded ones: an id may end up in a request path), control
+    characters and over-long text. Ids without a provider segment (a resource group, a
+    subscription) are well formed; ``parse`` still returns None for them.
+    """
+    if not isinstance(resource_id, str) or len(resource_id) > _MAX_ID_CHARS:
+        return False
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in resource_id):
+        return False
+    parts = normalise(resource_id).strip("/").split("/")
+    if parts[0].lower() == "subscriptions":
+        if len(parts) < 2:
+            return False
+    elif parts[0].lower() != "providers":
+        return False
+    for part in parts:
+        decoded = unquote(part)
+        if any(piece in {".", ".."} for piece in re.split(r"[/\\]", decoded)) or part in {".", ".."}:
+            return False
+    return True
+
+
+def resource_type(resource_id: str) -> str:
+    """The type of the innermost resource in the input's casing, "" when the id does not parse.
+
+    ``.../storageAccounts/a/blobServices/default`` gives ``Microsoft.Storage/storageAccounts/blobServices``.
+    For an extension resource (``.../storageAccounts/a/providers/Microsoft.Authorization/locks/l``)
+    it is the extension's own type (``Microsoft.Authorization/locks``): a lock or a role
+    assignment on an account is not a child of the account.
+    """
+    parsed = parse(resource_id)
+    if parsed is None:
+        return ""
+    namespace, types = parsed.namespace, [t for t, _ in parsed.segments]
+    for index in range(len(parsed.segments) - 1, 0, -1):
+        type_, name = parsed.segments[index]
+        if type_.lower() == "providers" and name:
+            namespace, types = name, [t for t, _ in parsed.segments[index + 1 :]]
+            break
+    return "/".join([namespace, *types])

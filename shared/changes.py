@@ -100,7 +100,7 @@ class Provenance:
 
     @property
     def changed_by(self) -> str:
-        names = list(dict.fromkeys(a.display() for a in self.actors))
+        names = list(dict.fromkeys(a.display() for a in self.actors if a.display() != "unknown"))
         return ", ".join(names) if names else ("reconciliation sweep" if self.source == "sweep" else "unknown")
 
     @property

@@ -17,7 +17,11 @@ from typing import Any, NoReturn, TextIO
 from shared.model import Severity
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
-SAMPLE_NAMES = {"sample": SAMPLES / "estate.json", "sample-changed": SAMPLES / "estate-changed.json"}
+SAMPLE_NAMES = {
+    "sample": SAMPLES / "estate.json",
+    "sample-changed": SAMPLES / "estate-changed.json",
+    "sample-events": SAMPLES / "events.json",
+}
 
 
 class UsageError(Exception):
@@ -49,6 +53,16 @@ def _build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--config", metavar="FILE", help="rules configuration (TOML, YAML or JSON)")
     scan.add_argument("--fail-on", metavar="SEVERITY", default="high", help="exit 1 at or above this (default high)")
     scan.add_argument("--concurrency", type=int, default=8, help="accounts read at once (default 8)")
+    scan.add_argument("--state", metavar="PATH", help="record the results as the baseline in this SQLite file")
+
+    replay = sub.add_parser("replay", help="run recorded events through the pipeline against an estate")
+    replay.add_argument("events", metavar="EVENTS", help="JSON array of events (either schema), or 'sample'")
+    replay.add_argument("--estate", metavar="FILE", help="the estate after the events (default with 'sample': sample-changed)")
+    replay.add_argument("--state", metavar="PATH", help="SQLite state holding the baseline (default: a fresh one)")
+    replay.add_argument("--baseline", metavar="FILE", help="estate to record as the baseline first (default with 'sample': sample)")
+    replay.add_argument("--format", choices=("table", "jsonl"), default="table")
+    replay.add_argument("--config", metavar="FILE", help="rules configuration (TOML, YAML or JSON)")
+    replay.add_argument("--window", type=float, default=30.0, help="coalescing window in seconds (default 30)")
     return parser
 
 
@@ -131,6 +145,11 @@ def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         "jsonl": output.render_jsonl,
         "sarif": output.render_sarif,
     }[args.format]
+    if args.state:
+        from shared.replay import record_scan
+
+        record_scan(args.state, results, config)
+
     text = render(results)
     out.write(text if text.endswith("\n") else text + "\n")
     failing = [f for f in output.all_findings(results) if f.severity >= fail_on]
@@ -164,8 +183,38 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 130
 
 
+def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from shared.adapters.estate import EstateError
+    from shared.events import EventError
+    from shared.replay import ReplayInputError, render_transitions, replay
+
+    config = _rules_config(args.config)
+    events_path = _estate_path("sample-events" if args.events == "sample" else args.events)
+    estate = args.estate or ("sample-changed" if args.events == "sample" else None)
+    baseline = args.baseline or ("sample" if args.events == "sample" and not args.state else None)
+    if estate is None:
+        raise UsageError("replay: --estate FILE is required (the estate after the events)")
+    if args.window < 0:
+        raise UsageError("--window must not be negative")
+    try:
+        result = replay(
+            events_path,
+            _estate_path(estate),
+            state_path=args.state,
+            baseline_path=_estate_path(baseline) if baseline else None,
+            config=config,
+            window=args.window,
+        )
+    except (ReplayInputError, EstateError, EventError) as exc:
+        raise UsageError(str(exc)) from None
+    for problem in result.errors:
+        err.write(f"nsp-drift: skipped event: {problem}\n")
+    out.write(render_transitions(result, args.format))
+    return 0
+
+
 def _extra_commands() -> dict[str, Any]:
-    return {}
+    return {"replay": _cmd_replay}
 
 
 if __name__ == "__main__":

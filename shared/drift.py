@@ -105,10 +105,18 @@ def _finding_transition(kind: TransitionKind, record: Mapping[str, Any], provena
 
 
 def _finding_transitions(prev: AccountState | None, curr: AccountState | None, provenance: Provenance,
-                         partial: bool) -> tuple[list[Transition], tuple[dict[str, Any], ...]]:
-    """Opened/resolved/changed findings, and the findings to store (carried over when partial)."""
+                         partial: bool, rules: frozenset[str] | None) -> tuple[list[Transition], tuple[dict[str, Any], ...]]:
+    """Opened/resolved/changed findings, and the findings to store.
+
+    Findings of rules outside ``rules`` (None = all) are carried over untouched: an evaluation
+    caused by, say, a perimeter change does not attribute a VM deletion to the perimeter's editor;
+    that change is reported by its own event (or the sweep)."""
+    def in_scope(record: Mapping[str, Any]) -> bool:
+        return rules is None or record["rule"] in rules
+
     before = {f["key"]: f for f in (prev.findings if prev else ())}
-    after = {f["key"]: f for f in (curr.findings if curr else ())}
+    after = {f["key"]: f for f in (curr.findings if curr else ()) if in_scope(f)}
+    carried = {k: f for k, f in before.items() if not in_scope(f)}
     out: list[Transition] = []
     for key, record in after.items():
         old = before.get(key)
@@ -122,9 +130,9 @@ def _finding_transitions(prev: AccountState | None, curr: AccountState | None, p
                     before={"severity": old["severity"], "summary": old["summary"]},
                 )
             )
-    kept = dict(after)
+    kept = {**carried, **after}
     for key, record in before.items():
-        if key in after:
+        if key in after or key in carried:
             continue
         if partial:  # a read failed: absence proves nothing, keep the finding open
             kept[key] = record
@@ -180,17 +188,40 @@ def _assoc(account: str, perimeter: str, key: str, what: str, before: dict[str, 
 
 
 def decide_account(prev: AccountState | None, evaluation: Evaluation | None, provenance: Provenance,
-                   evaluated_at: str) -> AccountDecision:
-    """``evaluation`` None means the account no longer exists."""
+                   evaluated_at: str, rules: frozenset[str] | None = None,
+                   associations: bool = True) -> AccountDecision:
+    """``evaluation`` None means the account no longer exists. ``rules`` limits which findings may
+    open or resolve (None = all); ``associations`` False keeps the stored associations as they are
+    (an evaluation caused by a VM or backup change does not speak for the perimeter)."""
     curr = account_state_of(evaluation, evaluated_at) if evaluation is not None else None
     partial = bool(evaluation and evaluation.snapshot.incomplete)
-    transitions, kept = _finding_transitions(prev, curr, provenance, partial)
+    if curr is None and rules is not None and prev is not None:
+        # A scoped evaluation found the account gone: leave the verdict to its own delete event.
+        return AccountDecision((), prev)
+    transitions, kept = _finding_transitions(prev, curr, provenance, partial, rules)
     if curr is None:
         return AccountDecision(tuple(transitions), None)
-    if prev is not None or curr.associations:
+    if rules is not None and prev is not None:
+        curr = AccountState(**{**asdict_shallow(curr), **_carried_references(prev, rules)})
+    if not associations and prev is not None:
+        curr = AccountState(**{**asdict_shallow(curr), "associations": prev.associations})
+    elif prev is not None or curr.associations:
         transitions.extend(_association_transitions(prev, curr, provenance))
     new_state = AccountState(**{**asdict_shallow(curr), "findings": kept})
     return AccountDecision(tuple(transitions), new_state)
+
+
+# The reverse-index fields each rule's findings stand on: a scoped evaluation that may not judge
+# the rule must not move the index either, or the rule's own later event would find nothing.
+_REFERENCE_OF_RULE = {
+    "unmanaged-disk": "vm_ids",
+    "azure-backup": "backup_instance_ids",
+    "cmk-vault-outside-perimeter": "key_vault_name",
+}
+
+
+def _carried_references(prev: AccountState, rules: frozenset[str]) -> dict[str, Any]:
+    return {field: getattr(prev, field) for rule, field in _REFERENCE_OF_RULE.items() if rule not in rules}
 
 
 def asdict_shallow(state: AccountState) -> dict[str, Any]:

@@ -37,6 +37,27 @@ log = logging.getLogger(__name__)
 
 _MAX_CONFLICT_RETRIES = 5
 
+# Which findings an evaluation may open or resolve, by what caused it (None = every rule).
+# An account event or the sweep judges everything; a perimeter change judges what depends on
+# the perimeter; a VM, backup or vault change judges only its own rule.
+RULES_FOR_TARGET: dict[TargetKind, frozenset[str] | None] = {
+    TargetKind.ACCOUNT: None,
+    TargetKind.PERIMETER: frozenset(
+        {
+            "association-not-enforced",
+            "inbound-rule-too-broad",
+            "service-tag-rule",
+            "subscription-rule",
+            "perimeter-provisioning-issue",
+            "cmk-vault-outside-perimeter",
+        }
+    ),
+    TargetKind.VIRTUAL_MACHINE: frozenset({"unmanaged-disk"}),
+    TargetKind.BACKUP_INSTANCE: frozenset({"azure-backup"}),
+    TargetKind.KEY_VAULT: frozenset({"cmk-vault-outside-perimeter"}),
+}
+_PERIMETER_AWARE = {TargetKind.ACCOUNT, TargetKind.PERIMETER}
+
 
 class TransitionSink(Protocol):
     def emit(self, transitions: Sequence[Transition]) -> None: ...
@@ -198,7 +219,7 @@ class Pipeline:
 
         async def one(account_id: str) -> list[Transition]:
             async with gate:
-                return await self.evaluate_account(account_id, provenance, reader)
+                return await self.evaluate_account(account_id, provenance, reader, target.kind)
 
         results = await asyncio.gather(*(one(a) for a in accounts))
         return [t for batch in results for t in batch]
@@ -210,27 +231,30 @@ class Pipeline:
             return None
         return evaluate(snapshot, self.config, datetime.fromtimestamp(self.clock(), UTC).date())
 
-    async def evaluate_account(self, account_id: str, provenance: Provenance, reader: ArmReader | None = None) -> list[Transition]:
+    async def evaluate_account(self, account_id: str, provenance: Provenance, reader: ArmReader | None = None,
+                               cause: TargetKind = TargetKind.ACCOUNT) -> list[Transition]:
         evaluation = await self.gather(account_id, reader or ArmReader(self.clients))
-        transitions = await asyncio.to_thread(self.apply, account_id, evaluation, provenance)
+        transitions = await asyncio.to_thread(self.apply, account_id, evaluation, provenance, True, cause)
         if transitions:
             self.sink.emit(transitions)
         return transitions
 
-    def apply(self, account_id: str, evaluation: Evaluation | None, provenance: Provenance, emit: bool = True) -> list[Transition]:
+    def apply(self, account_id: str, evaluation: Evaluation | None, provenance: Provenance, emit: bool = True,
+              cause: TargetKind = TargetKind.ACCOUNT) -> list[Transition]:
         """Decide against stored state and write it; on a lost race, re-read and decide again."""
         now = _iso(self.clock())
+        perimeter_aware = cause in _PERIMETER_AWARE
         for _ in range(_MAX_CONFLICT_RETRIES):
             stored = self.store.get_account(account_id)
             previous = stored.value if stored else None
-            decision = decide_account(previous, evaluation, provenance, now)
+            decision = decide_account(previous, evaluation, provenance, now, RULES_FOR_TARGET[cause], perimeter_aware)
             try:
                 self._write_account(account_id, stored.etag if stored else None, previous, decision.new_state)
             except ConflictError:
                 log.info("lost a write race on %s; deciding again", account_id)
                 continue
             transitions = list(decision.transitions) if emit else []
-            if evaluation is not None:
+            if evaluation is not None and perimeter_aware:
                 for view in evaluation.snapshot.perimeters:
                     transitions.extend(self._apply_profile(view, account_id, provenance, emit))
             return transitions

@@ -1,0 +1,393 @@
+"""Parse one Event Grid delivery (Event Grid schema or CloudEvents 1.0) into a ``ChangeEvent``.
+
+Pure: no I/O except debug logging. Two event families are understood:
+
+* the Azure-subscription system topic, ``Microsoft.Resources.Resource{Write,Delete,Action}{Success,
+  Failure,Cancel}`` (failures are parsed too so that ``targeting`` can drop them with a reason);
+* Azure Resource Notifications, ``Microsoft.ResourceNotifications.Resources.{CreatedOrUpdated,Deleted}``.
+
+Strictness is split on purpose. What decides whether and what to evaluate (id, event type, resource
+id, subscription, operation name, status) must be present and well typed, else ``EventError`` names
+the field. What is only informational (actor claims, the ARN body snapshot) is read leniently: a
+malformed claim must not cost us a real configuration change.
+
+Anything malformed raises ``EventError`` (a ``ValueError``), never another exception type: the
+handler turns it into one log line and moves on, since retrying a malformed event cannot help.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+from shared import arm_ids
+from shared.changes import Actor, ChangeEvent
+
+LOG = logging.getLogger(__name__)
+
+MAX_EVENT_BYTES: Final = 1024 * 1024  # Event Grid's own per-event limit is 1 MB
+# A replay file may hold many events; this only guards json.loads against absurd inputs.
+MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+_MAX_EVENT_ID_CHARS: Final = 1024
+_MAX_TEXT_CHARS: Final = 4096  # operationName, status, correlationId, eventTime, eventType
+_MAX_ACTOR_CHARS: Final = 256  # actor fields are truncated, not rejected (informational only)
+
+RESOURCES_PREFIX: Final = "Microsoft.Resources."
+ARN_CREATED_OR_UPDATED: Final = "Microsoft.ResourceNotifications.Resources.CreatedOrUpdated"
+ARN_DELETED: Final = "Microsoft.ResourceNotifications.Resources.Deleted"
+
+_RESOURCES_TYPES: Final = tuple(
+    f"{RESOURCES_PREFIX}Resource{verb}{outcome}"
+    for verb in ("Write", "Delete", "Action")
+    for outcome in ("Success", "Failure", "Cancel")
+)
+# Canonical spelling by lower-cased name: Event Grid compares types case-insensitively, so do we.
+_KNOWN_TYPES: Final[Mapping[str, str]] = {
+    t.lower(): t for t in (*_RESOURCES_TYPES, ARN_CREATED_OR_UPDATED, ARN_DELETED)
+}
+_DELETE_TYPES: Final = frozenset(
+    t for t in (*_RESOURCES_TYPES, ARN_DELETED) if "Delete" in t.rsplit(".", 1)[-1]
+)
+
+_CLAIM_UPN: Final = ("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn", "upn")
+_CLAIM_OID: Final = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
+
+_VERB_BY_OPERATION: Final = {"write": "Write", "delete": "Delete", "action": "Action"}
+_OUTCOME_BY_STATUS: Final = {
+    "succeeded": "Success",
+    "failed": "Failure",
+    "canceled": "Cancel",
+    "cancelled": "Cancel",
+}
+
+
+class EventError(ValueError):
+    """A delivered event that cannot be understood; the message names the event and the field."""
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _get(raw: Mapping[Any, Any], key: str) -> Any:
+    """Envelope lookup: exact key first, then any casing (the official `specVersion` sample)."""
+    if key in raw:
+        return raw[key]
+    wanted = key.lower()
+    for candidate, value in raw.items():
+        if isinstance(candidate, str) and candidate.lower() == wanted:
+            return value
+    return None
+
+
+class _Reader:
+    """Field access that raises ``EventError`` prefixed with the event's label."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def error(self, message: str) -> EventError:
+        return EventError(f"event {self.label}: {message}")
+
+    def text(self, value: object, field: str, *, required: bool = False, limit: int = _MAX_TEXT_CHARS) -> str:
+        if value is None or value == "":
+            if required:
+                raise self.error(f"{field} missing")
+            return ""
+        if not isinstance(value, str):
+            raise self.error(f"{field} must be a string, got {_type_name(value)}")
+        if len(value) > limit:
+            raise self.error(f"{field} too long ({len(value)} characters, limit {limit})")
+        return value
+
+    def mapping(self, value: object, field: str, *, required: bool = False) -> Mapping[Any, Any] | None:
+        if value is None:
+            if required:
+                raise self.error(f"{field} missing")
+            return None
+        if not isinstance(value, Mapping):
+            raise self.error(f"{field} must be an object, got {_type_name(value)}")
+        return value
+
+
+def _label(raw: Mapping[Any, Any]) -> str:
+    event_id = _get(raw, "id")
+    if isinstance(event_id, str) and event_id:
+        return repr(_short(event_id, 64))
+    return "<no id>"
+
+
+def _claim(claims: Mapping[Any, Any] | None, names: tuple[str, ...]) -> str:
+    """First non-empty string claim; wrong types are ignored (claims are informational)."""
+    if claims is None:
+        return ""
+    for name in names:
+        value = claims.get(name)
+        if isinstance(value, str) and value.strip():
+            return _short(value.strip(), _MAX_ACTOR_CHARS)
+    return ""
+
+
+def _actor(data: Mapping[Any, Any]) -> Actor:
+    claims = data.get("claims")
+    claim_map = claims if isinstance(claims, Mapping) else None
+    http = data.get("httpRequest")
+    client_ip = ""
+    if isinstance(http, Mapping):
+        ip = http.get("clientIpAddress")
+        if isinstance(ip, str) and ip.strip():
+            client_ip = _short(ip.strip(), _MAX_ACTOR_CHARS)
+    return Actor(
+        name=_claim(claim_map, ("name",)),
+        upn=_claim(claim_map, _CLAIM_UPN),
+        appid=_claim(claim_map, ("appid",)),
+        object_id=_claim(claim_map, _CLAIM_OID),
+        client_ip=client_ip or _claim(claim_map, ("ipaddr",)),
+    )
+
+
+def _infer_type(data: Mapping[Any, Any], reader: _Reader) -> str:
+    """The event type of an event that lost it (a `specVersion` payload through the binding)."""
+    if "resourceInfo" in data:
+        info = reader.mapping(data.get("resourceInfo"), "data.resourceInfo", required=True)
+        assert info is not None  # required=True raised otherwise
+        # Deleted events carry only {id, name, type}; CreatedOrUpdated adds the body snapshot.
+        has_body = any(key in info for key in ("properties", "location", "tags")) or "apiVersion" in data
+        inferred = ARN_CREATED_OR_UPDATED if has_body else ARN_DELETED
+        LOG.debug("event %s: event type absent, inferred %s from data.resourceInfo", reader.label, inferred)
+        return inferred
+    if "operationName" in data:
+        operation = reader.text(data.get("operationName"), "data.operationName", required=True)
+        status = reader.text(data.get("status"), "data.status")
+        verb = _VERB_BY_OPERATION.get(operation.rsplit("/", 1)[-1].lower())
+        if verb is None:
+            raise reader.error(
+                f"event type missing and data.operationName {_short(operation)!r} does not tell it"
+            )
+        outcome = _OUTCOME_BY_STATUS.get(status.lower())
+        if outcome is None:
+            raise reader.error(f"event type missing and data.status {_short(status)!r} does not tell it")
+        inferred = f"{RESOURCES_PREFIX}Resource{verb}{outcome}"
+        LOG.debug(
+            "event %s: event type absent, inferred %s from data.operationName/status", reader.label, inferred
+        )
+        return inferred
+    raise reader.error(
+        "event type missing (eventType/type) and data has neither operationName nor resourceInfo"
+    )
+
+
+def _resource_id(
+    raw: Mapping[Any, Any], data: Mapping[Any, Any], is_arn: bool, reader: _Reader
+) -> tuple[str, str]:
+    """(normalised id, the field it came from); data first, the envelope's subject as a fallback."""
+    if is_arn:
+        info = reader.mapping(data.get("resourceInfo"), "data.resourceInfo")
+        field, value = "data.resourceInfo.id", None if info is None else info.get("id")
+    else:
+        field, value = "data.resourceUri", data.get("resourceUri")
+    if value is None or value == "":
+        subject = _get(raw, "subject")
+        if subject is None or subject == "":
+            raise reader.error(f"{field} missing (and no subject)")
+        field, value = "subject", subject
+    text = reader.text(value, field, required=True, limit=2048)
+    normalised = arm_ids.normalise(text)
+    if not arm_ids.is_well_formed(normalised):
+        raise reader.error(f"{field} is not a usable ARM resource id: {_short(text)!r}")
+    return normalised, field
+
+
+def parse_event(raw: Mapping[str, Any]) -> ChangeEvent:
+    """One event, as Event Grid posts it (either schema), as a ``ChangeEvent``."""
+    if not isinstance(raw, Mapping):
+        raise EventError(f"event: expected a JSON object, got {_type_name(raw)}")
+    reader = _Reader(_label(raw))
+    event_id = reader.text(_get(raw, "id"), "id", required=True, limit=_MAX_EVENT_ID_CHARS)
+
+    spec_version = _get(raw, "specversion")
+    is_cloud = spec_version is not None
+    if is_cloud:
+        spec = reader.text(spec_version, "specversion", required=True)
+        if spec.strip().split(".", 1)[0] != "1":
+            raise reader.error(f"specversion {_short(spec)!r} not supported (CloudEvents 1.0 only)")
+    # Try the schema's own key first, then the other one: a body can be half-converted by a relay.
+    type_keys, time_keys = (("type", "eventType"), ("time", "eventTime"))
+    if not is_cloud:
+        type_keys, time_keys = (("eventType", "type"), ("eventTime", "time"))
+    type_value = next((v for v in (_get(raw, k) for k in type_keys) if v is not None and v != ""), None)
+    time_value = next((v for v in (_get(raw, k) for k in time_keys) if v is not None and v != ""), None)
+
+    data = reader.mapping(_get(raw, "data"), "data", required=True)
+    assert data is not None  # required=True raised otherwise
+
+    type_text = reader.text(type_value, type_keys[0])
+    if type_text:
+        event_type = _KNOWN_TYPES.get(type_text.strip().lower(), "")
+        if not event_type:
+            raise reader.error(f"{type_keys[0]} {_short(type_text)!r} not supported")
+    else:
+        event_type = _infer_type(data, reader)
+    is_arn = not event_type.startswith(RESOURCES_PREFIX)
+
+    resource_id, _ = _resource_id(raw, data, is_arn, reader)
+    parts = resource_id.strip("/").split("/")
+    subscription = parts[1] if parts[0].lower() == "subscriptions" else ""
+    if not subscription:
+        # A tenant-level id (/providers/...): only the data can say which subscription sent it.
+        subscription = reader.text(
+            data.get("subscriptionId"), "data.subscriptionId", required=True, limit=128
+        )
+
+    event_time = reader.text(time_value, time_keys[0])
+    snapshot: dict[str, Any] | None = None
+    api_version = ""
+    if is_arn:
+        info = reader.mapping(data.get("resourceInfo"), "data.resourceInfo") or {}
+        declared_type = info.get("type")
+        resource_type = declared_type.strip() if isinstance(declared_type, str) else ""
+        if not event_time:
+            operational = data.get("operationalInfo")
+            if isinstance(operational, Mapping):
+                event_time = reader.text(
+                    operational.get("resourceEventTime"), "data.operationalInfo.resourceEventTime"
+                )
+        if event_type == ARN_CREATED_OR_UPDATED:
+            # A hint only (may be stale, booleans as 1/0): the evaluator re-reads with a pinned version.
+            properties = info.get("properties")
+            if isinstance(properties, Mapping):
+                snapshot = dict(properties)
+            elif properties is not None:
+                LOG.debug(
+                    "event %s: data.resourceInfo.properties is %s, ignored",
+                    reader.label,
+                    _type_name(properties),
+                )
+            version = data.get("apiVersion")
+            api_version = version if isinstance(version, str) and len(version) <= 64 else ""
+        operation_name = status = correlation_id = ""
+        actor = Actor()
+    else:
+        resource_type = ""
+        operation_name = reader.text(data.get("operationName"), "data.operationName")
+        status = reader.text(data.get("status"), "data.status")
+        correlation_id = reader.text(data.get("correlationId"), "data.correlationId")
+        actor = _actor(data)
+    if not resource_type:
+        resource_type = arm_ids.resource_type(resource_id)
+
+    return ChangeEvent(
+        event_id=event_id,
+        event_type=event_type,
+        resource_id=resource_id,
+        subscription_id=subscription,
+        operation_name=operation_name,
+        status=status,
+        event_time=event_time,
+        correlation_id=correlation_id,
+        actor=actor,
+        resource_type=resource_type,
+        is_delete=event_type in _DELETE_TYPES,
+        snapshot_properties=snapshot,
+        snapshot_api_version=api_version,
+    )
+
+
+def _iso(value: object) -> object:
+    """The binding turns times into datetimes; put them back into the wire's ISO 8601 text."""
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else value
+
+
+def event_from_binding(obj: object) -> dict[str, Any]:
+    """An ``azure.functions.EventGridEvent``/``CloudEvent`` back into the raw dict ``parse_event`` reads.
+
+    Absent (None) attributes are left out, so ``parse_event`` reports them as missing or infers
+    them. A `specVersion` payload arrives here as an EventGridEvent without event type or time.
+    """
+    import azure.functions as func  # noqa: PLC0415  (lazy: keeps the parser importable without the SDK)
+
+    if isinstance(obj, func.CloudEvent):
+        fields: dict[str, Any] = {
+            **obj.extension_attrs,
+            "id": obj.id,
+            "source": obj.source,
+            "type": obj.type,
+            "specversion": obj.specversion,
+            "time": _iso(obj.time),
+            "subject": obj.subject,
+            "datacontenttype": obj.datacontenttype,
+            "dataschema": obj.dataschema,
+            "data": obj.get_json(),
+        }
+    elif isinstance(obj, func.EventGridEvent):
+        fields = {
+            "id": obj.id,
+            "topic": obj.topic,
+            "subject": obj.subject,
+            "eventType": obj.event_type,
+            "eventTime": _iso(obj.event_time),
+            "data": obj.get_json(),
+            "dataVersion": obj.data_version,
+        }
+    elif isinstance(obj, Mapping):
+        fields = dict(obj)
+    else:
+        raise EventError(f"event: unsupported binding object {_type_name(obj)}")
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _load_body(body: bytes | str | list[Any] | dict[str, Any]) -> tuple[list[Any], list[str]]:
+    if isinstance(body, list | dict):
+        decoded: Any = body
+    else:
+        if len(body) > MAX_BODY_BYTES:
+            return [], [f"body: {len(body)} bytes exceeds the {MAX_BODY_BYTES // (1024 * 1024)} MiB limit"]
+        try:
+            text = body.decode("utf-8-sig") if isinstance(body, bytes) else body
+            decoded = json.loads(text)
+        except UnicodeDecodeError as exc:
+            return [], [f"body: not UTF-8 ({exc.reason} at byte {exc.start})"]
+        except RecursionError:
+            return [], ["body: JSON nested too deeply"]
+        except ValueError as exc:
+            return [], [f"body: not JSON ({_short(str(exc), 120)})"]
+    if isinstance(decoded, dict):
+        return [decoded], []
+    if isinstance(decoded, list):
+        return decoded, []
+    return [], [f"body: expected a JSON array or object of events, got {_type_name(decoded)}"]
+
+
+def parse_batch(body: bytes | str | list[Any] | dict[str, Any]) -> tuple[list[ChangeEvent], list[str]]:
+    """Events from a replay file or HTTP body (an array or one object).
+
+    Returns the parsed events and one error string per bad element; a bad element never stops the
+    others. Elements over ``MAX_EVENT_BYTES`` (serialised) are rejected.
+    """
+    elements, errors = _load_body(body)
+    events: list[ChangeEvent] = []
+    for index, element in enumerate(elements):
+        try:
+            size = len(json.dumps(element, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            errors.append(f"event[{index}]: not JSON-serialisable ({_short(str(exc), 120)})")
+            continue
+        if size > MAX_EVENT_BYTES:
+            label = _label(element) if isinstance(element, Mapping) else "<no id>"
+            errors.append(
+                f"event[{index}] {label}: {size} bytes exceeds the "
+                f"{MAX_EVENT_BYTES // (1024 * 1024)} MiB per-event limit"
+            )
+            continue
+        try:
+            events.append(parse_event(element))
+        except EventError as exc:
+            errors.append(f"event[{index}]: {exc}")
+    return events, errors

@@ -1,0 +1,229 @@
+"""One JSON codec for everything the state stores persist, plus the pending-marker arithmetic.
+
+Both stores (Table storage and SQLite) call these functions, so a state written by one reads
+back identically in the other and the coalescing rules cannot drift apart. Decoders validate
+shape and raise CodecError naming the bad field: a corrupt row must fail loudly, never turn
+into an empty state (which would look like "every finding resolved").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields, replace
+from typing import Any
+
+from shared.changes import Actor, Provenance, Target, TargetKind
+from shared.state.base import AccountState, AssociationState, PendingMarker, ProfileState, merge_provenance
+
+FORMAT = 1  # bumped when the JSON layout changes incompatibly; decoders reject other values
+
+_ACTOR_FIELDS = tuple(f.name for f in fields(Actor))
+_ASSOCIATION_FIELDS = tuple(f.name for f in fields(AssociationState))
+
+
+class CodecError(ValueError):
+    """A stored document does not have the expected shape; the message names the field."""
+
+
+# -- primitives -------------------------------------------------------------------------------
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    # ASCII-only and compact: stores count string sizes in UTF-16 units, so no surprises.
+    return json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+
+
+def loads(text: str, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CodecError(f"{what}: not JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(document, dict):
+        raise CodecError(f"{what}: expected a JSON object")
+    if document.get("format", FORMAT) != FORMAT:
+        raise CodecError(f"{what}.format: unsupported value {document.get('format')!r}")
+    return document
+
+
+def _get(document: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = document.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        raise CodecError(f"{what}.{key}: expected {_type_names(kind)}, got {type(value).__name__}")
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in _as_tuple(kind))
+
+
+def _strings(document: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
+    values = _get(document, key, list, what)
+    if not all(isinstance(v, str) for v in values):
+        raise CodecError(f"{what}.{key}: expected a list of strings")
+    return tuple(values)
+
+
+def _objects(document: Mapping[str, Any], key: str, what: str) -> tuple[dict[str, Any], ...]:
+    values = _get(document, key, list, what)
+    if not all(isinstance(v, dict) for v in values):
+        raise CodecError(f"{what}.{key}: expected a list of objects")
+    return tuple(values)
+
+
+def _record(cls_fields: Sequence[str], document: Mapping[str, Any], what: str) -> dict[str, str]:
+    """The string fields of a flat dataclass (Actor, AssociationState), all required."""
+    return {name: _get(document, name, str, what) for name in cls_fields}
+
+
+# -- account and profile state ------------------------------------------------------------------
+
+
+def account_to_dict(state: AccountState) -> dict[str, Any]:
+    return {"format": FORMAT, **asdict(state)}
+
+
+def account_from_dict(document: Mapping[str, Any], what: str = "account") -> AccountState:
+    return AccountState(
+        account_id=_get(document, "account_id", str, what),
+        findings=_objects(document, "findings", what),
+        associations=tuple(
+            AssociationState(**_record(_ASSOCIATION_FIELDS, a, f"{what}.associations"))
+            for a in _objects(document, "associations", what)
+        ),
+        key_vault_name=_get(document, "key_vault_name", str, what),
+        vm_ids=_strings(document, "vm_ids", what),
+        backup_instance_ids=_strings(document, "backup_instance_ids", what),
+        evaluated_at=_get(document, "evaluated_at", str, what),
+        snapshot_digest=_get(document, "snapshot_digest", str, what),
+    )
+
+
+def account_to_json(state: AccountState) -> str:
+    return dumps(account_to_dict(state))
+
+
+def account_from_json(text: str) -> AccountState:
+    return account_from_dict(loads(text, "account"))
+
+
+def profile_to_json(state: ProfileState) -> str:
+    return dumps({"format": FORMAT, **asdict(state)})
+
+
+def profile_from_json(text: str) -> ProfileState:
+    document = loads(text, "profile")
+    return ProfileState(
+        perimeter_id=_get(document, "perimeter_id", str, "profile"),
+        profile_name=_get(document, "profile_name", str, "profile"),
+        access_rules_version=_get(document, "access_rules_version", (int, type(None)), "profile"),
+        rules=_objects(document, "rules", "profile"),
+    )
+
+
+def account_key(account_id: str) -> str:
+    """ARM ids are case-insensitive: one stored row per account whatever casing an event used."""
+    return account_id.lower()
+
+
+def profile_key(perimeter_id: str, profile_name: str) -> str:
+    return f"{perimeter_id.lower()}|{profile_name.lower()}"
+
+
+def references(state: AccountState) -> set[tuple[TargetKind, str]]:
+    """The reverse-index entries of an account: (kind, lower-case id, or vault name)."""
+    return {(kind, ref.lower()) for kind, refs in state.referenced().items() for ref in refs if ref}
+
+
+# -- provenance and pending markers ------------------------------------------------------------------
+
+
+def provenance_to_dict(provenance: Provenance) -> dict[str, Any]:
+    # asdict recurses into the Actor dataclasses and turns tuples into lists.
+    return asdict(provenance)
+
+
+def provenance_from_dict(document: Mapping[str, Any], what: str = "provenance") -> Provenance:
+    return Provenance(
+        event_ids=_strings(document, "event_ids", what),
+        actors=tuple(Actor(**_record(_ACTOR_FIELDS, a, f"{what}.actors")) for a in _objects(document, "actors", what)),
+        operation_names=_strings(document, "operation_names", what),
+        correlation_ids=_strings(document, "correlation_ids", what),
+        event_times=_strings(document, "event_times", what),
+        source=_get(document, "source", str, what),
+    )
+
+
+def target_from_dict(document: Mapping[str, Any], what: str = "target") -> Target:
+    kind = _get(document, "kind", str, what)
+    try:
+        target_kind = TargetKind(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in TargetKind)
+        raise CodecError(f"{what}.kind: {kind!r} is not one of {allowed}") from None
+    resource_id = _get(document, "resource_id", str, what)
+    if not resource_id.strip():
+        raise CodecError(f"{what}.resource_id: must not be empty")
+    return Target(target_kind, resource_id)
+
+
+def target_to_dict(target: Target) -> dict[str, str]:
+    return {"kind": target.kind.value, "resource_id": target.resource_id}
+
+
+def pending_to_json(marker: PendingMarker) -> str:
+    """Everything but the ETag, which belongs to the row, not to the document."""
+    return dumps(
+        {
+            "format": FORMAT,
+            "target": target_to_dict(marker.target),
+            "provenance": provenance_to_dict(marker.provenance),
+            "first_seen": marker.first_seen,
+            "due": marker.due,
+            "attempts": marker.attempts,
+        }
+    )
+
+
+def pending_from_json(text: str, etag: str) -> PendingMarker:
+    document = loads(text, "pending")
+    return PendingMarker(
+        target=target_from_dict(_get(document, "target", dict, "pending"), "pending.target"),
+        provenance=provenance_from_dict(_get(document, "provenance", dict, "pending"), "pending.provenance"),
+        first_seen=float(_get(document, "first_seen", (int, float), "pending")),
+        due=float(_get(document, "due", (int, float), "pending")),
+        attempts=_get(document, "attempts", int, "pending"),
+        etag=etag,
+    )
+
+
+def opened_marker(target: Target, provenance: Provenance, window_seconds: float, now: float) -> PendingMarker:
+    """A new coalescing window: it closes ``window_seconds`` after its first event."""
+    return PendingMarker(target, provenance, first_seen=now, due=now + max(window_seconds, 0.0))
+
+
+def joined_marker(open_marker: PendingMarker, provenance: Provenance) -> PendingMarker:
+    """An event joins an open window; the window does not move (no starvation under a stream)."""
+    return replace(open_marker, provenance=merge_provenance(open_marker.provenance, provenance))
+
+
+def released_marker(claimed: PendingMarker, current: PendingMarker | None, now: float) -> PendingMarker:
+    """A claimed marker put back after a failed evaluation, merged with any window opened since.
+
+    ``due`` becomes at least ``now``: the queue redelivers the failed message by itself, and the
+    sweep's overdue check should count its grace from the failure, not from the old window.
+    """
+    if current is None:
+        return replace(claimed, due=max(claimed.due, now), attempts=claimed.attempts + 1, etag="")
+    return PendingMarker(
+        target=current.target,
+        provenance=merge_provenance(claimed.provenance, current.provenance),
+        first_seen=min(claimed.first_seen, current.first_seen),
+        due=max(current.due, now),
+        attempts=max(claimed.attempts + 1, current.attempts),
+        etag=current.etag,
+    )

@@ -1,0 +1,235 @@
+"""SQLite implementation of StateStore: the CLI's embedded default (one file, no service).
+
+Same semantics as the Table store, with SQLite transactions doing the work that ETags and
+retries do there: every read-check-write runs inside ``BEGIN IMMEDIATE``, so it is atomic
+against other threads (one connection behind a lock) and other processes (the file lock).
+
+ETags are decimal strings from one store-wide counter. A per-row version would repeat after a
+delete and re-create (1, deleted, 1 again) and let a stale writer win; a global counter never
+repeats.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shared.changes import Provenance, Target, TargetKind
+from shared.state import codec
+from shared.state.base import (
+    AccountState,
+    ConflictError,
+    PendingMarker,
+    ProfileState,
+    StoreUnavailable,
+    Versioned,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('etag', 0);
+CREATE TABLE IF NOT EXISTS accounts (
+    key TEXT PRIMARY KEY, account_id TEXT NOT NULL, etag TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS account_refs (
+    kind TEXT NOT NULL, ref TEXT NOT NULL, account_key TEXT NOT NULL, account_id TEXT NOT NULL,
+    PRIMARY KEY (kind, ref, account_key));
+CREATE INDEX IF NOT EXISTS account_refs_by_account ON account_refs (account_key);
+CREATE TABLE IF NOT EXISTS profiles (key TEXT PRIMARY KEY, etag TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, recorded_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (
+    key TEXT PRIMARY KEY, etag TEXT NOT NULL, due REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS pending_by_due ON pending (due);
+"""
+
+_MEMORY = ":memory:"
+
+
+class SqliteStateStore:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+        self._path = os.fspath(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        if self._path != _MEMORY:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        with _unavailable_on_error(self._path):
+            # isolation_level=None: the module must not open transactions behind our back;
+            # every write below opens its own BEGIN IMMEDIATE.
+            self._db = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            if self._path != _MEMORY:
+                # WAL lets readers (a CLI report) run while the evaluator writes.
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _unavailable_on_error(self._path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _unavailable_on_error(self._path):
+            yield self._db
+
+    @staticmethod
+    def _next_etag(db: sqlite3.Connection) -> str:
+        row = db.execute("UPDATE meta SET value = value + 1 WHERE name = 'etag' RETURNING value").fetchone()
+        return str(row[0])
+
+    @staticmethod
+    def _check_etag(found: str | None, expected: str | None, what: str) -> None:
+        if found != expected:
+            state = "absent" if found is None else f"at ETag {found}"
+            raise ConflictError(f"{what} is {state}, expected {'absent' if expected is None else expected}")
+
+    # -- account and profile state ------------------------------------------------------------------
+    def get_account(self, account_id: str) -> Versioned[AccountState] | None:
+        with self._reading() as db:
+            row = db.execute("SELECT data, etag FROM accounts WHERE key = ?", (codec.account_key(account_id),)).fetchone()
+        return Versioned(codec.account_from_json(row[0]), row[1]) if row else None
+
+    def put_account(self, state: AccountState, etag: str | None) -> str:
+        key = codec.account_key(state.account_id)
+        with self._transaction() as db:
+            row = db.execute("SELECT etag FROM accounts WHERE key = ?", (key,)).fetchone()
+            self._check_etag(row[0] if row else None, etag, f"account {state.account_id}")
+            new_etag = self._next_etag(db)
+            db.execute(
+                "INSERT INTO accounts (key, account_id, etag, data) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET account_id = excluded.account_id, etag = excluded.etag, data = excluded.data",
+                (key, state.account_id, new_etag, codec.account_to_json(state)),
+            )
+            # The transaction makes the index exact: rewrite this account's entries wholesale.
+            db.execute("DELETE FROM account_refs WHERE account_key = ?", (key,))
+            db.executemany(
+                "INSERT INTO account_refs (kind, ref, account_key, account_id) VALUES (?, ?, ?, ?)",
+                [(kind.value, ref, key, state.account_id) for kind, ref in sorted(codec.references(state))],
+            )
+        return new_etag
+
+    def delete_account(self, account_id: str, etag: str) -> None:
+        key = codec.account_key(account_id)
+        with self._transaction() as db:
+            row = db.execute("SELECT etag FROM accounts WHERE key = ?", (key,)).fetchone()
+            self._check_etag(row[0] if row else None, etag, f"account {account_id}")
+            db.execute("DELETE FROM accounts WHERE key = ?", (key,))
+            db.execute("DELETE FROM account_refs WHERE account_key = ?", (key,))
+
+    def get_profile(self, perimeter_id: str, profile_name: str) -> Versioned[ProfileState] | None:
+        key = codec.profile_key(perimeter_id, profile_name)
+        with self._reading() as db:
+            row = db.execute("SELECT data, etag FROM profiles WHERE key = ?", (key,)).fetchone()
+        return Versioned(codec.profile_from_json(row[0]), row[1]) if row else None
+
+    def put_profile(self, state: ProfileState, etag: str | None) -> str:
+        key = codec.profile_key(state.perimeter_id, state.profile_name)
+        with self._transaction() as db:
+            row = db.execute("SELECT etag FROM profiles WHERE key = ?", (key,)).fetchone()
+            self._check_etag(row[0] if row else None, etag, f"profile {state.profile_name} of {state.perimeter_id}")
+            new_etag = self._next_etag(db)
+            db.execute(
+                "INSERT INTO profiles (key, etag, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, data = excluded.data",
+                (key, new_etag, codec.profile_to_json(state)),
+            )
+        return new_etag
+
+    def accounts_for(self, kind: TargetKind, resource_id: str) -> list[str]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT account_id FROM account_refs WHERE kind = ? AND ref = ? ORDER BY account_key",
+                (kind.value, resource_id.lower()),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def all_account_ids(self) -> list[str]:
+        with self._reading() as db:
+            return [r[0] for r in db.execute("SELECT account_id FROM accounts ORDER BY key").fetchall()]
+
+    # -- idempotency ----------------------------------------------------------------------------------
+    def record_events(self, event_ids: Sequence[str]) -> set[str]:
+        fresh: set[str] = set()
+        now = self._clock()
+        with self._transaction() as db:
+            for event_id in dict.fromkeys(event_ids):
+                cursor = db.execute("INSERT OR IGNORE INTO events (event_id, recorded_at) VALUES (?, ?)", (event_id, now))
+                if cursor.rowcount == 1:
+                    fresh.add(event_id)
+        return fresh
+
+    def purge_events(self, older_than: float) -> int:
+        """Forget event ids recorded before ``older_than`` (Event Grid stops redelivering after 24 h)."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM events WHERE recorded_at < ?", (older_than,)).rowcount
+
+    # -- coalescing -------------------------------------------------------------------------------------
+    def _read_marker(self, db: sqlite3.Connection, target: Target) -> PendingMarker | None:
+        row = db.execute("SELECT data, etag FROM pending WHERE key = ?", (target.key,)).fetchone()
+        return codec.pending_from_json(row[0], row[1]) if row else None
+
+    def _write_marker(self, db: sqlite3.Connection, marker: PendingMarker) -> None:
+        db.execute(
+            "INSERT INTO pending (key, etag, due, data) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE"
+            " SET etag = excluded.etag, due = excluded.due, data = excluded.data",
+            (marker.target.key, self._next_etag(db), marker.due, codec.pending_to_json(marker)),
+        )
+
+    def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
+        with self._transaction() as db:
+            current = self._read_marker(db, target)
+            if current is None:
+                self._write_marker(db, codec.opened_marker(target, provenance, window_seconds, now))
+                return True
+            joined = codec.joined_marker(current, provenance)
+            if joined != current:  # a re-delivered event changes nothing: skip the write
+                self._write_marker(db, joined)
+            return False
+
+    def claim_pending(self, target: Target) -> PendingMarker | None:
+        with self._transaction() as db:
+            marker = self._read_marker(db, target)
+            if marker is not None:
+                db.execute("DELETE FROM pending WHERE key = ?", (target.key,))
+            return marker
+
+    def release_pending(self, marker: PendingMarker, now: float) -> None:
+        with self._transaction() as db:
+            current = self._read_marker(db, marker.target)
+            self._write_marker(db, codec.released_marker(marker, current, now))
+
+    def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
+        with self._reading() as db:
+            rows = db.execute("SELECT data, etag FROM pending WHERE due < ? ORDER BY due", (now - grace_seconds,)).fetchall()
+        return [codec.pending_from_json(data, etag) for data, etag in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@contextmanager
+def _unavailable_on_error(path: str) -> Iterator[None]:
+    """Locked, unreadable or missing database files: the caller fails and the work is retried."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(f"SQLite state store {path}: {exc}") from exc
+
+
+if TYPE_CHECKING:
+    from shared.state.base import StateStore
+
+    def _conforms(store: SqliteStateStore) -> StateStore:  # mypy proves the Protocol is met
+        return store

@@ -1,0 +1,443 @@
+"""Azure Table storage implementation of StateStore (the function app; Azurite locally).
+
+Tables (created on first use, never at import): ``{prefix}state`` (accounts and profiles),
+``{prefix}index`` (reverse indexes), ``{prefix}pending`` (coalescing markers) and
+``{prefix}events`` (processed event ids).
+
+Keys: ARM ids contain '/', which PartitionKey/RowKey forbid, so rows are keyed by sha256 of the
+lower-cased id and keep the original id in a property.
+
+Payloads: a document is stored as a JSON string in ``data0`` when it fits one string property
+(Table strings are UTF-16, so 64 KiB is 32 768 characters); otherwise gzip-compressed and split
+over binary properties ``data0..dataN`` of at most 64 000 bytes each (the SDK sends them
+base64-encoded). Fifteen chunks keep an entity under the 1 MiB limit.
+
+Every account/profile write is conditional on the ETag; a lost race raises ConflictError.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
+
+from shared.changes import Provenance, Target, TargetKind
+from shared.state import codec
+from shared.state.base import (
+    AccountState,
+    ConflictError,
+    PendingMarker,
+    ProfileState,
+    StoreUnavailable,
+    Versioned,
+)
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.core.pipeline import PipelineResponse
+
+    from shared.state.base import StateStore
+
+DEFAULT_PREFIX = "nspdrift"
+_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,40}$")  # table names: alphanumeric, 3-63 chars
+
+_ACCOUNT_PK = "account"
+_PROFILE_PK = "profile"
+_PENDING_PK = "pending"
+
+_STRING_CHARS = 32_000  # one string property: 64 KiB of UTF-16, with room to spare
+_CHUNK_BYTES = 64_000  # one binary property: at most 64 KiB
+_MAX_CHUNKS = 15  # 15 x 64 000 B plus the other properties stays under 1 MiB per entity
+
+_MAX_RACES = 50  # add/release retries under contention (each round is one read + one write)
+_UNAVAILABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class StateTooLarge(ValueError):
+    """A document does not fit one Table entity even compressed."""
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- payload packing ------------------------------------------------------------------------------
+
+
+def pack(text: str, what: str) -> dict[str, Any]:
+    """Properties holding ``text``: plain JSON when small (readable in Storage Explorer), else gzip."""
+    if len(text) <= _STRING_CHARS:
+        return {"Enc": "json", "Chunks": 1, "data0": text}
+    blob = gzip.compress(text.encode(), mtime=0)
+    chunks = [blob[i : i + _CHUNK_BYTES] for i in range(0, len(blob), _CHUNK_BYTES)]
+    if len(chunks) > _MAX_CHUNKS:
+        raise StateTooLarge(
+            f"{what}: {len(blob)} bytes compressed; a Table entity holds at most {_MAX_CHUNKS * _CHUNK_BYTES}"
+        )
+    return {"Enc": "gzip", "Chunks": len(chunks), **{f"data{i}": chunk for i, chunk in enumerate(chunks)}}
+
+
+def unpack(entity: Mapping[str, Any], what: str) -> str:
+    encoding, count = entity.get("Enc"), entity.get("Chunks")
+    if not isinstance(count, int) or not 1 <= count <= _MAX_CHUNKS:
+        raise codec.CodecError(f"{what}.Chunks: expected 1..{_MAX_CHUNKS}, got {count!r}")
+    parts = [entity.get(f"data{i}") for i in range(count)]
+    if encoding == "json" and count == 1 and isinstance(parts[0], str):
+        return parts[0]
+    if encoding == "gzip" and all(isinstance(p, bytes) for p in parts):
+        return gzip.decompress(b"".join(p for p in parts if isinstance(p, bytes))).decode()
+    raise codec.CodecError(f"{what}.Enc: cannot read {encoding!r} with {count} chunk(s)")
+
+
+# -- error mapping ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _storage_errors(what: str) -> Iterator[None]:
+    """SDK errors -> the store's vocabulary. Messages name the operation, never the endpoint or key."""
+    try:
+        yield
+    except (ResourceModifiedError, ResourceExistsError) as exc:
+        raise ConflictError(f"{what}: lost a write race (HTTP {exc.status_code})") from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise StoreUnavailable(f"{what}: table service unreachable ({type(exc).__name__})") from exc
+    except HttpResponseError as exc:
+        if exc.status_code in (409, 412):
+            raise ConflictError(f"{what}: lost a write race (HTTP {exc.status_code})") from exc
+        if exc.status_code in _UNAVAILABLE_STATUS:
+            raise StoreUnavailable(f"{what}: table service returned HTTP {exc.status_code}") from exc
+        raise
+
+
+def _odata_double(value: float) -> str:
+    # Formatted here rather than passed as a filter parameter: the SDK renders 0.0 and 1.0 as
+    # false/true (it tests ``val in [True, False]`` before ``isinstance(val, float)``).
+    return f"{float(value):.6f}"
+
+
+def _etag(entity: TableEntity) -> str:
+    return str(entity.metadata["etag"])
+
+
+def _backoff(attempt: int) -> None:
+    # Jittered so that racing writers stop colliding in lockstep.
+    time.sleep(random.uniform(0, min(0.005 * 2**attempt, 0.2)))  # noqa: S311 - not cryptographic
+
+
+class TableStateStore:
+    def __init__(self, service: TableServiceClient, prefix: str = DEFAULT_PREFIX, *, clock: Callable[[], float] = time.time) -> None:
+        if not _PREFIX.match(prefix):
+            raise ValueError("table prefix: letters and digits only, starting with a letter (at most 41)")
+        self._service = service
+        self._clock = clock
+        self._state_table = f"{prefix}state"
+        self._index_table = f"{prefix}index"
+        self._pending_table = f"{prefix}pending"
+        self._events_table = f"{prefix}events"
+        self._tables: dict[str, TableClient] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, prefix: str = DEFAULT_PREFIX, **client_kwargs: Any) -> TableStateStore:
+        return cls(TableServiceClient.from_connection_string(connection_string, **_client_options(client_kwargs)), prefix)
+
+    @classmethod
+    def from_service_uri(
+        cls, service_uri: str, credential: TokenCredential, prefix: str = DEFAULT_PREFIX, **client_kwargs: Any
+    ) -> TableStateStore:
+        """Identity-based connection (``AzureWebJobsStorage__tableServiceUri``)."""
+        return cls(TableServiceClient(service_uri, credential=credential, **_client_options(client_kwargs)), prefix)
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _table(self, name: str) -> TableClient:
+        client = self._tables.get(name)
+        if client is None:
+            with self._lock:
+                client = self._tables.get(name)
+                if client is None:
+                    with _storage_errors(f"create table {name}"):
+                        client = self._service.create_table_if_not_exists(name)
+                    self._tables[name] = client
+        return client
+
+    def _read(self, table: str, partition_key: str, row_key: str) -> TableEntity | None:
+        with _storage_errors(f"read {table}"):
+            try:
+                return self._table(table).get_entity(partition_key, row_key)
+            except ResourceNotFoundError:
+                return None
+
+    def _create(self, table: str, entity: Mapping[str, Any], what: str) -> str:
+        with _storage_errors(what):
+            return str(self._table(table).create_entity(entity)["etag"])
+
+    def _replace(self, table: str, entity: Mapping[str, Any], etag: str, what: str) -> str:
+        with _storage_errors(what):
+            try:
+                result = self._table(table).update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            except ResourceNotFoundError as exc:  # deleted since we read it: also a lost race
+                raise ConflictError(f"{what}: the row was deleted concurrently") from exc
+        return str(result["etag"])
+
+    def _delete_if(self, table: str, partition_key: str, row_key: str, etag: str, what: str) -> bool:
+        """Conditional delete; False if the row changed or is already gone (a lost race)."""
+        statuses: list[int] = []
+
+        def record(response: PipelineResponse[Any, Any]) -> None:
+            statuses.append(response.http_response.status_code)
+
+        try:
+            with _storage_errors(what):
+                # The SDK swallows 404 on delete; the hook is how we learn the row was already gone.
+                self._table(table).delete_entity(
+                    partition_key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified, raw_response_hook=record
+                )
+        except ConflictError:
+            return False
+        return not statuses or statuses[-1] != 404
+
+    # -- account and profile state ------------------------------------------------------------------
+    def get_account(self, account_id: str) -> Versioned[AccountState] | None:
+        entity = self._read(self._state_table, _ACCOUNT_PK, _sha(codec.account_key(account_id)))
+        if entity is None:
+            return None
+        state, _ = self._decode_account(entity)
+        return Versioned(state, _etag(entity))
+
+    def put_account(self, state: AccountState, etag: str | None) -> str:
+        """Index rows are added before the state write and removed after it, so a crash in
+        between leaves a superset (an extra evaluation), never a missing entry (a missed one).
+        Removals not yet done are carried in the row (``unindex``) and retried by the next write."""
+        what = f"write account {state.account_id}"
+        refs = codec.references(state)
+        if etag is None:
+            self._index_add(state.account_id, refs)
+            return self._create(self._state_table, self._account_entity(state, set()), what)
+        current = self._read(self._state_table, _ACCOUNT_PK, _sha(codec.account_key(state.account_id)))
+        if current is None or _etag(current) != etag:
+            raise ConflictError(f"{what}: the stored ETag is no longer {etag}")
+        old_state, unindex = self._decode_account(current)
+        old_refs = codec.references(old_state)
+        stale = (old_refs | unindex) - refs
+        self._index_add(state.account_id, refs - old_refs)
+        new_etag = self._replace(self._state_table, self._account_entity(state, stale), etag, what)
+        self._index_remove(state.account_id, stale)
+        return new_etag
+
+    def delete_account(self, account_id: str, etag: str) -> None:
+        what = f"delete account {account_id}"
+        row_key = _sha(codec.account_key(account_id))
+        current = self._read(self._state_table, _ACCOUNT_PK, row_key)
+        if current is None or _etag(current) != etag:
+            raise ConflictError(f"{what}: the stored ETag is no longer {etag}")
+        old_state, unindex = self._decode_account(current)
+        if not self._delete_if(self._state_table, _ACCOUNT_PK, row_key, etag, what):
+            raise ConflictError(f"{what}: changed or deleted concurrently")
+        self._index_remove(account_id, codec.references(old_state) | unindex)
+
+    def _account_entity(self, state: AccountState, unindex: set[tuple[TargetKind, str]]) -> dict[str, Any]:
+        document = {"account": codec.account_to_dict(state), "unindex": sorted([k.value, ref] for k, ref in unindex)}
+        return {
+            "PartitionKey": _ACCOUNT_PK,
+            "RowKey": _sha(codec.account_key(state.account_id)),
+            "AccountId": state.account_id,
+            **pack(codec.dumps(document), f"account {state.account_id}"),
+        }
+
+    @staticmethod
+    def _decode_account(entity: TableEntity) -> tuple[AccountState, set[tuple[TargetKind, str]]]:
+        what = f"account row {entity.get('AccountId', '?')}"
+        document = codec.loads(unpack(entity, what), what)
+        account = document.get("account")
+        pairs = document.get("unindex")
+        if not isinstance(account, dict) or not isinstance(pairs, list):
+            raise codec.CodecError(f"{what}: expected 'account' and 'unindex'")
+        try:
+            unindex = {(TargetKind(kind), str(ref)) for kind, ref in pairs}
+        except (TypeError, ValueError):
+            raise codec.CodecError(f"{what}.unindex: expected [kind, id] pairs") from None
+        return codec.account_from_dict(account, what), unindex
+
+    def get_profile(self, perimeter_id: str, profile_name: str) -> Versioned[ProfileState] | None:
+        entity = self._read(self._state_table, _PROFILE_PK, _sha(codec.profile_key(perimeter_id, profile_name)))
+        if entity is None:
+            return None
+        return Versioned(codec.profile_from_json(unpack(entity, f"profile row {profile_name}")), _etag(entity))
+
+    def put_profile(self, state: ProfileState, etag: str | None) -> str:
+        what = f"write profile {state.profile_name} of {state.perimeter_id}"
+        entity = {
+            "PartitionKey": _PROFILE_PK,
+            "RowKey": _sha(codec.profile_key(state.perimeter_id, state.profile_name)),
+            "PerimeterId": state.perimeter_id,
+            "ProfileName": state.profile_name,
+            **pack(codec.profile_to_json(state), what),
+        }
+        if etag is None:
+            return self._create(self._state_table, entity, what)
+        return self._replace(self._state_table, entity, etag, what)
+
+    # -- reverse indexes ---------------------------------------------------------------------------------
+    def accounts_for(self, kind: TargetKind, resource_id: str) -> list[str]:
+        partition = Target(kind, resource_id).row_key
+        with _storage_errors(f"read {self._index_table}"):
+            rows = self._table(self._index_table).query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, select=["AccountId"]
+            )
+            return [str(row["AccountId"]) for row in rows]
+
+    def all_account_ids(self) -> list[str]:
+        with _storage_errors(f"read {self._state_table}"):
+            rows = self._table(self._state_table).query_entities(
+                "PartitionKey eq @pk", parameters={"pk": _ACCOUNT_PK}, select=["AccountId"]
+            )
+            return [str(row["AccountId"]) for row in rows]
+
+    def _index_add(self, account_id: str, refs: set[tuple[TargetKind, str]]) -> None:
+        with _storage_errors(f"write {self._index_table}"):
+            for kind, ref in sorted(refs):
+                self._table(self._index_table).upsert_entity(
+                    {
+                        "PartitionKey": Target(kind, ref).row_key,
+                        "RowKey": _sha(codec.account_key(account_id)),
+                        "AccountId": account_id,
+                        "Kind": kind.value,
+                        "Ref": ref,
+                    },
+                    mode=UpdateMode.REPLACE,
+                )
+
+    def _index_remove(self, account_id: str, refs: set[tuple[TargetKind, str]]) -> None:
+        with _storage_errors(f"write {self._index_table}"):
+            for kind, ref in sorted(refs):
+                # Unconditional and idempotent: the SDK ignores a row that is already gone.
+                self._table(self._index_table).delete_entity(Target(kind, ref).row_key, _sha(codec.account_key(account_id)))
+
+    # -- idempotency ----------------------------------------------------------------------------------------
+    def record_events(self, event_ids: Sequence[str]) -> set[str]:
+        fresh: set[str] = set()
+        now = self._clock()
+        with _storage_errors(f"write {self._events_table}"):
+            for event_id in dict.fromkeys(event_ids):
+                digest = _sha(event_id)
+                try:
+                    # Insert is the atomic "first one wins" test; 256 partitions spread the load.
+                    self._table(self._events_table).create_entity(
+                        {"PartitionKey": digest[:2], "RowKey": digest, "EventId": event_id, "RecordedAt": now}
+                    )
+                except ResourceExistsError:
+                    continue
+                fresh.add(event_id)
+        return fresh
+
+    def purge_events(self, older_than: float) -> int:
+        """Forget event ids recorded before ``older_than`` (Event Grid stops redelivering after 24 h)."""
+        table = self._table(self._events_table)
+        with _storage_errors(f"purge {self._events_table}"):
+            rows = list(
+                table.query_entities(f"RecordedAt lt {_odata_double(older_than)}", select=["PartitionKey", "RowKey"])
+            )
+            for row in rows:
+                table.delete_entity(row["PartitionKey"], row["RowKey"])
+        return len(rows)
+
+    # -- coalescing -----------------------------------------------------------------------------------------
+    def _read_marker(self, target: Target) -> PendingMarker | None:
+        entity = self._read(self._pending_table, _PENDING_PK, target.row_key)
+        if entity is None:
+            return None
+        return codec.pending_from_json(unpack(entity, f"pending row {target.key}"), _etag(entity))
+
+    @staticmethod
+    def _marker_entity(marker: PendingMarker) -> dict[str, Any]:
+        return {
+            "PartitionKey": _PENDING_PK,
+            "RowKey": marker.target.row_key,
+            "Due": float(marker.due),  # a property of its own so overdue_pending can filter on it
+            **pack(codec.pending_to_json(marker), f"pending {marker.target.key}"),
+        }
+
+    def _store_marker(self, marker: PendingMarker, current: PendingMarker | None) -> bool:
+        """Create or conditionally replace; False when another writer got there first."""
+        what = f"write pending {marker.target.key}"
+        try:
+            if current is None:
+                self._create(self._pending_table, self._marker_entity(marker), what)
+            else:
+                self._replace(self._pending_table, self._marker_entity(marker), current.etag, what)
+        except ConflictError:
+            return False
+        return True
+
+    def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
+        for attempt in range(_MAX_RACES):
+            current = self._read_marker(target)
+            if current is None:
+                if self._store_marker(codec.opened_marker(target, provenance, window_seconds, now), None):
+                    return True
+            else:
+                joined = codec.joined_marker(current, provenance)
+                if joined == current or self._store_marker(joined, current):
+                    return False  # (an unchanged marker means a re-delivered event: no write)
+            _backoff(attempt)
+        raise ConflictError(f"add pending {target.key}: still contended after {_MAX_RACES} attempts")
+
+    def claim_pending(self, target: Target) -> PendingMarker | None:
+        marker = self._read_marker(target)
+        if marker is None:
+            return None
+        # Whoever deletes the row it read owns the events; a loser sees 412 (changed) or 404 (gone).
+        claimed = self._delete_if(self._pending_table, _PENDING_PK, target.row_key, marker.etag, f"claim {target.key}")
+        return marker if claimed else None
+
+    def release_pending(self, marker: PendingMarker, now: float) -> None:
+        for attempt in range(_MAX_RACES):
+            current = self._read_marker(marker.target)
+            if self._store_marker(codec.released_marker(marker, current, now), current):
+                return
+            _backoff(attempt)
+        raise ConflictError(f"release pending {marker.target.key}: still contended after {_MAX_RACES} attempts")
+
+    def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
+        with _storage_errors(f"read {self._pending_table}"):
+            rows = list(
+                self._table(self._pending_table).query_entities(
+                    f"PartitionKey eq @pk and Due lt {_odata_double(now - grace_seconds)}",
+                    parameters={"pk": _PENDING_PK},
+                )
+            )
+        markers = [codec.pending_from_json(unpack(row, "pending row"), _etag(row)) for row in rows]
+        return sorted(markers, key=lambda m: m.due)
+
+    def close(self) -> None:
+        self._service.close()
+
+
+def _client_options(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    # A modest HTTP retry budget: the Functions runtime retries the whole invocation on top.
+    return {"retry_total": 3, **overrides}
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: TableStateStore) -> StateStore:  # mypy proves the Protocol is met
+        return store
