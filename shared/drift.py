@@ -32,7 +32,10 @@ from shared.state.base import AccountState, AssociationState, ProfileState
 
 
 def finding_record(finding: Finding) -> dict[str, Any]:
-    return {**finding_to_dict(finding), "key": finding.key}
+    # Plain JSON types only (tuples become lists), so a record read back from storage compares
+    # equal to a fresh one and an unchanged account is not rewritten.
+    record: dict[str, Any] = json.loads(json.dumps({**finding_to_dict(finding), "key": finding.key}, default=str))
+    return record
 
 
 def snapshot_digest(evaluation: Evaluation) -> str:

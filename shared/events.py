@@ -251,7 +251,10 @@ def parse_event(raw: Mapping[str, Any]) -> ChangeEvent:
     if is_arn:
         info = reader.mapping(data.get("resourceInfo"), "data.resourceInfo") or {}
         declared_type = info.get("type")
-        resource_type = declared_type.strip() if isinstance(declared_type, str) else ""
+        # Informational: a malformed type falls back to the one read from the id below.
+        resource_type = (
+            declared_type.strip() if isinstance(declared_type, str) and len(declared_type) < 512 else ""
+        )
         if not event_time:
             operational = data.get("operationalInfo")
             if isinstance(operational, Mapping):

@@ -150,7 +150,11 @@ class Pipeline:
         decision = targets_for(event, self.scope)
         if decision.dropped:
             log.info("event %s dropped: %s", event.event_id, decision.dropped)
-            report.dropped[decision.dropped.split(" ", 1)[0]] += 1
+            report.dropped[decision.category] += 1
+            return
+        if self.store.seen_events([event.event_id]):
+            log.info("event %s already processed (re-delivery)", event.event_id)
+            report.duplicates += 1
             return
         provenance = provenance_of(event)
         now = self.clock()

@@ -67,18 +67,21 @@ _VAULT_CHILDREN: Final = frozenset(
 
 @dataclass(frozen=True)
 class Scope:
-    """Subscriptions whose events are acted on; empty means all."""
+    """Subscriptions whose events are acted on; empty means all.
 
-    subscriptions: frozenset[str] = frozenset()
+    A tuple (as ``settings.Settings.subscriptions`` holds them); any casing or stray whitespace is
+    normalised on construction so that callers may pass ids as configured.
+    """
+
+    subscriptions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        # Normalise once so that lookups are plain set membership.
-        normalised = frozenset(s.strip().lower() for s in self.subscriptions if s and s.strip())
+        normalised = tuple(sorted({s.strip().lower() for s in self.subscriptions if s and s.strip()}))
         object.__setattr__(self, "subscriptions", normalised)
 
     @classmethod
     def of(cls, subscriptions: Iterable[str]) -> Scope:
-        return cls(frozenset(subscriptions))
+        return cls(tuple(subscriptions))
 
     def allows(self, subscription_id: str) -> bool:
         return not self.subscriptions or subscription_id.strip().lower() in self.subscriptions

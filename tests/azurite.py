@@ -106,7 +106,11 @@ class Azurite:
         command = [self.binary, "--silent", "--skipApiVersionCheck", "--disableTelemetry"]
         # Azurite refuses --inMemoryPersistence together with --location.
         command += ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
-        for service, port in (("blob", self.blob_port), ("queue", self.queue_port), ("table", self.table_port)):
+        for service, port in (
+            ("blob", self.blob_port),
+            ("queue", self.queue_port),
+            ("table", self.table_port),
+        ):
             command += [f"--{service}Host", HOST, f"--{service}Port", str(port)]
         return command
 
@@ -116,7 +120,11 @@ class Azurite:
         with self._log.open("ab") as log:
             # A session of its own, so stop() can signal node and anything it spawned.
             self._process = subprocess.Popen(
-                self._command(), cwd=self._workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self._command(),
+                cwd=self._workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self._wait_until_listening(timeout)
 
@@ -125,7 +133,9 @@ class Azurite:
         ports = (self.blob_port, self.queue_port, self.table_port)
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise AzuriteError(f"Azurite exited with code {self._process.returncode}:\n{self._log_tail()}")
+                raise AzuriteError(
+                    f"Azurite exited with code {self._process.returncode}:\n{self._log_tail()}"
+                )
             if all(_port_open(p) for p in ports):
                 return
             time.sleep(0.1)
@@ -158,7 +168,9 @@ class Azurite:
             return "(no log)"
 
 
-def start_azurite(location: Path | str | None = None, binary: str | None = None, attempts: int = 3) -> Azurite:
+def start_azurite(
+    location: Path | str | None = None, binary: str | None = None, attempts: int = 3
+) -> Azurite:
     """Start Azurite and wait for its three sockets; in memory unless ``location`` is given.
 
     Retries with fresh ports a few times: a port picked free here can be taken by another

@@ -158,7 +158,7 @@ def perimeter_view_from_sdk(config: Any) -> PerimeterView:
         access_mode=AccessMode.parse(raw_mode),
         access_mode_raw=raw_mode,
         profile_name=_s(_attr(profile, "name")),
-        access_rules_version=int(version) if isinstance(version, int | float | str) and str(version).isdigit() else None,
+        access_rules_version=int(float(version)) if str(version).removesuffix(".0").isdigit() else None,
         access_rules=tuple(rules),
         provisioning_state=_s(_attr(props, "provisioning_state")),
         provisioning_issues=tuple(issues),

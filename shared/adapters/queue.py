@@ -19,7 +19,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.changes import Target, TargetKind
@@ -56,7 +61,7 @@ def _target(value: object) -> Target:
         raise ValueError("target: expected an object with kind and resource_id")
     kind, resource_id = value.get("kind"), value.get("resource_id")
     try:
-        target_kind = TargetKind(kind)
+        target_kind = TargetKind(kind if isinstance(kind, str) else "")
     except ValueError:
         allowed = ", ".join(k.value for k in TargetKind)
         raise ValueError(f"target.kind: {kind!r} is not one of {allowed}") from None
@@ -86,7 +91,13 @@ def _queue_errors(what: str) -> Iterator[None]:
 
 
 class EvaluationQueue:
-    def __init__(self, service: QueueServiceClient, queue_name: str = QUEUE_NAME, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        service: QueueServiceClient,
+        queue_name: str = QUEUE_NAME,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.queue_name = queue_name
         self._service = service
         self._clock = clock
@@ -94,21 +105,41 @@ class EvaluationQueue:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, queue_name: str = QUEUE_NAME, **client_kwargs: Any) -> EvaluationQueue:
-        return cls(QueueServiceClient.from_connection_string(connection_string, **_client_options(client_kwargs)), queue_name)
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        queue_name: str = QUEUE_NAME,
+        *,
+        clock: Callable[[], float] = time.time,
+        **client_kwargs: Any,
+    ) -> EvaluationQueue:
+        """``client_kwargs`` go to the SDK client (e.g. ``retry_total``)."""
+        client = QueueServiceClient.from_connection_string(
+            connection_string, **_client_options(client_kwargs)
+        )
+        return cls(client, queue_name, clock=clock)
 
     @classmethod
     def from_service_uri(
-        cls, service_uri: str, credential: TokenCredential, queue_name: str = QUEUE_NAME, **client_kwargs: Any
+        cls,
+        service_uri: str,
+        credential: TokenCredential,
+        queue_name: str = QUEUE_NAME,
+        *,
+        clock: Callable[[], float] = time.time,
+        **client_kwargs: Any,
     ) -> EvaluationQueue:
         """Identity-based connection (``AzureWebJobsStorage__queueServiceUri``)."""
-        return cls(QueueServiceClient(service_uri, credential=credential, **_client_options(client_kwargs)), queue_name)
+        client = QueueServiceClient(service_uri, credential=credential, **_client_options(client_kwargs))
+        return cls(client, queue_name, clock=clock)
 
     def _queue(self) -> QueueClient:
         """The queue client, creating the queue on first use (not at import or construction)."""
         with self._lock:
             if self._client is None:
-                client = self._service.get_queue_client(self.queue_name, message_encode_policy=TextBase64EncodePolicy())
+                client = self._service.get_queue_client(
+                    self.queue_name, message_encode_policy=TextBase64EncodePolicy()
+                )
                 with _queue_errors(f"create queue {self.queue_name}"), _ignore_exists():
                     client.create_queue()
                 self._client = client

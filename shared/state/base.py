@@ -113,6 +113,14 @@ class StateStore(Protocol):
         """Record event ids as processed; return those that were NOT seen before."""
         ...
 
+    def seen_events(self, event_ids: Sequence[str]) -> set[str]:
+        """The subset of ``event_ids`` already recorded (read-only)."""
+        ...
+
+    def purge_events(self, older_than: float) -> int:
+        """Forget event ids recorded before ``older_than`` (epoch seconds); returns how many."""
+        ...
+
     # -- coalescing ---------------------------------------------------------------------------
     def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
         """Merge into the target's open marker, or open one that closes at now + window.

@@ -51,7 +51,9 @@ _MEMORY = ":memory:"
 
 
 class SqliteStateStore:
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self._path = os.fspath(path)
         self._clock = clock
         self._lock = threading.Lock()
@@ -60,7 +62,9 @@ class SqliteStateStore:
         with _unavailable_on_error(self._path):
             # isolation_level=None: the module must not open transactions behind our back;
             # every write below opens its own BEGIN IMMEDIATE.
-            self._db = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                self._path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
             if self._path != _MEMORY:
                 # WAL lets readers (a CLI report) run while the evaluator writes.
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -97,7 +101,9 @@ class SqliteStateStore:
     # -- account and profile state ------------------------------------------------------------------
     def get_account(self, account_id: str) -> Versioned[AccountState] | None:
         with self._reading() as db:
-            row = db.execute("SELECT data, etag FROM accounts WHERE key = ?", (codec.account_key(account_id),)).fetchone()
+            row = db.execute(
+                "SELECT data, etag FROM accounts WHERE key = ?", (codec.account_key(account_id),)
+            ).fetchone()
         return Versioned(codec.account_from_json(row[0]), row[1]) if row else None
 
     def put_account(self, state: AccountState, etag: str | None) -> str:
@@ -107,7 +113,8 @@ class SqliteStateStore:
             self._check_etag(row[0] if row else None, etag, f"account {state.account_id}")
             new_etag = self._next_etag(db)
             db.execute(
-                "INSERT INTO accounts (key, account_id, etag, data) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                "INSERT INTO accounts (key, account_id, etag, data) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE"
                 " SET account_id = excluded.account_id, etag = excluded.etag, data = excluded.data",
                 (key, state.account_id, new_etag, codec.account_to_json(state)),
             )
@@ -137,7 +144,9 @@ class SqliteStateStore:
         key = codec.profile_key(state.perimeter_id, state.profile_name)
         with self._transaction() as db:
             row = db.execute("SELECT etag FROM profiles WHERE key = ?", (key,)).fetchone()
-            self._check_etag(row[0] if row else None, etag, f"profile {state.profile_name} of {state.perimeter_id}")
+            self._check_etag(
+                row[0] if row else None, etag, f"profile {state.profile_name} of {state.perimeter_id}"
+            )
             new_etag = self._next_etag(db)
             db.execute(
                 "INSERT INTO profiles (key, etag, data) VALUES (?, ?, ?)"
@@ -164,10 +173,20 @@ class SqliteStateStore:
         now = self._clock()
         with self._transaction() as db:
             for event_id in dict.fromkeys(event_ids):
-                cursor = db.execute("INSERT OR IGNORE INTO events (event_id, recorded_at) VALUES (?, ?)", (event_id, now))
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO events (event_id, recorded_at) VALUES (?, ?)", (event_id, now)
+                )
                 if cursor.rowcount == 1:
                     fresh.add(event_id)
         return fresh
+
+    def seen_events(self, event_ids: Sequence[str]) -> set[str]:
+        with self._reading() as db:
+            return {
+                event_id
+                for event_id in dict.fromkeys(event_ids)
+                if db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone()
+            }
 
     def purge_events(self, older_than: float) -> int:
         """Forget event ids recorded before ``older_than`` (Event Grid stops redelivering after 24 h)."""
@@ -211,7 +230,9 @@ class SqliteStateStore:
 
     def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
         with self._reading() as db:
-            rows = db.execute("SELECT data, etag FROM pending WHERE due < ? ORDER BY due", (now - grace_seconds,)).fetchall()
+            rows = db.execute(
+                "SELECT data, etag FROM pending WHERE due < ? ORDER BY due", (now - grace_seconds,)
+            ).fetchall()
         return [codec.pending_from_json(data, etag) for data, etag in rows]
 
     def close(self) -> None:

@@ -142,7 +142,13 @@ def _backoff(attempt: int) -> None:
 
 
 class TableStateStore:
-    def __init__(self, service: TableServiceClient, prefix: str = DEFAULT_PREFIX, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        service: TableServiceClient,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not _PREFIX.match(prefix):
             raise ValueError("table prefix: letters and digits only, starting with a letter (at most 41)")
         self._service = service
@@ -155,15 +161,33 @@ class TableStateStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, prefix: str = DEFAULT_PREFIX, **client_kwargs: Any) -> TableStateStore:
-        return cls(TableServiceClient.from_connection_string(connection_string, **_client_options(client_kwargs)), prefix)
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        clock: Callable[[], float] = time.time,
+        **client_kwargs: Any,
+    ) -> TableStateStore:
+        """``client_kwargs`` go to the SDK client (e.g. ``retry_total``)."""
+        client = TableServiceClient.from_connection_string(
+            connection_string, **_client_options(client_kwargs)
+        )
+        return cls(client, prefix, clock=clock)
 
     @classmethod
     def from_service_uri(
-        cls, service_uri: str, credential: TokenCredential, prefix: str = DEFAULT_PREFIX, **client_kwargs: Any
+        cls,
+        service_uri: str,
+        credential: TokenCredential,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        clock: Callable[[], float] = time.time,
+        **client_kwargs: Any,
     ) -> TableStateStore:
         """Identity-based connection (``AzureWebJobsStorage__tableServiceUri``)."""
-        return cls(TableServiceClient(service_uri, credential=credential, **_client_options(client_kwargs)), prefix)
+        client = TableServiceClient(service_uri, credential=credential, **_client_options(client_kwargs))
+        return cls(client, prefix, clock=clock)
 
     # -- plumbing -------------------------------------------------------------------------------------
     def _table(self, name: str) -> TableClient:
@@ -209,7 +233,11 @@ class TableStateStore:
             with _storage_errors(what):
                 # The SDK swallows 404 on delete; the hook is how we learn the row was already gone.
                 self._table(table).delete_entity(
-                    partition_key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified, raw_response_hook=record
+                    partition_key,
+                    row_key,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                    raw_response_hook=record,
                 )
         except ConflictError:
             return False
@@ -255,7 +283,10 @@ class TableStateStore:
         self._index_remove(account_id, codec.references(old_state) | unindex)
 
     def _account_entity(self, state: AccountState, unindex: set[tuple[TargetKind, str]]) -> dict[str, Any]:
-        document = {"account": codec.account_to_dict(state), "unindex": sorted([k.value, ref] for k, ref in unindex)}
+        document = {
+            "account": codec.account_to_dict(state),
+            "unindex": sorted([k.value, ref] for k, ref in unindex),
+        }
         return {
             "PartitionKey": _ACCOUNT_PK,
             "RowKey": _sha(codec.account_key(state.account_id)),
@@ -278,10 +309,14 @@ class TableStateStore:
         return codec.account_from_dict(account, what), unindex
 
     def get_profile(self, perimeter_id: str, profile_name: str) -> Versioned[ProfileState] | None:
-        entity = self._read(self._state_table, _PROFILE_PK, _sha(codec.profile_key(perimeter_id, profile_name)))
+        entity = self._read(
+            self._state_table, _PROFILE_PK, _sha(codec.profile_key(perimeter_id, profile_name))
+        )
         if entity is None:
             return None
-        return Versioned(codec.profile_from_json(unpack(entity, f"profile row {profile_name}")), _etag(entity))
+        return Versioned(
+            codec.profile_from_json(unpack(entity, f"profile row {profile_name}")), _etag(entity)
+        )
 
     def put_profile(self, state: ProfileState, etag: str | None) -> str:
         what = f"write profile {state.profile_name} of {state.perimeter_id}"
@@ -330,7 +365,9 @@ class TableStateStore:
         with _storage_errors(f"write {self._index_table}"):
             for kind, ref in sorted(refs):
                 # Unconditional and idempotent: the SDK ignores a row that is already gone.
-                self._table(self._index_table).delete_entity(Target(kind, ref).row_key, _sha(codec.account_key(account_id)))
+                self._table(self._index_table).delete_entity(
+                    Target(kind, ref).row_key, _sha(codec.account_key(account_id))
+                )
 
     # -- idempotency ----------------------------------------------------------------------------------------
     def record_events(self, event_ids: Sequence[str]) -> set[str]:
@@ -349,12 +386,23 @@ class TableStateStore:
                 fresh.add(event_id)
         return fresh
 
+    def seen_events(self, event_ids: Sequence[str]) -> set[str]:
+        seen: set[str] = set()
+        with _storage_errors(f"read {self._events_table}"):
+            for event_id in dict.fromkeys(event_ids):
+                digest = _sha(event_id)
+                if self._read(self._events_table, digest[:2], digest) is not None:
+                    seen.add(event_id)
+        return seen
+
     def purge_events(self, older_than: float) -> int:
         """Forget event ids recorded before ``older_than`` (Event Grid stops redelivering after 24 h)."""
         table = self._table(self._events_table)
         with _storage_errors(f"purge {self._events_table}"):
             rows = list(
-                table.query_entities(f"RecordedAt lt {_odata_double(older_than)}", select=["PartitionKey", "RowKey"])
+                table.query_entities(
+                    f"RecordedAt lt {_odata_double(older_than)}", select=["PartitionKey", "RowKey"]
+                )
             )
             for row in rows:
                 table.delete_entity(row["PartitionKey"], row["RowKey"])
@@ -406,7 +454,9 @@ class TableStateStore:
         if marker is None:
             return None
         # Whoever deletes the row it read owns the events; a loser sees 412 (changed) or 404 (gone).
-        claimed = self._delete_if(self._pending_table, _PENDING_PK, target.row_key, marker.etag, f"claim {target.key}")
+        claimed = self._delete_if(
+            self._pending_table, _PENDING_PK, target.row_key, marker.etag, f"claim {target.key}"
+        )
         return marker if claimed else None
 
     def release_pending(self, marker: PendingMarker, now: float) -> None:
@@ -415,7 +465,9 @@ class TableStateStore:
             if self._store_marker(codec.released_marker(marker, current, now), current):
                 return
             _backoff(attempt)
-        raise ConflictError(f"release pending {marker.target.key}: still contended after {_MAX_RACES} attempts")
+        raise ConflictError(
+            f"release pending {marker.target.key}: still contended after {_MAX_RACES} attempts"
+        )
 
     def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
         with _storage_errors(f"read {self._pending_table}"):

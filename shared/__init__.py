@@ -1,0 +1,1 @@
+"""nsp-drift: the domain core and its adapters."""

@@ -1,0 +1,193 @@
+"""The pure diff: what opens, resolves and changes, and what stays silent."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+from shared.changes import (
+    PERIMETER_ASSOCIATION_CHANGED,
+    PERIMETER_MODE_CHANGED,
+    PERIMETER_RULES_CHANGED,
+    Actor,
+    Provenance,
+    TransitionKind,
+)
+from shared.config import RulesConfig
+from shared.drift import account_state_of, decide_account, decide_profile, profile_state_of
+from shared.evaluate import evaluate
+from shared.model import (
+    AccessMode,
+    AccessRule,
+    PerimeterView,
+    StorageAccountSnapshot,
+    UnmanagedDisk,
+)
+
+TODAY = date(2026, 11, 25)
+ACCOUNT = "/subscriptions/6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/st1"
+NSP = "/subscriptions/6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/nsp1"
+WHO = Provenance(event_ids=("e1",), actors=(Actor(upn="alice@contoso.com", client_ip="203.0.113.10"),))
+
+
+def view(mode: AccessMode = AccessMode.ENFORCED, rules: tuple[AccessRule, ...] = (), version: int = 1) -> PerimeterView:
+    return PerimeterView(
+        configuration_name="guid.assoc1",
+        perimeter_id=NSP,
+        perimeter_guid="guid",
+        location="eastus",
+        association_name="assoc1",
+        access_mode=mode,
+        access_mode_raw=mode.value,
+        profile_name="profile1",
+        access_rules_version=version,
+        access_rules=rules,
+    )
+
+
+def snapshot(**changes: object) -> StorageAccountSnapshot:
+    base = StorageAccountSnapshot(
+        id=ACCOUNT, name="st1", subscription_id="6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f", resource_group="rg-data",
+        perimeters=(view(),),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def evaluated(snap: StorageAccountSnapshot):  # type: ignore[no-untyped-def]
+    return evaluate(snap, RulesConfig(), TODAY)
+
+
+def state(snap: StorageAccountSnapshot):  # type: ignore[no-untyped-def]
+    return account_state_of(evaluated(snap), "2026-11-25T00:00:00+00:00")
+
+
+def kinds(decision) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    return sorted((t.kind.value, t.rule_id) for t in decision.transitions)
+
+
+def test_nothing_changed_emits_nothing() -> None:
+    snap = snapshot(is_sftp_enabled=True)
+    decision = decide_account(state(snap), evaluated(snap), WHO, "t")
+    assert decision.transitions == ()
+    assert decision.new_state is not None and len(decision.new_state.findings) == 1
+
+
+def test_new_finding_opens_with_provenance_and_resolves_later() -> None:
+    before = state(snapshot())
+    decision = decide_account(before, evaluated(snapshot(is_sftp_enabled=True)), WHO, "t")
+    assert kinds(decision) == [("opened", "sftp-enabled")]
+    opened = decision.transitions[0]
+    assert opened.provenance.changed_by == "alice@contoso.com from 203.0.113.10"
+    assert opened.severity == "high" and opened.resource_id == ACCOUNT and opened.perimeter_id == NSP
+    assert decision.new_state is not None
+    again = decide_account(decision.new_state, evaluated(snapshot()), WHO, "t")
+    assert kinds(again) == [("resolved", "sftp-enabled")]
+    assert again.transitions[0].summary.startswith("Resolved (no longer detected)")
+
+
+def test_severity_change_of_same_finding_is_changed_not_reopened() -> None:
+    from shared.model import BackupInstance
+
+    operational = BackupInstance("/x/backupInstances/bi1", "Microsoft.Storage/storageAccounts/blobServices", "p", "ProtectionConfigured", ("OperationalStore",))
+    vaulted = replace(operational, datastore_types=("OperationalStore", "VaultStore"))
+    decision = decide_account(state(snapshot(backup_instances=(operational,))), evaluated(snapshot(backup_instances=(vaulted,))), WHO, "t")
+    assert kinds(decision) == [("changed", "azure-backup")]
+    assert decision.transitions[0].before["severity"] == "low" and decision.transitions[0].after["severity"] == "high"
+
+
+def test_partial_read_never_resolves() -> None:
+    before = state(snapshot(is_sftp_enabled=True, file_shares=()))
+    partial = snapshot(incomplete=("fileShares",))  # SFTP off, but a read failed
+    decision = decide_account(before, evaluated(partial), WHO, "t")
+    assert decision.transitions == ()
+    assert decision.new_state is not None
+    assert [f["rule"] for f in decision.new_state.findings] == ["sftp-enabled"]
+
+
+def test_account_deleted_resolves_everything_and_forgets_it() -> None:
+    before = state(snapshot(is_sftp_enabled=True, is_nfs_v3_enabled=True))
+    decision = decide_account(before, None, WHO, "t")
+    assert kinds(decision) == [("resolved", "blob-nfsv3-enabled"), ("resolved", "sftp-enabled")]
+    assert all("account deleted" in t.summary for t in decision.transitions)
+    assert decision.new_state is None
+
+
+def test_first_sight_opens_findings_but_association_is_baseline() -> None:
+    decision = decide_account(None, evaluated(snapshot(is_sftp_enabled=True)), WHO, "t")
+    assert kinds(decision) == [("opened", "sftp-enabled")]
+
+
+def test_access_mode_weakening_and_association_removal() -> None:
+    before = state(snapshot())
+    weakened = decide_account(before, evaluated(snapshot(perimeters=(view(AccessMode.LEARNING),))), WHO, "t")
+    assert kinds(weakened) == [("changed", PERIMETER_MODE_CHANGED), ("opened", "association-not-enforced")]
+    mode = next(t for t in weakened.transitions if t.rule_id == PERIMETER_MODE_CHANGED)
+    assert "weakening" in mode.flags and mode.severity == "high"
+    assert mode.before == {"accessMode": "Enforced"} and mode.after == {"accessMode": "Learning"}
+
+    strengthened = decide_account(state(snapshot(perimeters=(view(AccessMode.AUDIT),))), evaluated(snapshot()), WHO, "t")
+    mode = next(t for t in strengthened.transitions if t.rule_id == PERIMETER_MODE_CHANGED)
+    assert "weakening" not in mode.flags and mode.severity == "low"
+
+    removed = decide_account(before, evaluated(snapshot(perimeters=())), WHO, "t")
+    assoc = [t for t in removed.transitions if t.rule_id == PERIMETER_ASSOCIATION_CHANGED]
+    assert len(assoc) == 1 and "removed" in assoc[0].flags and "weakening" in assoc[0].flags
+
+
+def test_scoped_evaluation_carries_other_rules_and_their_references() -> None:
+    disk = UnmanagedDisk("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1", "os", "https://st1.blob.core.windows.net/vhds/os.vhd", True)
+    before = state(snapshot(unmanaged_disks=(disk,)))
+    # A perimeter change is evaluated while the VM is already gone: not the perimeter's doing.
+    decision = decide_account(before, evaluated(snapshot()), WHO, "t", rules=frozenset({"association-not-enforced"}))
+    assert decision.transitions == ()
+    assert decision.new_state is not None
+    assert decision.new_state.vm_ids == before.vm_ids
+    assert [f["rule"] for f in decision.new_state.findings] == ["unmanaged-disk"]
+    # The VM's own event then resolves it.
+    own = decide_account(decision.new_state, evaluated(snapshot()), WHO, "t", rules=frozenset({"unmanaged-disk"}), associations=False)
+    assert kinds(own) == [("resolved", "unmanaged-disk")]
+
+
+def rule(name: str, *prefixes: str, **kw: object) -> AccessRule:
+    return AccessRule(name=name, direction=str(kw.pop("direction", "Inbound")), address_prefixes=prefixes, **kw)  # type: ignore[arg-type]
+
+
+def test_profile_first_sight_and_unchanged_version_are_silent() -> None:
+    current = profile_state_of(view(rules=(rule("r1", "10.0.0.0/24"),)))
+    assert decide_profile(None, current, ACCOUNT, WHO) == ()
+    assert decide_profile(current, current, ACCOUNT, WHO) == ()
+
+
+def test_profile_rule_added_removed_modified_with_flags() -> None:
+    old = profile_state_of(view(rules=(rule("keep", "10.0.0.0/24"), rule("gone", "52.0.0.0/24"), rule("edit", "52.1.0.0/24")), version=3))
+    new = profile_state_of(
+        view(
+            rules=(
+                rule("keep", "10.0.0.0/24"),
+                rule("edit", "52.1.0.0/24", "0.0.0.0/0"),
+                AccessRule("subs", "Inbound", subscriptions=("/subscriptions/x",)),
+                AccessRule("tag", "Inbound", service_tags=("DataFactory",)),
+                AccessRule("out", "Outbound", fully_qualified_domain_names=("exfil.example.com",)),
+            ),
+            version=4,
+        )
+    )
+    transitions = {t.summary.split("'")[1]: t for t in decide_profile(old, new, ACCOUNT, WHO)}
+    assert set(transitions) == {"gone", "edit", "subs", "tag", "out"}
+    assert all(t.rule_id == PERIMETER_RULES_CHANGED and t.kind is TransitionKind.CHANGED for t in transitions.values())
+    assert transitions["edit"].flags[0] == "modified" and "broad" in transitions["edit"].flags
+    assert transitions["edit"].severity == "high"
+    assert transitions["edit"].before["addressPrefixes"] == ["52.1.0.0/24"]
+    assert "subscription" in transitions["subs"].flags and "service-tag" in transitions["tag"].flags
+    assert "new-fqdn" in transitions["out"].flags
+    assert transitions["gone"].flags == ("removed",) and transitions["gone"].after == {}
+    assert transitions["edit"].resource_id == NSP
+
+
+def test_idempotency_key_is_stable_and_distinguishes_transitions() -> None:
+    before = state(snapshot())
+    a = decide_account(before, evaluated(snapshot(is_sftp_enabled=True)), WHO, "t1").transitions[0]
+    b = decide_account(before, evaluated(snapshot(is_sftp_enabled=True)), Provenance(event_ids=("e2",)), "t2").transitions[0]
+    assert a.idempotency_key == b.idempotency_key
+    resolved = decide_account(state(snapshot(is_sftp_enabled=True)), evaluated(snapshot()), WHO, "t").transitions[0]
+    assert resolved.idempotency_key != a.idempotency_key
