@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.settings import QUEUE_NAME
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves it untyped
 
 
 @bp.function_name("evaluate_target")

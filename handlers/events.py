@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves it untyped
 
 
 @bp.function_name("on_resource_event")

@@ -28,7 +28,12 @@ class LoggingSink:
         for t in transitions:
             log.warning(
                 "drift %s %s on %s (%s): %s [by %s]",
-                t.kind.value, t.rule_id, t.resource_id, t.severity, t.summary, t.provenance.changed_by,
+                t.kind.value,
+                t.rule_id,
+                t.resource_id,
+                t.severity,
+                t.summary,
+                t.provenance.changed_by,
             )
 
 
@@ -108,7 +113,11 @@ def handle_event(event: Any) -> None:
         raise
     log.info(
         "event %s: accepted=%d duplicates=%d windows_opened=%d dropped=%s",
-        raw.get("id"), report.accepted, report.duplicates, report.windows_opened, dict(report.dropped),
+        raw.get("id"),
+        report.accepted,
+        report.duplicates,
+        report.windows_opened,
+        dict(report.dropped),
     )
 
 
@@ -125,7 +134,10 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
     transitions = runtime.run(context().pipeline.evaluate_pending(target))
     log.info(
         "evaluated %s (attempt %d): %d transition(s) in %.2fs",
-        _describe(target), dequeue_count, len(transitions), time.monotonic() - started,
+        _describe(target),
+        dequeue_count,
+        len(transitions),
+        time.monotonic() - started,
     )
 
 
@@ -136,7 +148,10 @@ def handle_sweep(past_due: bool = False) -> None:
     report = runtime.run(ctx.pipeline.sweep(ctx.settings.subscriptions))
     log.info(
         "sweep: %d account(s), %d transition(s), %d failure(s), %d window(s) re-queued",
-        report.accounts, report.transitions, len(report.failed), report.requeued,
+        report.accounts,
+        report.transitions,
+        len(report.failed),
+        report.requeued,
     )
 
 

@@ -68,9 +68,7 @@ def parse(resource_id: str) -> ResourceId | None:
         return None
     namespace = rest[1]
     pairs = rest[2:]
-    segments = tuple(
-        (pairs[i], pairs[i + 1] if i + 1 < len(pairs) else "") for i in range(0, len(pairs), 2)
-    )
+    segments = tuple((pairs[i], pairs[i + 1] if i + 1 < len(pairs) else "") for i in range(0, len(pairs), 2))
     return ResourceId(subscription, resource_group, namespace, segments)
 
 

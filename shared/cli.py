@@ -57,9 +57,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="run recorded events through the pipeline against an estate")
     replay.add_argument("events", metavar="EVENTS", help="JSON array of events (either schema), or 'sample'")
-    replay.add_argument("--estate", metavar="FILE", help="the estate after the events (default with 'sample': sample-changed)")
+    replay.add_argument(
+        "--estate", metavar="FILE", help="the estate after the events (default with 'sample': sample-changed)"
+    )
     replay.add_argument("--state", metavar="PATH", help="SQLite state holding the baseline (default: a fresh one)")
-    replay.add_argument("--baseline", metavar="FILE", help="estate to record as the baseline first (default with 'sample': sample)")
+    replay.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="estate to record as the baseline first (default with 'sample': sample)",
+    )
     replay.add_argument("--format", choices=("table", "jsonl"), default="table")
     replay.add_argument("--config", metavar="FILE", help="rules configuration (TOML, YAML or JSON)")
     replay.add_argument("--window", type=float, default=30.0, help="coalescing window in seconds (default 30)")
@@ -162,7 +168,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         args = _build_parser().parse_args(argv)
         logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.ERROR, stream=err, format="%(levelname)s %(name)s: %(message)s"
+            level=logging.INFO if args.verbose else logging.ERROR,
+            stream=err,
+            format="%(levelname)s %(name)s: %(message)s",
         )
         if args.command == "rules":
             from shared.output import render_rules

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,8 @@ def _parse_rules(section: object) -> tuple[dict[str, RuleOverride], RuleParams]:
 
 
 def _parse_date(value: object, where: str) -> date:
+    if isinstance(value, datetime):  # TOML/YAML date-times: the day is what expires
+        return value.date()
     if isinstance(value, date):
         return value
     try:
@@ -124,9 +126,11 @@ def _parse_suppressions(items: object) -> tuple[Suppression, ...]:
         missing = {"rule", "resource", "expires", "reason"} - set(item)
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(sorted(missing))}")
-        reason = str(item["reason"]).strip()
-        if not reason:
+        if not isinstance(item["reason"], str) or not item["reason"].strip():
             raise ConfigError(f"{where}.reason: a suppression needs a reason")
+        if not isinstance(item["resource"], str) or not item["resource"].strip():
+            raise ConfigError(f"{where}.resource: expected a storage account id or name")
+        reason = str(item["reason"]).strip()
         out.append(
             Suppression(
                 rule_id=_known_rule(item["rule"], f"{where}.rule"),

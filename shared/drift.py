@@ -49,7 +49,8 @@ def account_state_of(evaluation: Evaluation, evaluated_at: str) -> AccountState:
         account_id=snap.id,
         findings=tuple(finding_record(f) for f in evaluation.findings),
         associations=tuple(
-            AssociationState(v.perimeter_id, v.association_name, v.access_mode_raw, v.profile_name) for v in snap.perimeters
+            AssociationState(v.perimeter_id, v.association_name, v.access_mode_raw, v.profile_name)
+            for v in snap.perimeters
         ),
         key_vault_name=snap.encryption.key_vault_name if snap.encryption.uses_customer_managed_key else "",
         vm_ids=tuple(sorted({d.vm_id.lower() for d in snap.unmanaged_disks})),
@@ -89,8 +90,13 @@ class AccountDecision:
     new_state: AccountState | None  # None: forget the account (deleted)
 
 
-def _finding_transition(kind: TransitionKind, record: Mapping[str, Any], provenance: Provenance, summary: str = "",
-                        before: Mapping[str, Any] | None = None) -> Transition:
+def _finding_transition(
+    kind: TransitionKind,
+    record: Mapping[str, Any],
+    provenance: Provenance,
+    summary: str = "",
+    before: Mapping[str, Any] | None = None,
+) -> Transition:
     return Transition(
         kind=kind,
         rule_id=str(record["rule"]),
@@ -101,19 +107,27 @@ def _finding_transition(kind: TransitionKind, record: Mapping[str, Any], provena
         summary=summary or str(record["summary"]),
         key=str(record["key"]),
         before=dict(before or {}),
-        after={"severity": record["severity"], "summary": record["summary"]} if kind is not TransitionKind.RESOLVED else {},
+        after={"severity": record["severity"], "summary": record["summary"]}
+        if kind is not TransitionKind.RESOLVED
+        else {},
         evidence=dict(record.get("evidence") or {}),
         provenance=provenance,
     )
 
 
-def _finding_transitions(prev: AccountState | None, curr: AccountState | None, provenance: Provenance,
-                         partial: bool, rules: frozenset[str] | None) -> tuple[list[Transition], tuple[dict[str, Any], ...]]:
+def _finding_transitions(
+    prev: AccountState | None,
+    curr: AccountState | None,
+    provenance: Provenance,
+    partial: bool,
+    rules: frozenset[str] | None,
+) -> tuple[list[Transition], tuple[dict[str, Any], ...]]:
     """Opened/resolved/changed findings, and the findings to store.
 
     Findings of rules outside ``rules`` (None = all) are carried over untouched: an evaluation
     caused by, say, a perimeter change does not attribute a VM deletion to the perimeter's editor;
     that change is reported by its own event (or the sweep)."""
+
     def in_scope(record: Mapping[str, Any]) -> bool:
         return rules is None or record["rule"] in rules
 
@@ -128,7 +142,9 @@ def _finding_transitions(prev: AccountState | None, curr: AccountState | None, p
         elif old["severity"] != record["severity"]:
             out.append(
                 _finding_transition(
-                    TransitionKind.CHANGED, record, provenance,
+                    TransitionKind.CHANGED,
+                    record,
+                    provenance,
                     f"{record['summary']} (severity {old['severity']} -> {record['severity']})",
                     before={"severity": old["severity"], "summary": old["summary"]},
                 )
@@ -141,8 +157,15 @@ def _finding_transitions(prev: AccountState | None, curr: AccountState | None, p
             kept[key] = record
             continue
         why = "account deleted" if curr is None else "no longer detected"
-        out.append(_finding_transition(TransitionKind.RESOLVED, record, provenance, f"Resolved ({why}): {record['summary']}",
-                                       before={"severity": record["severity"], "summary": record["summary"]}))
+        out.append(
+            _finding_transition(
+                TransitionKind.RESOLVED,
+                record,
+                provenance,
+                f"Resolved ({why}): {record['summary']}",
+                before={"severity": record["severity"], "summary": record["summary"]},
+            )
+        )
     return out, tuple(kept.values())
 
 
@@ -157,42 +180,117 @@ def _association_transitions(prev: AccountState | None, curr: AccountState, prov
         if old is None and new is not None:
             if prev is None:
                 continue  # first sight of the account: its association is the baseline, not drift
-            out.append(_assoc(curr.account_id, perimeter, base_key, "added", {}, asdict(new), (), Severity.INFO,
-                              f"Account associated with perimeter via '{new.association_name}' ({new.access_mode})", provenance))
+            out.append(
+                _assoc(
+                    curr.account_id,
+                    perimeter,
+                    base_key,
+                    "added",
+                    {},
+                    asdict(new),
+                    (),
+                    Severity.INFO,
+                    f"Account associated with perimeter via '{new.association_name}' ({new.access_mode})",
+                    provenance,
+                )
+            )
         elif new is None and old is not None:
-            out.append(_assoc(curr.account_id, perimeter, base_key, "removed", asdict(old), {}, ("weakening",), Severity.HIGH,
-                              f"Association '{old.association_name}' removed: the account is no longer protected by the perimeter",
-                              provenance))
+            out.append(
+                _assoc(
+                    curr.account_id,
+                    perimeter,
+                    base_key,
+                    "removed",
+                    asdict(old),
+                    {},
+                    ("weakening",),
+                    Severity.HIGH,
+                    f"Association '{old.association_name}' removed: the account is no longer protected "
+                    "by the perimeter",
+                    provenance,
+                )
+            )
         elif old is not None and new is not None:
             if old.access_mode.lower() != new.access_mode.lower():
-                weakening = AccessMode.parse(old.access_mode) is AccessMode.ENFORCED and AccessMode.parse(new.access_mode) is not AccessMode.ENFORCED
-                out.append(Transition(
-                    kind=TransitionKind.CHANGED, rule_id=PERIMETER_MODE_CHANGED, resource_id=curr.account_id,
-                    perimeter_id=perimeter, severity=(Severity.HIGH if weakening else Severity.LOW).label,
-                    title="Perimeter access mode changed",
-                    summary=f"Access mode of '{new.association_name}' changed {old.access_mode} -> {new.access_mode}"
-                    + (" (weakening: rules no longer enforced)" if weakening else ""),
-                    key=f"{base_key}|mode", before={"accessMode": old.access_mode}, after={"accessMode": new.access_mode},
-                    flags=("weakening",) if weakening else (), provenance=provenance,
-                ))
-            if (old.association_name, old.profile_name.lower()) != (new.association_name, new.profile_name.lower()):
-                out.append(_assoc(curr.account_id, perimeter, base_key, "moved", asdict(old), asdict(new), (), Severity.MEDIUM,
-                                  f"Association moved from profile '{old.profile_name}' to '{new.profile_name}'", provenance))
+                weakening = (
+                    AccessMode.parse(old.access_mode) is AccessMode.ENFORCED
+                    and AccessMode.parse(new.access_mode) is not AccessMode.ENFORCED
+                )
+                out.append(
+                    Transition(
+                        kind=TransitionKind.CHANGED,
+                        rule_id=PERIMETER_MODE_CHANGED,
+                        resource_id=curr.account_id,
+                        perimeter_id=perimeter,
+                        severity=(Severity.HIGH if weakening else Severity.LOW).label,
+                        title="Perimeter access mode changed",
+                        summary=f"Access mode of '{new.association_name}' changed "
+                        f"{old.access_mode} -> {new.access_mode}"
+                        + (" (weakening: rules no longer enforced)" if weakening else ""),
+                        key=f"{base_key}|mode",
+                        before={"accessMode": old.access_mode},
+                        after={"accessMode": new.access_mode},
+                        flags=("weakening",) if weakening else (),
+                        provenance=provenance,
+                    )
+                )
+            if (old.association_name, old.profile_name.lower()) != (
+                new.association_name,
+                new.profile_name.lower(),
+            ):
+                out.append(
+                    _assoc(
+                        curr.account_id,
+                        perimeter,
+                        base_key,
+                        "moved",
+                        asdict(old),
+                        asdict(new),
+                        (),
+                        Severity.MEDIUM,
+                        f"Association moved from profile '{old.profile_name}' to '{new.profile_name}'",
+                        provenance,
+                    )
+                )
     return out
 
 
-def _assoc(account: str, perimeter: str, key: str, what: str, before: dict[str, Any], after: dict[str, Any],
-           flags: tuple[str, ...], severity: Severity, summary: str, provenance: Provenance) -> Transition:
+def _assoc(
+    account: str,
+    perimeter: str,
+    key: str,
+    what: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    flags: tuple[str, ...],
+    severity: Severity,
+    summary: str,
+    provenance: Provenance,
+) -> Transition:
     return Transition(
-        kind=TransitionKind.CHANGED, rule_id=PERIMETER_ASSOCIATION_CHANGED, resource_id=account, perimeter_id=perimeter,
-        severity=severity.label, title="Perimeter association changed", summary=summary, key=f"{key}|association",
-        before=before, after=after, flags=(what, *flags), provenance=provenance,
+        kind=TransitionKind.CHANGED,
+        rule_id=PERIMETER_ASSOCIATION_CHANGED,
+        resource_id=account,
+        perimeter_id=perimeter,
+        severity=severity.label,
+        title="Perimeter association changed",
+        summary=summary,
+        key=f"{key}|association",
+        before=before,
+        after=after,
+        flags=(what, *flags),
+        provenance=provenance,
     )
 
 
-def decide_account(prev: AccountState | None, evaluation: Evaluation | None, provenance: Provenance,
-                   evaluated_at: str, rules: frozenset[str] | None = None,
-                   associations: bool = True) -> AccountDecision:
+def decide_account(
+    prev: AccountState | None,
+    evaluation: Evaluation | None,
+    provenance: Provenance,
+    evaluated_at: str,
+    rules: frozenset[str] | None = None,
+    associations: bool = True,
+) -> AccountDecision:
     """``evaluation`` None means the account no longer exists. ``rules`` limits which findings may
     open or resolve (None = all); ``associations`` False keeps the stored associations as they are
     (an evaluation caused by a VM or backup change does not speak for the perimeter)."""
@@ -266,12 +364,21 @@ def _rule_severity(flags: Iterable[str], removed: bool) -> Severity:
     return Severity.LOW if not removed else Severity.INFO
 
 
-def decide_profile(prev: ProfileState | None, curr: ProfileState, account_id: str, provenance: Provenance,
-                   params: RuleParams | None = None) -> tuple[Transition, ...]:
+def decide_profile(
+    prev: ProfileState | None,
+    curr: ProfileState,
+    account_id: str,
+    provenance: Provenance,
+    params: RuleParams | None = None,
+) -> tuple[Transition, ...]:
     """Access rules added, removed or modified on one profile (nothing on first sight)."""
     if prev is None:
         return ()
-    if prev.access_rules_version is not None and prev.access_rules_version == curr.access_rules_version and prev.rules == curr.rules:
+    if (
+        prev.access_rules_version is not None
+        and prev.access_rules_version == curr.access_rules_version
+        and prev.rules == curr.rules
+    ):
         return ()
     params = params or RuleParams()
     before = {str(r["name"]).lower(): r for r in prev.rules}
@@ -286,14 +393,25 @@ def decide_profile(prev: ProfileState | None, curr: ProfileState, account_id: st
         severity = _rule_severity(flags, removed=new is None)
         rule_name = str((new or old or {}).get("name", name))
         detail = f" [{', '.join(flags)}]" if flags else ""
-        out.append(Transition(
-            kind=TransitionKind.CHANGED, rule_id=PERIMETER_RULES_CHANGED, resource_id=curr.perimeter_id,
-            perimeter_id=curr.perimeter_id, severity=severity.label, title="Perimeter access rules changed",
-            summary=f"Access rule '{rule_name}' {what} in profile '{curr.profile_name}'{detail}",
-            key=f"{curr.perimeter_id.lower()}|{curr.profile_name.lower()}|{name}",
-            before=dict(old or {}), after=dict(new or {}), flags=(what, *flags),
-            evidence={"profile": curr.profile_name, "accessRulesVersion": [prev.access_rules_version, curr.access_rules_version],
-                      "seenVia": account_id},
-            provenance=provenance,
-        ))
+        out.append(
+            Transition(
+                kind=TransitionKind.CHANGED,
+                rule_id=PERIMETER_RULES_CHANGED,
+                resource_id=curr.perimeter_id,
+                perimeter_id=curr.perimeter_id,
+                severity=severity.label,
+                title="Perimeter access rules changed",
+                summary=f"Access rule '{rule_name}' {what} in profile '{curr.profile_name}'{detail}",
+                key=f"{curr.perimeter_id.lower()}|{curr.profile_name.lower()}|{name}",
+                before=dict(old or {}),
+                after=dict(new or {}),
+                flags=(what, *flags),
+                evidence={
+                    "profile": curr.profile_name,
+                    "accessRulesVersion": [prev.access_rules_version, curr.access_rules_version],
+                    "seenVia": account_id,
+                },
+                provenance=provenance,
+            )
+        )
     return tuple(out)

@@ -47,9 +47,7 @@ _RESOURCES_TYPES: Final = tuple(
 _KNOWN_TYPES: Final[Mapping[str, str]] = {
     t.lower(): t for t in (*_RESOURCES_TYPES, ARN_CREATED_OR_UPDATED, ARN_DELETED)
 }
-_DELETE_TYPES: Final = frozenset(
-    t for t in (*_RESOURCES_TYPES, ARN_DELETED) if "Delete" in t.rsplit(".", 1)[-1]
-)
+_DELETE_TYPES: Final = frozenset(t for t in (*_RESOURCES_TYPES, ARN_DELETED) if "Delete" in t.rsplit(".", 1)[-1])
 
 _CLAIM_UPN: Final = ("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn", "upn")
 _CLAIM_OID: Final = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
@@ -167,25 +165,17 @@ def _infer_type(data: Mapping[Any, Any], reader: _Reader) -> str:
         status = reader.text(data.get("status"), "data.status")
         verb = _VERB_BY_OPERATION.get(operation.rsplit("/", 1)[-1].lower())
         if verb is None:
-            raise reader.error(
-                f"event type missing and data.operationName {_short(operation)!r} does not tell it"
-            )
+            raise reader.error(f"event type missing and data.operationName {_short(operation)!r} does not tell it")
         outcome = _OUTCOME_BY_STATUS.get(status.lower())
         if outcome is None:
             raise reader.error(f"event type missing and data.status {_short(status)!r} does not tell it")
         inferred = f"{RESOURCES_PREFIX}Resource{verb}{outcome}"
-        LOG.debug(
-            "event %s: event type absent, inferred %s from data.operationName/status", reader.label, inferred
-        )
+        LOG.debug("event %s: event type absent, inferred %s from data.operationName/status", reader.label, inferred)
         return inferred
-    raise reader.error(
-        "event type missing (eventType/type) and data has neither operationName nor resourceInfo"
-    )
+    raise reader.error("event type missing (eventType/type) and data has neither operationName nor resourceInfo")
 
 
-def _resource_id(
-    raw: Mapping[Any, Any], data: Mapping[Any, Any], is_arn: bool, reader: _Reader
-) -> tuple[str, str]:
+def _resource_id(raw: Mapping[Any, Any], data: Mapping[Any, Any], is_arn: bool, reader: _Reader) -> tuple[str, str]:
     """(normalised id, the field it came from); data first, the envelope's subject as a fallback."""
     if is_arn:
         info = reader.mapping(data.get("resourceInfo"), "data.resourceInfo")
@@ -241,9 +231,7 @@ def parse_event(raw: Mapping[str, Any]) -> ChangeEvent:
     subscription = parts[1] if parts[0].lower() == "subscriptions" else ""
     if not subscription:
         # A tenant-level id (/providers/...): only the data can say which subscription sent it.
-        subscription = reader.text(
-            data.get("subscriptionId"), "data.subscriptionId", required=True, limit=128
-        )
+        subscription = reader.text(data.get("subscriptionId"), "data.subscriptionId", required=True, limit=128)
 
     event_time = reader.text(time_value, time_keys[0])
     snapshot: dict[str, Any] | None = None
@@ -252,15 +240,11 @@ def parse_event(raw: Mapping[str, Any]) -> ChangeEvent:
         info = reader.mapping(data.get("resourceInfo"), "data.resourceInfo") or {}
         declared_type = info.get("type")
         # Informational: a malformed type falls back to the one read from the id below.
-        resource_type = (
-            declared_type.strip() if isinstance(declared_type, str) and len(declared_type) < 512 else ""
-        )
+        resource_type = declared_type.strip() if isinstance(declared_type, str) and len(declared_type) < 512 else ""
         if not event_time:
             operational = data.get("operationalInfo")
             if isinstance(operational, Mapping):
-                event_time = reader.text(
-                    operational.get("resourceEventTime"), "data.operationalInfo.resourceEventTime"
-                )
+                event_time = reader.text(operational.get("resourceEventTime"), "data.operationalInfo.resourceEventTime")
         if event_type == ARN_CREATED_OR_UPDATED:
             # A hint only (may be stale, booleans as 1/0): the evaluator re-reads with a pinned version.
             properties = info.get("properties")
@@ -314,7 +298,7 @@ def event_from_binding(obj: object) -> dict[str, Any]:
     Absent (None) attributes are left out, so ``parse_event`` reports them as missing or infers
     them. A `specVersion` payload arrives here as an EventGridEvent without event type or time.
     """
-    import azure.functions as func  # noqa: PLC0415  (lazy: keeps the parser importable without the SDK)
+    import azure.functions as func
 
     if isinstance(obj, func.CloudEvent):
         fields: dict[str, Any] = {

@@ -235,16 +235,27 @@ class Pipeline:
             return None
         return evaluate(snapshot, self.config, datetime.fromtimestamp(self.clock(), UTC).date())
 
-    async def evaluate_account(self, account_id: str, provenance: Provenance, reader: ArmReader | None = None,
-                               cause: TargetKind = TargetKind.ACCOUNT) -> list[Transition]:
+    async def evaluate_account(
+        self,
+        account_id: str,
+        provenance: Provenance,
+        reader: ArmReader | None = None,
+        cause: TargetKind = TargetKind.ACCOUNT,
+    ) -> list[Transition]:
         evaluation = await self.gather(account_id, reader or ArmReader(self.clients))
         transitions = await asyncio.to_thread(self.apply, account_id, evaluation, provenance, True, cause)
         if transitions:
             self.sink.emit(transitions)
         return transitions
 
-    def apply(self, account_id: str, evaluation: Evaluation | None, provenance: Provenance, emit: bool = True,
-              cause: TargetKind = TargetKind.ACCOUNT) -> list[Transition]:
+    def apply(
+        self,
+        account_id: str,
+        evaluation: Evaluation | None,
+        provenance: Provenance,
+        emit: bool = True,
+        cause: TargetKind = TargetKind.ACCOUNT,
+    ) -> list[Transition]:
         """Decide against stored state and write it; on a lost race, re-read and decide again."""
         now = _iso(self.clock())
         perimeter_aware = cause in _PERIMETER_AWARE
@@ -264,7 +275,9 @@ class Pipeline:
             return transitions
         raise ConflictError(f"gave up on {account_id} after {_MAX_CONFLICT_RETRIES} write races")
 
-    def _write_account(self, account_id: str, etag: str | None, previous: AccountState | None, new: AccountState | None) -> None:
+    def _write_account(
+        self, account_id: str, etag: str | None, previous: AccountState | None, new: AccountState | None
+    ) -> None:
         if new is None:
             if previous is not None and etag is not None:
                 self.store.delete_account(account_id, etag)
@@ -273,7 +286,9 @@ class Pipeline:
             return  # nothing changed: skip the write (the common case for sweeps and re-deliveries)
         self.store.put_account(new, etag)
 
-    def _apply_profile(self, view: PerimeterView, account_id: str, provenance: Provenance, emit: bool) -> list[Transition]:
+    def _apply_profile(
+        self, view: PerimeterView, account_id: str, provenance: Provenance, emit: bool
+    ) -> list[Transition]:
         current = profile_state_of(view)
         for _ in range(_MAX_CONFLICT_RETRIES):
             stored = self.store.get_profile(view.perimeter_id, view.profile_name)
@@ -330,7 +345,14 @@ class Pipeline:
 
 
 def _same_state(a: AccountState, b: AccountState) -> bool:
-    return (a.findings, a.associations, a.key_vault_name, a.vm_ids, a.backup_instance_ids, a.snapshot_digest) == (
+    return (
+        a.findings,
+        a.associations,
+        a.key_vault_name,
+        a.vm_ids,
+        a.backup_instance_ids,
+        a.snapshot_digest,
+    ) == (
         b.findings,
         b.associations,
         b.key_vault_name,

@@ -76,7 +76,9 @@ def load_events(path: Path) -> list[Any]:
     return data
 
 
-def _pipeline(estate: Estate, store: Any, config: RulesConfig, window: float, queue: MemoryQueue, sink: CollectingSink) -> Pipeline:
+def _pipeline(
+    estate: Estate, store: Any, config: RulesConfig, window: float, queue: MemoryQueue, sink: CollectingSink
+) -> Pipeline:
     from shared.wiring import EstateClients
 
     return Pipeline(
@@ -145,7 +147,9 @@ def replay(
         pipeline = _pipeline(estate, store, config, window, queue, sink)
         result = ReplayResult()
         good = [e for e in raw_events if isinstance(e, dict)]
-        result.errors.extend(f"element {i}: not a JSON object" for i, e in enumerate(raw_events) if not isinstance(e, dict))
+        result.errors.extend(
+            f"element {i}: not a JSON object" for i, e in enumerate(raw_events) if not isinstance(e, dict)
+        )
         result.intake = pipeline.intake(good)
         result.errors.extend(result.intake.errors)
 
@@ -191,7 +195,9 @@ def render_transitions(result: ReplayResult, fmt: str) -> str:
     for t in ordered:
         name = t.resource_id.rstrip("/").rsplit("/", 1)[-1]
         lines.append(f"{t.kind.value:<9}  {t.severity:<8}  {t.rule_id:<31}  {name:<18}  {t.summary}")
-        lines.append(f"{'':<9}  {'':<8}  by {t.provenance.changed_by}; events {', '.join(t.provenance.event_ids) or '-'}")
+        lines.append(
+            f"{'':<9}  {'':<8}  by {t.provenance.changed_by}; events {', '.join(t.provenance.event_ids) or '-'}"
+        )
     intake = result.intake
     lines.append("")
     lines.append(

@@ -37,7 +37,9 @@ async def accounts_in_scope(reader: ArmReader, subscriptions: Iterable[str]) -> 
             code = getattr(getattr(exc, "error", None), "code", None)
             if status == 404 or code == "SubscriptionNotFound":
                 raise ScopeError(f"subscription {subscription} not found") from None
-            raise ScopeError(f"cannot list storage accounts of subscription {subscription}: {type(exc).__name__}") from None
+            raise ScopeError(
+                f"cannot list storage accounts of subscription {subscription}: {type(exc).__name__}"
+            ) from None
     return ids
 
 

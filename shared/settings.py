@@ -21,7 +21,8 @@ _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,40}$")
 DOCUMENTED: dict[str, str] = {
     "AzureWebJobsStorage": "Storage for the Functions host, the evaluation queue and the state tables "
     "(UseDevelopmentStorage=true with Azurite; identity-based: AzureWebJobsStorage__queueServiceUri/__tableServiceUri)",
-    "NSP_DRIFT_SUBSCRIPTIONS": "Comma-separated subscription ids in scope (events from others are dropped; the sweep lists these)",
+    "NSP_DRIFT_SUBSCRIPTIONS": "Comma-separated subscription ids in scope "
+    "(events from others are dropped; the sweep lists these)",
     "NSP_DRIFT_COALESCE_SECONDS": "Coalescing window per target in seconds (default 30, 0-600)",
     "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
     "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the reconciliation sweep (e.g. 0 0 */6 * * *)",
@@ -62,7 +63,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         window = float(env.get("NSP_DRIFT_COALESCE_SECONDS", "30") or 30)
     except ValueError:
-        raise SettingsError(f"NSP_DRIFT_COALESCE_SECONDS: expected seconds, got {env['NSP_DRIFT_COALESCE_SECONDS']!r}") from None
+        raise SettingsError(
+            f"NSP_DRIFT_COALESCE_SECONDS: expected seconds, got {env['NSP_DRIFT_COALESCE_SECONDS']!r}"
+        ) from None
     if not 0 <= window <= 600:
         raise SettingsError("NSP_DRIFT_COALESCE_SECONDS: must be between 0 and 600 (queue visibility delay)")
     prefix = env.get("NSP_DRIFT_STATE_TABLE_PREFIX", "nspdrift") or "nspdrift"
@@ -76,7 +79,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     queue_uri = env.get("AzureWebJobsStorage__queueServiceUri", "")
     if not connection and not (table_uri and queue_uri):
         raise SettingsError(
-            "AzureWebJobsStorage: set a connection string, or AzureWebJobsStorage__tableServiceUri and __queueServiceUri"
+            "AzureWebJobsStorage: set a connection string, "
+            "or AzureWebJobsStorage__tableServiceUri and __queueServiceUri"
         )
     try:
         rules = config_from_settings(env)

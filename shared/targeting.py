@@ -165,9 +165,7 @@ def _virtual_machine(parsed: arm_ids.ResourceId, verb: str | None) -> TargetDeci
         # Extensions, run commands etc. cannot change the VHD URIs the unmanaged-disk rule reads.
         return _drop(UNTRACKED_CHILD, f"untracked child resource {parsed.full_type}")
     if verb is not None and verb.lower() not in _VM_DISK_ACTIONS:
-        return _drop(
-            READ_ONLY_ACTION, f"virtual machine action {verb or '(unknown)'} does not change its disks"
-        )
+        return _drop(READ_ONLY_ACTION, f"virtual machine action {verb or '(unknown)'} does not change its disks")
     return _keep(TargetKind.VIRTUAL_MACHINE, parsed.top_level_id)
 
 

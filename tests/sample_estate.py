@@ -31,7 +31,9 @@ TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 RG_NET, RG_DATA, RG_SEC, RG_APPS, RG_BACKUP = "rg-network", "rg-data", "rg-security", "rg-apps", "rg-backup"
 NSP_NAME = "nsp-contoso-data"
 NSP_GUID = "ce2d5953-5c15-40ca-9d51-cc3f4a63b0f5"
-NSP_ID = f"/subscriptions/{SUB}/resourceGroups/{RG_NET}/providers/Microsoft.Network/networkSecurityPerimeters/{NSP_NAME}"
+NSP_ID = (
+    f"/subscriptions/{SUB}/resourceGroups/{RG_NET}/providers/Microsoft.Network/networkSecurityPerimeters/{NSP_NAME}"
+)
 LOCATION = "eastus"
 CMK_VAULT_IN = "kv-contoso-cmk"
 CMK_VAULT_OUT = "myvault8569"  # the official CMK example's vault, left outside the perimeter
@@ -62,9 +64,19 @@ def account_id(name: str, rg: str = RG_DATA) -> str:
 
 # -- network side -------------------------------------------------------------------------------
 
+
 def _access_rule(profile: str, name: str, source: str, **properties: Any) -> tuple[str, Any]:
     body = example(source)
-    body = renamed(body, {"subId": SUB, "/subscriptions/rg1/": f"/subscriptions/{SUB}/", "rg1": RG_NET, "nsp1": NSP_NAME, "profile1": profile})
+    body = renamed(
+        body,
+        {
+            "subId": SUB,
+            "/subscriptions/rg1/": f"/subscriptions/{SUB}/",
+            "rg1": RG_NET,
+            "nsp1": NSP_NAME,
+            "profile1": profile,
+        },
+    )
     body["name"] = name
     body["id"] = f"{NSP_ID}/profiles/{profile}/accessRules/{name}"
     body["properties"].update(properties)
@@ -79,13 +91,21 @@ PROFILE_RULES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     ],
     "profile-legacy": [
         # The prefixes of the official storage NSP configuration example: 148.0.0.0/8 is a /8.
-        ("inVpnRule", "nsp-network-2025-05-01/NspAccessRulePut.json", {"addressPrefixes": ["148.0.0.0/8", "152.4.6.0/24"]}),
+        (
+            "inVpnRule",
+            "nsp-network-2025-05-01/NspAccessRulePut.json",
+            {"addressPrefixes": ["148.0.0.0/8", "152.4.6.0/24"]},
+        ),
         (
             "allowedSubscriptions",
             "nsp-network-2025-05-01/NspAccessRulePut.json",
             {"addressPrefixes": [], "subscriptions": [{"id": f"/subscriptions/{PARTNER_SUB}"}]},
         ),
-        ("allow-adf-tag", "nsp-network-2025-05-01/NspAccessRulePut.json", {"addressPrefixes": [], "serviceTags": ["DataFactory"]}),
+        (
+            "allow-adf-tag",
+            "nsp-network-2025-05-01/NspAccessRulePut.json",
+            {"addressPrefixes": [], "serviceTags": ["DataFactory"]},
+        ),
     ],
 }
 
@@ -97,13 +117,19 @@ def rules_of(profile: str) -> list[tuple[str, str, dict[str, Any]]]:
 def network_side(associations: dict[str, tuple[str, str]], versions: dict[str, int]) -> dict[str, Any]:
     """The perimeter, its profiles, rules and resource associations (name -> (resource id, profile))."""
     estate: dict[str, Any] = {}
-    perimeter = renamed(example("nsp-network-2025-07-01/NetworkSecurityPerimeterGet.json"), {"subId": SUB, "rg1": RG_NET, "nsp1": NSP_NAME})
+    perimeter = renamed(
+        example("nsp-network-2025-07-01/NetworkSecurityPerimeterGet.json"),
+        {"subId": SUB, "rg1": RG_NET, "nsp1": NSP_NAME},
+    )
     perimeter["location"] = LOCATION
     perimeter["properties"]["perimeterGuid"] = NSP_GUID
     estate[perimeter["id"]] = perimeter
     for profile in PROFILE_RULES:
         rules = rules_of(profile)
-        body = renamed(example("nsp-network-2025-05-01/NspProfileGet.json"), {"subId": SUB, "rg1": RG_NET, "nsp1": NSP_NAME, "profile1": profile})
+        body = renamed(
+            example("nsp-network-2025-05-01/NspProfileGet.json"),
+            {"subId": SUB, "rg1": RG_NET, "nsp1": NSP_NAME, "profile1": profile},
+        )
         body["name"] = profile
         body["properties"]["accessRulesVersion"] = str(versions[profile])
         estate[body["id"]] = body
@@ -112,7 +138,16 @@ def network_side(associations: dict[str, tuple[str, str]], versions: dict[str, i
             estate[rid] = rule
     template = example("nsp-network-2026-03-01/NspAssociationGet.json")
     for name, (resource, profile) in associations.items():
-        body = renamed(template, {"00000000-0000-0000-0000-000000000000": SUB, "rg1": RG_NET, "nsp1": NSP_NAME, "association1": name, "{profileName}": profile})
+        body = renamed(
+            template,
+            {
+                "00000000-0000-0000-0000-000000000000": SUB,
+                "rg1": RG_NET,
+                "nsp1": NSP_NAME,
+                "association1": name,
+                "{profileName}": profile,
+            },
+        )
         body["properties"]["privateLinkResource"]["id"] = resource
         estate[body["id"]] = body
     return estate
@@ -123,12 +158,27 @@ def effective_rules(profile: str) -> list[dict[str, Any]]:
     out = []
     for name, source, props in rules_of(profile):
         _, rule = _access_rule(profile, name, source, **props)
-        keep = {k: v for k, v in rule["properties"].items() if k in {"direction", "addressPrefixes", "subscriptions", "fullyQualifiedDomainNames", "serviceTags", "networkSecurityPerimeters"} and v}
+        keep = {
+            k: v
+            for k, v in rule["properties"].items()
+            if k
+            in {
+                "direction",
+                "addressPrefixes",
+                "subscriptions",
+                "fullyQualifiedDomainNames",
+                "serviceTags",
+                "networkSecurityPerimeters",
+            }
+            and v
+        }
         out.append({"name": name, "properties": keep})
     return out
 
 
-def nsp_configuration(account: str, association: str, profile: str, mode: str, version: int, issues: bool = False) -> tuple[str, Any]:
+def nsp_configuration(
+    account: str, association: str, profile: str, mode: str, version: int, issues: bool = False
+) -> tuple[str, Any]:
     if issues:  # the 2025-06-01 GET example is the one that carries a provisioning issue
         body = example("storage-2025-06-01/NetworkSecurityPerimeterConfigurationGet.json")
     else:
@@ -149,9 +199,18 @@ def nsp_configuration(account: str, association: str, profile: str, mode: str, v
 # -- storage side -------------------------------------------------------------------------------
 
 BASES = {
-    "general": ("storage-2025-08-01/StorageAccountGetProperties.json", {"{subscription-id}": SUB, "res9407": RG_DATA, "sto8596": "{name}"}),
-    "cmk": ("storage-2025-08-01/StorageAccountGetPropertiesCMKEnabled.json", {"{subscription-id}": SUB, "res9407": RG_DATA, "sto8596": "{name}"}),
-    "nfs": ("storage-2025-08-01/NfsV3AccountCreate.json", {"{subscription-id}": SUB, "res9101": RG_DATA, "sto4445": "{name}"}),
+    "general": (
+        "storage-2025-08-01/StorageAccountGetProperties.json",
+        {"{subscription-id}": SUB, "res9407": RG_DATA, "sto8596": "{name}"},
+    ),
+    "cmk": (
+        "storage-2025-08-01/StorageAccountGetPropertiesCMKEnabled.json",
+        {"{subscription-id}": SUB, "res9407": RG_DATA, "sto8596": "{name}"},
+    ),
+    "nfs": (
+        "storage-2025-08-01/NfsV3AccountCreate.json",
+        {"{subscription-id}": SUB, "res9101": RG_DATA, "sto4445": "{name}"},
+    ),
 }
 
 
@@ -170,6 +229,7 @@ def child(account: str, suffix: str, body: Any, mapping: dict[str, str] | None =
 
 
 # -- the tenant ---------------------------------------------------------------------------------
+
 
 def build(changed: bool = False) -> dict[str, Any]:
     PROFILE_RULES_CHANGED.clear()
@@ -211,24 +271,58 @@ def build(changed: bool = False) -> dict[str, Any]:
     secured = {"publicNetworkAccess": "SecuredByPerimeter"}
     put(storage_account("stcontosoclean01", "general", **secured))
     put(storage_account("stcontosoclean02", "cmk", **secured))
-    estate[account_id("stcontosoclean02")]["properties"]["encryption"]["keyvaultproperties"]["keyvaulturi"] = f"https://{CMK_VAULT_IN}.vault.azure.net"
+    estate[account_id("stcontosoclean02")]["properties"]["encryption"]["keyvaultproperties"]["keyvaulturi"] = (
+        f"https://{CMK_VAULT_IN}.vault.azure.net"
+    )
     put(storage_account("stcontososftp01", "general", isSftpEnabled=True, isLocalUserEnabled=True, **secured))
     put(storage_account("stcontosonfs01", "nfs", **secured))
     put(storage_account("stcontosofiles01", "general", **secured))
-    put(child("stcontosofiles01", "fileServices/default/shares/share-nfs", example("storage-2025-08-01/FileSharesPut_NFS.json"), {"share1235": "share-nfs"}))
+    put(
+        child(
+            "stcontosofiles01",
+            "fileServices/default/shares/share-nfs",
+            example("storage-2025-08-01/FileSharesPut_NFS.json"),
+            {"share1235": "share-nfs"},
+        )
+    )
     put(storage_account("stcontosorepl01", "general", **secured))
     for policy in example("storage-2025-08-01/StorageAccountListObjectReplicationPolicies.json")["value"]:
-        put(child("stcontosorepl01", f"objectReplicationPolicies/{policy['name']}", policy, {"sto2527": "stcontosorepl01"}))
-    put(child("stcontosorepl01", "managementPolicies/default", example("storage-2025-08-01/StorageAccountGetManagementPolicy.json")))
-    put(child("stcontosorepl01", "inventoryPolicies/default", example("storage-2025-08-01/StorageAccountGetBlobInventoryPolicy.json")))
+        put(
+            child(
+                "stcontosorepl01",
+                f"objectReplicationPolicies/{policy['name']}",
+                policy,
+                {"sto2527": "stcontosorepl01"},
+            )
+        )
+    put(
+        child(
+            "stcontosorepl01",
+            "managementPolicies/default",
+            example("storage-2025-08-01/StorageAccountGetManagementPolicy.json"),
+        )
+    )
+    put(
+        child(
+            "stcontosorepl01",
+            "inventoryPolicies/default",
+            example("storage-2025-08-01/StorageAccountGetBlobInventoryPolicy.json"),
+        )
+    )
     put(storage_account("stcontosoweb01", "general", **secured))
     put(storage_account("stcontosovhd01", "general", **secured))
     vm = renamed(
         example("compute-2025-04-01/VirtualMachine_Create_PlatformImageVmWithUnmanagedOsAndDataDisks.json"),
-        {"{subscription-id}": SUB, "myResourceGroup": RG_APPS, "{existing-storage-account-name}": "stcontosovhd01"},
+        {
+            "{subscription-id}": SUB,
+            "myResourceGroup": RG_APPS,
+            "{existing-storage-account-name}": "stcontosovhd01",
+        },
     )
     vm["name"] = "vm-legacy-app"
-    vm["id"] = f"/subscriptions/{SUB}/resourceGroups/{RG_APPS}/providers/Microsoft.Compute/virtualMachines/vm-legacy-app"
+    vm["id"] = (
+        f"/subscriptions/{SUB}/resourceGroups/{RG_APPS}/providers/Microsoft.Compute/virtualMachines/vm-legacy-app"
+    )
     vm["location"] = LOCATION
     vm["properties"]["provisioningState"] = "Succeeded"
     estate[vm["id"]] = vm
@@ -260,7 +354,11 @@ def changed_state(members: dict[str, tuple[str, str, str]], versions: dict[str, 
     versions["profile-legacy"] += 1
     PROFILE_RULES_CHANGED["profile-legacy"] = [
         *PROFILE_RULES["profile-legacy"],
-        ("allow-anywhere-temp", "nsp-network-2025-05-01/NspAccessRulePut.json", {"addressPrefixes": ["0.0.0.0/0"]}),
+        (
+            "allow-anywhere-temp",
+            "nsp-network-2025-05-01/NspAccessRulePut.json",
+            {"addressPrefixes": ["0.0.0.0/0"]},
+        ),
     ]
 
 
@@ -276,7 +374,6 @@ def changed_estate(estate: dict[str, Any], put: Any) -> None:
         del estate[key]
 
 
-
 # -- the replay scenario's events ------------------------------------------------------------------
 
 EG = "eventgrid-Microsoft.Resources/event-grid-schema/"
@@ -290,8 +387,16 @@ ACTORS = {
 }
 
 
-def sample_event(template: str, event_id: str, resource: str, operation: str, actor: str, when: str,
-                 correlation: str, subscription: str = SUB) -> dict[str, Any]:
+def sample_event(
+    template: str,
+    event_id: str,
+    resource: str,
+    operation: str,
+    actor: str,
+    when: str,
+    correlation: str,
+    subscription: str = SUB,
+) -> dict[str, Any]:
     """An official sample event, re-pointed at the sample tenant (ids, claims, times)."""
     body = json.loads((CORPUS / template).read_text(encoding="utf-8"))
     name, upn, ip = ACTORS[actor]
@@ -330,46 +435,123 @@ def sample_event(template: str, event_id: str, resource: str, operation: str, ac
 def events() -> list[dict[str, Any]]:
     clean01 = account_id("stcontosoclean01")
     repl01 = account_id("stcontosorepl01")
-    policies = [p["name"] for p in example("storage-2025-08-01/StorageAccountListObjectReplicationPolicies.json")["value"]]
+    policies = [
+        p["name"] for p in example("storage-2025-08-01/StorageAccountListObjectReplicationPolicies.json")["value"]
+    ]
     vm = f"/subscriptions/{SUB}/resourceGroups/{RG_APPS}/providers/Microsoft.Compute/virtualMachines/vm-legacy-app"
     rule = f"{NSP_ID}/profiles/profile-legacy/accessRules/allow-anywhere-temp"
-    sftp_write = sample_event(EG + "resource_write_success.json", "5f1d7a3e-0001-4c1a-9a55-000000000001", clean01,
-                              "Microsoft.Storage/storageAccounts/write", "alice", "2026-11-24T09:15:02Z", "corr-sftp-portal-save")
+    sftp_write = sample_event(
+        EG + "resource_write_success.json",
+        "5f1d7a3e-0001-4c1a-9a55-000000000001",
+        clean01,
+        "Microsoft.Storage/storageAccounts/write",
+        "alice",
+        "2026-11-24T09:15:02Z",
+        "corr-sftp-portal-save",
+    )
     out = [
         # A portal save on stcontosoclean01: three writes and a Resource Notifications snapshot.
         sftp_write,
-        sample_event(EG + "resource_write_success.json", "5f1d7a3e-0001-4c1a-9a55-000000000002", clean01,
-                     "Microsoft.Storage/storageAccounts/write", "alice", "2026-11-24T09:15:04Z", "corr-sftp-portal-save"),
-        sample_event(CE + "resource_write_success.json", "5f1d7a3e-0001-4c1a-9a55-000000000003", f"{clean01}/blobServices/default",
-                     "Microsoft.Storage/storageAccounts/blobServices/write", "alice", "2026-11-24T09:15:05Z", "corr-sftp-portal-save"),
-        sample_event(ARN + "Resources_CreatedOrUpdated.json", "5f1d7a3e-0001-4c1a-9a55-000000000004", clean01,
-                     "", "alice", "2026-11-24T09:15:06Z", ""),
+        sample_event(
+            EG + "resource_write_success.json",
+            "5f1d7a3e-0001-4c1a-9a55-000000000002",
+            clean01,
+            "Microsoft.Storage/storageAccounts/write",
+            "alice",
+            "2026-11-24T09:15:04Z",
+            "corr-sftp-portal-save",
+        ),
+        sample_event(
+            CE + "resource_write_success.json",
+            "5f1d7a3e-0001-4c1a-9a55-000000000003",
+            f"{clean01}/blobServices/default",
+            "Microsoft.Storage/storageAccounts/blobServices/write",
+            "alice",
+            "2026-11-24T09:15:05Z",
+            "corr-sftp-portal-save",
+        ),
+        sample_event(
+            ARN + "Resources_CreatedOrUpdated.json",
+            "5f1d7a3e-0001-4c1a-9a55-000000000004",
+            clean01,
+            "",
+            "alice",
+            "2026-11-24T09:15:06Z",
+            "",
+        ),
         # Event Grid delivers at least once: the first write again, same id.
         copy.deepcopy(sftp_write),
         # Bob removes both object replication policies (CloudEvents; one has the `specVersion` quirk).
         *[
-            sample_event(CE + "resource_delete_success.json", f"5f1d7a3e-0002-4c1a-9a55-00000000000{i}",
-                         f"{repl01}/objectReplicationPolicies/{policy}", "Microsoft.Storage/storageAccounts/objectReplicationPolicies/delete",
-                         "bob", f"2026-11-24T10:02:1{i}Z", "corr-or-cleanup")
+            sample_event(
+                CE + "resource_delete_success.json",
+                f"5f1d7a3e-0002-4c1a-9a55-00000000000{i}",
+                f"{repl01}/objectReplicationPolicies/{policy}",
+                "Microsoft.Storage/storageAccounts/objectReplicationPolicies/delete",
+                "bob",
+                f"2026-11-24T10:02:1{i}Z",
+                "corr-or-cleanup",
+            )
             for i, policy in enumerate(policies, start=1)
         ],
         # Carol opens the legacy profile to the internet and changes two association modes.
-        sample_event(EG + "resource_write_success.json", "5f1d7a3e-0003-4c1a-9a55-000000000001", rule,
-                     "Microsoft.Network/networkSecurityPerimeters/profiles/accessRules/write", "carol", "2026-11-24T11:30:00Z", "corr-nsp-change"),
-        sample_event(EG + "resource_write_success.json", "5f1d7a3e-0003-4c1a-9a55-000000000002", f"{NSP_ID}/resourceAssociations/assoc-clean02",
-                     "Microsoft.Network/networkSecurityPerimeters/resourceAssociations/write", "carol", "2026-11-24T11:31:00Z", "corr-nsp-change"),
-        sample_event(EG + "resource_write_success.json", "5f1d7a3e-0003-4c1a-9a55-000000000003", f"{NSP_ID}/resourceAssociations/assoc-audit01",
-                     "Microsoft.Network/networkSecurityPerimeters/resourceAssociations/write", "carol", "2026-11-24T11:32:00Z", "corr-nsp-change"),
+        sample_event(
+            EG + "resource_write_success.json",
+            "5f1d7a3e-0003-4c1a-9a55-000000000001",
+            rule,
+            "Microsoft.Network/networkSecurityPerimeters/profiles/accessRules/write",
+            "carol",
+            "2026-11-24T11:30:00Z",
+            "corr-nsp-change",
+        ),
+        sample_event(
+            EG + "resource_write_success.json",
+            "5f1d7a3e-0003-4c1a-9a55-000000000002",
+            f"{NSP_ID}/resourceAssociations/assoc-clean02",
+            "Microsoft.Network/networkSecurityPerimeters/resourceAssociations/write",
+            "carol",
+            "2026-11-24T11:31:00Z",
+            "corr-nsp-change",
+        ),
+        sample_event(
+            EG + "resource_write_success.json",
+            "5f1d7a3e-0003-4c1a-9a55-000000000003",
+            f"{NSP_ID}/resourceAssociations/assoc-audit01",
+            "Microsoft.Network/networkSecurityPerimeters/resourceAssociations/write",
+            "carol",
+            "2026-11-24T11:32:00Z",
+            "corr-nsp-change",
+        ),
         # Dave deletes the VM whose VHDs live in stcontosovhd01.
-        sample_event(EG + "resource_delete_success.json", "5f1d7a3e-0004-4c1a-9a55-000000000001", vm,
-                     "Microsoft.Compute/virtualMachines/delete", "dave", "2026-11-24T12:00:00Z", "corr-vm-retire"),
+        sample_event(
+            EG + "resource_delete_success.json",
+            "5f1d7a3e-0004-4c1a-9a55-000000000001",
+            vm,
+            "Microsoft.Compute/virtualMachines/delete",
+            "dave",
+            "2026-11-24T12:00:00Z",
+            "corr-vm-retire",
+        ),
         # Noise that must be dropped: an unrelated type, another subscription, a listKeys action.
-        sample_event(EG + "resource_write_success.json", "5f1d7a3e-0005-4c1a-9a55-000000000001",
-                     f"/subscriptions/{SUB}/resourceGroups/{RG_APPS}/providers/Microsoft.Sql/servers/sql-contoso",
-                     "Microsoft.Sql/servers/write", "dave", "2026-11-24T12:05:00Z", "corr-noise"),
-        sample_event(EG + "resource_write_success.json", "5f1d7a3e-0005-4c1a-9a55-000000000002",
-                     account_id("stpartner01").replace(SUB, PARTNER_SUB), "Microsoft.Storage/storageAccounts/write", "dave",
-                     "2026-11-24T12:06:00Z", "corr-noise", subscription=PARTNER_SUB),
+        sample_event(
+            EG + "resource_write_success.json",
+            "5f1d7a3e-0005-4c1a-9a55-000000000001",
+            f"/subscriptions/{SUB}/resourceGroups/{RG_APPS}/providers/Microsoft.Sql/servers/sql-contoso",
+            "Microsoft.Sql/servers/write",
+            "dave",
+            "2026-11-24T12:05:00Z",
+            "corr-noise",
+        ),
+        sample_event(
+            EG + "resource_write_success.json",
+            "5f1d7a3e-0005-4c1a-9a55-000000000002",
+            account_id("stpartner01").replace(SUB, PARTNER_SUB),
+            "Microsoft.Storage/storageAccounts/write",
+            "dave",
+            "2026-11-24T12:06:00Z",
+            "corr-noise",
+            subscription=PARTNER_SUB,
+        ),
     ]
     return out
 

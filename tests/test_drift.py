@@ -47,7 +47,10 @@ def view(mode: AccessMode = AccessMode.ENFORCED, rules: tuple[AccessRule, ...] =
 
 def snapshot(**changes: object) -> StorageAccountSnapshot:
     base = StorageAccountSnapshot(
-        id=ACCOUNT, name="st1", subscription_id="6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f", resource_group="rg-data",
+        id=ACCOUNT,
+        name="st1",
+        subscription_id="6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f",
+        resource_group="rg-data",
         perimeters=(view(),),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
@@ -88,9 +91,20 @@ def test_new_finding_opens_with_provenance_and_resolves_later() -> None:
 def test_severity_change_of_same_finding_is_changed_not_reopened() -> None:
     from shared.model import BackupInstance
 
-    operational = BackupInstance("/x/backupInstances/bi1", "Microsoft.Storage/storageAccounts/blobServices", "p", "ProtectionConfigured", ("OperationalStore",))
+    operational = BackupInstance(
+        "/x/backupInstances/bi1",
+        "Microsoft.Storage/storageAccounts/blobServices",
+        "p",
+        "ProtectionConfigured",
+        ("OperationalStore",),
+    )
     vaulted = replace(operational, datastore_types=("OperationalStore", "VaultStore"))
-    decision = decide_account(state(snapshot(backup_instances=(operational,))), evaluated(snapshot(backup_instances=(vaulted,))), WHO, "t")
+    decision = decide_account(
+        state(snapshot(backup_instances=(operational,))),
+        evaluated(snapshot(backup_instances=(vaulted,))),
+        WHO,
+        "t",
+    )
     assert kinds(decision) == [("changed", "azure-backup")]
     assert decision.transitions[0].before["severity"] == "low" and decision.transitions[0].after["severity"] == "high"
 
@@ -125,7 +139,9 @@ def test_access_mode_weakening_and_association_removal() -> None:
     assert "weakening" in mode.flags and mode.severity == "high"
     assert mode.before == {"accessMode": "Enforced"} and mode.after == {"accessMode": "Learning"}
 
-    strengthened = decide_account(state(snapshot(perimeters=(view(AccessMode.AUDIT),))), evaluated(snapshot()), WHO, "t")
+    strengthened = decide_account(
+        state(snapshot(perimeters=(view(AccessMode.AUDIT),))), evaluated(snapshot()), WHO, "t"
+    )
     mode = next(t for t in strengthened.transitions if t.rule_id == PERIMETER_MODE_CHANGED)
     assert "weakening" not in mode.flags and mode.severity == "low"
 
@@ -135,7 +151,12 @@ def test_access_mode_weakening_and_association_removal() -> None:
 
 
 def test_scoped_evaluation_carries_other_rules_and_their_references() -> None:
-    disk = UnmanagedDisk("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1", "os", "https://st1.blob.core.windows.net/vhds/os.vhd", True)
+    disk = UnmanagedDisk(
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+        "os",
+        "https://st1.blob.core.windows.net/vhds/os.vhd",
+        True,
+    )
     before = state(snapshot(unmanaged_disks=(disk,)))
     # A perimeter change is evaluated while the VM is already gone: not the perimeter's doing.
     decision = decide_account(before, evaluated(snapshot()), WHO, "t", rules=frozenset({"association-not-enforced"}))
@@ -144,7 +165,14 @@ def test_scoped_evaluation_carries_other_rules_and_their_references() -> None:
     assert decision.new_state.vm_ids == before.vm_ids
     assert [f["rule"] for f in decision.new_state.findings] == ["unmanaged-disk"]
     # The VM's own event then resolves it.
-    own = decide_account(decision.new_state, evaluated(snapshot()), WHO, "t", rules=frozenset({"unmanaged-disk"}), associations=False)
+    own = decide_account(
+        decision.new_state,
+        evaluated(snapshot()),
+        WHO,
+        "t",
+        rules=frozenset({"unmanaged-disk"}),
+        associations=False,
+    )
     assert kinds(own) == [("resolved", "unmanaged-disk")]
 
 
@@ -159,7 +187,12 @@ def test_profile_first_sight_and_unchanged_version_are_silent() -> None:
 
 
 def test_profile_rule_added_removed_modified_with_flags() -> None:
-    old = profile_state_of(view(rules=(rule("keep", "10.0.0.0/24"), rule("gone", "52.0.0.0/24"), rule("edit", "52.1.0.0/24")), version=3))
+    old = profile_state_of(
+        view(
+            rules=(rule("keep", "10.0.0.0/24"), rule("gone", "52.0.0.0/24"), rule("edit", "52.1.0.0/24")),
+            version=3,
+        )
+    )
     new = profile_state_of(
         view(
             rules=(
@@ -187,7 +220,9 @@ def test_profile_rule_added_removed_modified_with_flags() -> None:
 def test_idempotency_key_is_stable_and_distinguishes_transitions() -> None:
     before = state(snapshot())
     a = decide_account(before, evaluated(snapshot(is_sftp_enabled=True)), WHO, "t1").transitions[0]
-    b = decide_account(before, evaluated(snapshot(is_sftp_enabled=True)), Provenance(event_ids=("e2",)), "t2").transitions[0]
+    b = decide_account(
+        before, evaluated(snapshot(is_sftp_enabled=True)), Provenance(event_ids=("e2",)), "t2"
+    ).transitions[0]
     assert a.idempotency_key == b.idempotency_key
     resolved = decide_account(state(snapshot(is_sftp_enabled=True)), evaluated(snapshot()), WHO, "t").transitions[0]
     assert resolved.idempotency_key != a.idempotency_key

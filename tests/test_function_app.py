@@ -100,7 +100,9 @@ def receive_all(context: Any) -> list[str]:
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
     client = QueueClient.from_connection_string(
-        os.environ["AzureWebJobsStorage"], context.queue.queue_name, message_decode_policy=TextBase64DecodePolicy()
+        os.environ["AzureWebJobsStorage"],
+        context.queue.queue_name,
+        message_decode_policy=TextBase64DecodePolicy(),
     )
     messages = list(client.receive_messages(max_messages=32, visibility_timeout=60))
     for message in messages:
@@ -129,9 +131,18 @@ def test_event_to_queue_to_transitions(functions: dict[str, Any], app_env: Sink)
 
 
 def test_cloud_event_sample_with_capital_specversion_is_accepted(functions: dict[str, Any], app_env: Sink) -> None:
-    corpus = ROOT.parent / "shared" / "corpus" / "eventgrid-Microsoft.Resources" / "cloud-events-schema" / "resource_delete_success.json"
+    corpus = (
+        ROOT.parent
+        / "shared"
+        / "corpus"
+        / "eventgrid-Microsoft.Resources"
+        / "cloud-events-schema"
+        / "resource_delete_success.json"
+    )
     sample = json.loads(corpus.read_text())
-    sample["subject"] = sample["data"]["resourceUri"] = f"/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/stcontosooutside01"
+    sample["subject"] = sample["data"]["resourceUri"] = (
+        f"/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/stcontosooutside01"
+    )
     decoded = decode(sample)
     assert isinstance(decoded, func.EventGridEvent) and decoded.event_type is None  # the binding's view
     functions["on_resource_event"].get_user_function()(decoded)
@@ -139,12 +150,26 @@ def test_cloud_event_sample_with_capital_specversion_is_accepted(functions: dict
     assert [decode_message(b)[0].resource_id.rsplit("/", 1)[-1] for b in bodies] == ["stcontosooutside01"]
 
 
-def test_malformed_event_is_logged_not_raised(functions: dict[str, Any], app_env: Sink, caplog: pytest.LogCaptureFixture) -> None:
-    bad = func.EventGridEvent(id="bad-1", data="not an object", topic="/subscriptions/x", subject="", event_type="Microsoft.Resources.ResourceWriteSuccess", event_time=None, data_version="2")
+def test_malformed_event_is_logged_not_raised(
+    functions: dict[str, Any], app_env: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = func.EventGridEvent(
+        id="bad-1",
+        data="not an object",
+        topic="/subscriptions/x",
+        subject="",
+        event_type="Microsoft.Resources.ResourceWriteSuccess",
+        event_time=None,
+        data_version="2",
+    )
     functions["on_resource_event"].get_user_function()(bad)
     assert any("bad-1" in r.getMessage() for r in caplog.records)
 
 
 def test_sweep_timer_reconciles(functions: dict[str, Any], app_env: Sink) -> None:
     functions["reconcile_sweep"].get_user_function()(TimerRequest(past_due=False))
-    assert {t.rule_id for t in app_env.transitions} >= {"sftp-enabled", "unmanaged-disk", "object-replication"}
+    assert {t.rule_id for t in app_env.transitions} >= {
+        "sftp-enabled",
+        "unmanaged-disk",
+        "object-replication",
+    }

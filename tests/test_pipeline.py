@@ -66,7 +66,9 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
         store.close()
 
 
-def pipeline(estate: Estate, store: StateStore, queue: MemoryQueue, sink: CollectingSink, window: float = 30.0) -> Pipeline:
+def pipeline(
+    estate: Estate, store: StateStore, queue: MemoryQueue, sink: CollectingSink, window: float = 30.0
+) -> Pipeline:
     return Pipeline(EstateClients(estate), store, RulesConfig(), Scope((SUB,)), window, queue.send, sink)
 
 
@@ -81,7 +83,9 @@ def run_windows(p: Pipeline, queue: MemoryQueue) -> int:
     return len(targets)
 
 
-def test_sample_replay_exact_transitions_and_redelivery_changes_nothing(store_factory: Callable[[], StateStore]) -> None:
+def test_sample_replay_exact_transitions_and_redelivery_changes_nothing(
+    store_factory: Callable[[], StateStore],
+) -> None:
     store = store_factory()
     record_baseline_estate(Estate.load(SAMPLES / "estate.json"), store, RulesConfig())
     events = json.loads((SAMPLES / "events.json").read_text())
@@ -109,7 +113,12 @@ def test_sample_replay_exact_transitions_and_redelivery_changes_nothing(store_fa
 
 def test_replay_command_api_matches_and_is_repeatable(tmp_path: Path) -> None:
     state = str(tmp_path / "s.sqlite")
-    first = replay(SAMPLES / "events.json", SAMPLES / "estate-changed.json", state_path=state, baseline_path=SAMPLES / "estate.json")
+    first = replay(
+        SAMPLES / "events.json",
+        SAMPLES / "estate-changed.json",
+        state_path=state,
+        baseline_path=SAMPLES / "estate.json",
+    )
     assert set(triples(first.transitions)) == EXPECTED_SAMPLE
     second = replay(SAMPLES / "events.json", SAMPLES / "estate-changed.json", state_path=state)
     assert second.transitions == []

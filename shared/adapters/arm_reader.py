@@ -113,6 +113,7 @@ async def _collect_pages(pager: Any) -> list[Any]:
 
 # -- SDK model -> our types ---------------------------------------------------------------------
 
+
 def perimeter_view_from_sdk(config: Any) -> PerimeterView:
     props = getattr(config, "properties", None)
     nsp = _attr(props, "network_security_perimeter")
@@ -174,7 +175,8 @@ def _network_acls(account: Any) -> NetworkAcls:
         bypass=_s(getattr(acls, "bypass", "")),
         ip_rules=tuple(_s(getattr(r, "ip_address_or_range", "")) for r in (getattr(acls, "ip_rules", None) or ())),
         virtual_network_rules=tuple(
-            _s(getattr(r, "virtual_network_resource_id", "")) for r in (getattr(acls, "virtual_network_rules", None) or ())
+            _s(getattr(r, "virtual_network_resource_id", ""))
+            for r in (getattr(acls, "virtual_network_rules", None) or ())
         ),
         resource_access_rules=tuple(
             _s(getattr(r, "resource_id", "")) for r in (getattr(acls, "resource_access_rules", None) or ())
@@ -212,6 +214,7 @@ def _vhd_disks(vm: Any, account_name: str) -> list[UnmanagedDisk]:
 
 
 # -- the reader --------------------------------------------------------------------------------
+
 
 class ArmReader:
     """Reads storage accounts through the management SDKs. One instance per sweep/process."""
@@ -314,7 +317,7 @@ class ArmReader:
 
         incomplete = list(snap.incomplete)
 
-        def ok(part: str, empty: T) -> T | Any:
+        def ok(part: str, empty: Any) -> Any:
             value = results.get(part, empty)
             if isinstance(value, BaseException):
                 if _is_not_found(value):
@@ -324,16 +327,20 @@ class ArmReader:
                 return empty
             return value
 
-        policies = ok("objectReplicationPolicies", [])
-        management = ok("managementPolicies", None)
-        inventories = ok("inventoryPolicies", [])
-        blob_service = ok("blobServices", None)
-        shares = ok("fileShares", [])
-        backups = ok("backupInstances", [])
-        vms = ok("virtualMachines", [])
+        policies: list[Any] = ok("objectReplicationPolicies", [])
+        management: Any = ok("managementPolicies", None)
+        inventories: list[Any] = ok("inventoryPolicies", [])
+        blob_service: Any = ok("blobServices", None)
+        shares: list[Any] = ok("fileShares", [])
+        backups: list[Any] = ok("backupInstances", [])
+        vms: list[Any] = ok("virtualMachines", [])
 
         lifecycle = tuple(
-            LifecycleRule(_s(r.name), bool(getattr(r, "enabled", True) is not False), _s(getattr(r, "type", "Lifecycle")))
+            LifecycleRule(
+                _s(r.name),
+                bool(getattr(r, "enabled", True) is not False),
+                _s(getattr(r, "type", "Lifecycle")),
+            )
             for r in (_attr(management, "policy", "rules") or ())
         )
         inventory = None
@@ -385,9 +392,9 @@ class ArmReader:
         return [
             item
             for item in items
-            if _s(_attr(item, "properties", "data_source_info", "datasource_type")).lower().startswith(
-                "microsoft.storage/storageaccounts"
-            )
+            if _s(_attr(item, "properties", "data_source_info", "datasource_type"))
+            .lower()
+            .startswith("microsoft.storage/storageaccounts")
         ]
 
     async def _backup_details(self, instances: list[Any], incomplete: list[str]) -> list[BackupInstance]:
@@ -468,7 +475,9 @@ class TargetReads:
         client = self._clients.network(parsed.subscription)
         try:
             associations = await _collect_pages(
-                client.network_security_perimeter_associations.list(parsed.resource_group, parsed.top_level_id.rsplit("/", 1)[-1])
+                client.network_security_perimeter_associations.list(
+                    parsed.resource_group, parsed.top_level_id.rsplit("/", 1)[-1]
+                )
             )
         except Exception as exc:
             if _is_not_found(exc):
@@ -498,7 +507,9 @@ class TargetReads:
             return None
         client = self._clients.dataprotection(parsed.subscription)
         try:
-            item = await client.backup_instances.get(parsed.resource_group, parsed.segments[0][1], parsed.segments[1][1])
+            item = await client.backup_instances.get(
+                parsed.resource_group, parsed.segments[0][1], parsed.segments[1][1]
+            )
         except Exception as exc:
             if _is_not_found(exc):
                 return None

@@ -102,7 +102,9 @@ class Estate:
         self._by_id[lower] = (canonical, body)
         self._subscriptions.add(parsed.subscription.lower())
         if parsed.resource_group:
-            self._resource_groups.add(f"/subscriptions/{parsed.subscription}/resourcegroups/{parsed.resource_group}".lower())
+            self._resource_groups.add(
+                f"/subscriptions/{parsed.subscription}/resourcegroups/{parsed.resource_group}".lower()
+            )
         self._collections.setdefault(lower.rsplit("/", 1)[0], []).append(lower)
         if len(parsed.segments) == 1 and parsed.resource_group:
             sub_level = f"/subscriptions/{parsed.subscription}/providers/{parsed.full_type}".lower()
@@ -209,8 +211,8 @@ class Estate:
         return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
 
 
-
 # -- azure-core transports ------------------------------------------------------------------
+
 
 class _RequestLog:
     """Thread-safe record of what the SDK asked for (the request counts in notes and benchmarks)."""
@@ -282,7 +284,7 @@ class _AsyncResponse(AsyncHttpResponseImpl):
         self._is_closed = True
 
 
-class EstateTransport(HttpTransport):  # type: ignore[misc]
+class EstateTransport(HttpTransport):  # type: ignore[type-arg]
     """Synchronous azure-core transport over an Estate."""
 
     def __init__(self, estate: Estate, log: _RequestLog | None = None) -> None:
@@ -306,7 +308,7 @@ class EstateTransport(HttpTransport):  # type: ignore[misc]
         return _SyncResponse(request, self.estate.answer(request.method, request.url))
 
 
-class AsyncEstateTransport(AsyncHttpTransport):  # type: ignore[misc]
+class AsyncEstateTransport(AsyncHttpTransport):  # type: ignore[type-arg]
     """Asynchronous azure-core transport over an Estate (the reader's async SDK clients use it)."""
 
     def __init__(self, estate: Estate, log: _RequestLog | None = None) -> None:

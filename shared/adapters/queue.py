@@ -114,9 +114,7 @@ class EvaluationQueue:
         **client_kwargs: Any,
     ) -> EvaluationQueue:
         """``client_kwargs`` go to the SDK client (e.g. ``retry_total``)."""
-        client = QueueServiceClient.from_connection_string(
-            connection_string, **_client_options(client_kwargs)
-        )
+        client = QueueServiceClient.from_connection_string(connection_string, **_client_options(client_kwargs))
         return cls(client, queue_name, clock=clock)
 
     @classmethod
@@ -137,9 +135,7 @@ class EvaluationQueue:
         """The queue client, creating the queue on first use (not at import or construction)."""
         with self._lock:
             if self._client is None:
-                client = self._service.get_queue_client(
-                    self.queue_name, message_encode_policy=TextBase64EncodePolicy()
-                )
+                client = self._service.get_queue_client(self.queue_name, message_encode_policy=TextBase64EncodePolicy())
                 with _queue_errors(f"create queue {self.queue_name}"), _ignore_exists():
                     client.create_queue()
                 self._client = client

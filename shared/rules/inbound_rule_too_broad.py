@@ -29,8 +29,7 @@ def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
                 continue
             everything = any(_too_broad(p, params)[1] for p in broad)
             yield Hit(
-                f"Inbound rule '{rule.name}' of profile '{view.profile_name}' admits "
-                f"{', '.join(broad)}",
+                f"Inbound rule '{rule.name}' of profile '{view.profile_name}' admits {', '.join(broad)}",
                 {
                     "profile": view.profile_name,
                     "accessRule": rule.name,

@@ -13,7 +13,11 @@ def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
                 yield Hit(
                     f"Inbound rule '{rule.name}' of profile '{view.profile_name}' relies on service tags "
                     f"{', '.join(rule.service_tags)}, which Azure Storage does not honour",
-                    {"profile": view.profile_name, "accessRule": rule.name, "serviceTags": list(rule.service_tags)},
+                    {
+                        "profile": view.profile_name,
+                        "accessRule": rule.name,
+                        "serviceTags": list(rule.service_tags),
+                    },
                     subject=f"{view.profile_name}/{rule.name}".lower(),
                     perimeter_id=view.perimeter_id,
                 )

@@ -13,7 +13,11 @@ def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
                 yield Hit(
                     f"Inbound rule '{rule.name}' of profile '{view.profile_name}' admits every resource in "
                     f"{len(rule.subscriptions)} subscription(s)",
-                    {"profile": view.profile_name, "accessRule": rule.name, "subscriptions": list(rule.subscriptions)},
+                    {
+                        "profile": view.profile_name,
+                        "accessRule": rule.name,
+                        "subscriptions": list(rule.subscriptions),
+                    },
                     subject=f"{view.profile_name}/{rule.name}".lower(),
                     perimeter_id=view.perimeter_id,
                 )

@@ -150,9 +150,7 @@ def provenance_to_dict(provenance: Provenance) -> dict[str, Any]:
 def provenance_from_dict(document: Mapping[str, Any], what: str = "provenance") -> Provenance:
     return Provenance(
         event_ids=_strings(document, "event_ids", what),
-        actors=tuple(
-            Actor(**_record(_ACTOR_FIELDS, a, f"{what}.actors")) for a in _objects(document, "actors", what)
-        ),
+        actors=tuple(Actor(**_record(_ACTOR_FIELDS, a, f"{what}.actors")) for a in _objects(document, "actors", what)),
         operation_names=_strings(document, "operation_names", what),
         correlation_ids=_strings(document, "correlation_ids", what),
         event_times=_strings(document, "event_times", what),

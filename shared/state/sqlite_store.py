@@ -62,9 +62,7 @@ class SqliteStateStore:
         with _unavailable_on_error(self._path):
             # isolation_level=None: the module must not open transactions behind our back;
             # every write below opens its own BEGIN IMMEDIATE.
-            self._db = sqlite3.connect(
-                self._path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
+            self._db = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=False)
             if self._path != _MEMORY:
                 # WAL lets readers (a CLI report) run while the evaluator writes.
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -144,9 +142,7 @@ class SqliteStateStore:
         key = codec.profile_key(state.perimeter_id, state.profile_name)
         with self._transaction() as db:
             row = db.execute("SELECT etag FROM profiles WHERE key = ?", (key,)).fetchone()
-            self._check_etag(
-                row[0] if row else None, etag, f"profile {state.profile_name} of {state.perimeter_id}"
-            )
+            self._check_etag(row[0] if row else None, etag, f"profile {state.profile_name} of {state.perimeter_id}")
             new_etag = self._next_etag(db)
             db.execute(
                 "INSERT INTO profiles (key, etag, data) VALUES (?, ?, ?)"

@@ -170,9 +170,7 @@ class TableStateStore:
         **client_kwargs: Any,
     ) -> TableStateStore:
         """``client_kwargs`` go to the SDK client (e.g. ``retry_total``)."""
-        client = TableServiceClient.from_connection_string(
-            connection_string, **_client_options(client_kwargs)
-        )
+        client = TableServiceClient.from_connection_string(connection_string, **_client_options(client_kwargs))
         return cls(client, prefix, clock=clock)
 
     @classmethod
@@ -309,14 +307,10 @@ class TableStateStore:
         return codec.account_from_dict(account, what), unindex
 
     def get_profile(self, perimeter_id: str, profile_name: str) -> Versioned[ProfileState] | None:
-        entity = self._read(
-            self._state_table, _PROFILE_PK, _sha(codec.profile_key(perimeter_id, profile_name))
-        )
+        entity = self._read(self._state_table, _PROFILE_PK, _sha(codec.profile_key(perimeter_id, profile_name)))
         if entity is None:
             return None
-        return Versioned(
-            codec.profile_from_json(unpack(entity, f"profile row {profile_name}")), _etag(entity)
-        )
+        return Versioned(codec.profile_from_json(unpack(entity, f"profile row {profile_name}")), _etag(entity))
 
     def put_profile(self, state: ProfileState, etag: str | None) -> str:
         what = f"write profile {state.profile_name} of {state.perimeter_id}"
@@ -400,9 +394,7 @@ class TableStateStore:
         table = self._table(self._events_table)
         with _storage_errors(f"purge {self._events_table}"):
             rows = list(
-                table.query_entities(
-                    f"RecordedAt lt {_odata_double(older_than)}", select=["PartitionKey", "RowKey"]
-                )
+                table.query_entities(f"RecordedAt lt {_odata_double(older_than)}", select=["PartitionKey", "RowKey"])
             )
             for row in rows:
                 table.delete_entity(row["PartitionKey"], row["RowKey"])
@@ -454,9 +446,7 @@ class TableStateStore:
         if marker is None:
             return None
         # Whoever deletes the row it read owns the events; a loser sees 412 (changed) or 404 (gone).
-        claimed = self._delete_if(
-            self._pending_table, _PENDING_PK, target.row_key, marker.etag, f"claim {target.key}"
-        )
+        claimed = self._delete_if(self._pending_table, _PENDING_PK, target.row_key, marker.etag, f"claim {target.key}")
         return marker if claimed else None
 
     def release_pending(self, marker: PendingMarker, now: float) -> None:
@@ -465,9 +455,7 @@ class TableStateStore:
             if self._store_marker(codec.released_marker(marker, current, now), current):
                 return
             _backoff(attempt)
-        raise ConflictError(
-            f"release pending {marker.target.key}: still contended after {_MAX_RACES} attempts"
-        )
+        raise ConflictError(f"release pending {marker.target.key}: still contended after {_MAX_RACES} attempts")
 
     def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
         with _storage_errors(f"read {self._pending_table}"):
