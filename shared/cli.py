@@ -43,7 +43,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rules = sub.add_parser("rules", help="print the rule catalogue")
-    rules.add_argument("--format", choices=("table", "json"), default="table")
+    rules.add_argument("--format", choices=("table", "json", "markdown"), default="table")
 
     scan = sub.add_parser("scan", help="evaluate every storage account in scope")
     source = scan.add_mutually_exclusive_group(required=True)

@@ -175,6 +175,12 @@ def render_sarif(results: Sequence[AccountResult]) -> str:
 
 
 def render_rules(fmt: str) -> str:
+    if fmt == "markdown":
+        lines = ["| id | severity | title | source |", "|---|---|---|---|"]
+        for rule in ALL_RULES:
+            sources = "; ".join(f"[{s.document}]({s.url}) ({s.date})" for s in rule.sources)
+            lines.append(f"| `{rule.id}` | {rule.severity.label} | {rule.title} | {sources} |")
+        return "\n".join(lines) + "\n"
     if fmt == "json":
         return json.dumps([rule.catalogue_entry() for rule in ALL_RULES], indent=2) + "\n"
     width = max(len(rule.id) for rule in ALL_RULES)

@@ -78,9 +78,7 @@ EXPECTED_IDS = {
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def run(
-    snapshot: StorageAccountSnapshot, config: RulesConfig | None = None, today: date = TODAY
-) -> Evaluation:
+def run(snapshot: StorageAccountSnapshot, config: RulesConfig | None = None, today: date = TODAY) -> Evaluation:
     return evaluate(snapshot, config or RulesConfig(), today)
 
 
@@ -96,9 +94,7 @@ def read(*parts: dict[str, Any], name: str = NAME) -> StorageAccountSnapshot:
 
 def config_body(resources: dict[str, Any], name: str = NAME) -> dict[str, Any]:
     (body,) = [
-        b
-        for k, b in resources.items()
-        if f"/storageAccounts/{name}/networkSecurityPerimeterConfigurations/" in k
+        b for k, b in resources.items() if f"/storageAccounts/{name}/networkSecurityPerimeterConfigurations/" in k
     ]
     return body
 
@@ -620,9 +616,7 @@ def test_subscription_rule_positive() -> None:
 
 def test_subscription_rule_negative() -> None:
     assert of(read(eb.member(NAME, profile=eb.STRICT)), "subscription-rule") == []
-    assert (
-        of(snap(view(outbound(subscriptions=(f"/subscriptions/{PARTNER_SUB}",)))), "subscription-rule") == []
-    )
+    assert of(snap(view(outbound(subscriptions=(f"/subscriptions/{PARTNER_SUB}",)))), "subscription-rule") == []
 
 
 def test_outbound_fqdn_rules_trigger_no_inbound_rule() -> None:
@@ -660,9 +654,7 @@ def everything_on(perimeters: tuple[PerimeterView, ...]) -> StorageAccountSnapsh
         file_shares=(FileShare("a", "NFS"), FileShare("b", "SMB")),
         unmanaged_disks=(UnmanagedDisk("/vm/x", "d", "http://x", True),),
         backup_instances=(
-            BackupInstance(
-                "/bi/x", "Microsoft.Storage/storageAccounts/blobServices", "/p", "on", ("VaultStore",)
-            ),
+            BackupInstance("/bi/x", "Microsoft.Storage/storageAccounts/blobServices", "/p", "on", ("VaultStore",)),
         ),
         perimeters=tuple(
             replace(
@@ -921,11 +913,6 @@ def test_empty_yaml_is_the_default_config(tmp_path: Path) -> None:
     assert load_config_file(path) == RulesConfig()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shared/config.py:_parse_date returns a datetime for TOML/YAML date-times; evaluate() then "
-    "compares datetime >= date and raises TypeError, so the account's scan fails",
-)
 @pytest.mark.parametrize(
     ("name", "text"),
     [
@@ -936,34 +923,38 @@ def test_empty_yaml_is_the_default_config(tmp_path: Path) -> None:
         ),
         (
             "rules.yaml",
-            "suppressions:\n"
-            "- {rule: sftp-enabled, resource: stprobe01, expires: 2026-12-31 12:00:00, reason: r}\n",
+            "suppressions:\n- {rule: sftp-enabled, resource: stprobe01, expires: 2026-12-31 12:00:00, reason: r}\n",
         ),
     ],
     ids=["toml", "yaml"],
 )
-def test_datetime_expiry_is_a_date_or_a_config_error(tmp_path: Path, name: str, text: str) -> None:
+def test_datetime_expiry_counts_by_its_day(tmp_path: Path, name: str, text: str) -> None:
+    # Was a bug: the datetime was kept and evaluate() raised TypeError comparing it with a date,
+    # which made the CLI report the account as "unreadable" and drop its findings.
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
-    try:
-        config = load_config_file(path)
-    except ConfigError:
-        return  # refusing it with a message is fine too
+    config = load_config_file(path)
+    assert config.suppressions[0].expires == date(2026, 12, 31)
+    assert type(config.suppressions[0].expires) is date
     evaluation = run(replace(snap(), is_sftp_enabled=True), config)
     assert [f.rule_id for f in evaluation.suppressed] == ["sftp-enabled"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shared/config.py:_parse_suppressions turns a YAML null reason/resource into the text 'None'",
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("reason", "suppressions[0].reason: a suppression needs a reason"),
+        ("resource", "suppressions[0].resource: expected a storage account id or name"),
+    ],
 )
-@pytest.mark.parametrize("key", ["reason", "resource"])
-def test_yaml_null_reason_or_resource_is_refused(tmp_path: Path, key: str) -> None:
+def test_yaml_null_reason_or_resource_is_refused(tmp_path: Path, key: str, message: str) -> None:
+    # Was a bug: a YAML null became the text "None" and was accepted as the reason/resource.
     path = tmp_path / "rules.yaml"
     item = {**GOOD_SUPPRESSION, key: None}
     path.write_text(yaml.safe_dump({"suppressions": [item]}), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"suppressions\[0\]"):
+    with pytest.raises(ConfigError) as caught:
         load_config_file(path)
+    assert message in str(caught.value)
 
 
 # -- configuration from app settings ---------------------------------------------------------------------
@@ -1000,9 +991,7 @@ def test_settings_shortcuts_combine_with_the_config() -> None:
     assert config.override("sftp-enabled") == RuleOverride(True, Severity.CRITICAL)
     evaluation = run(legacy_snapshot(), config)
     severities = {f.rule_id: f.severity for f in evaluation.findings}
-    assert (
-        severities["subscription-rule"] is Severity.HIGH and severities["sftp-enabled"] is Severity.CRITICAL
-    )
+    assert severities["subscription-rule"] is Severity.HIGH and severities["sftp-enabled"] is Severity.CRITICAL
 
 
 @pytest.mark.parametrize(
