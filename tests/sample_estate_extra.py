@@ -1,5 +1,6 @@
 from typing import Any
 
+
 def add(estate: dict[str, Any], put: Any) -> None:
     return None
 

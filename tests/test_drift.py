@@ -25,8 +25,9 @@ from shared.model import (
 )
 
 TODAY = date(2026, 11, 25)
-ACCOUNT = "/subscriptions/6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/st1"
-NSP = "/subscriptions/6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/nsp1"
+SUB = "/subscriptions/6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f"
+ACCOUNT = f"{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/st1"
+NSP = f"{SUB}/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/nsp1"
 WHO = Provenance(event_ids=("e1",), actors=(Actor(upn="alice@contoso.com", client_ip="203.0.113.10"),))
 
 

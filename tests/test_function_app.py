@@ -54,7 +54,8 @@ def test_import_reads_no_setting_and_builds_no_client() -> None:
     env.update({"NSP_DRIFT_COALESCE_SECONDS": "not-a-number", "NSP_DRIFT_SUBSCRIPTIONS": "nope"})
     code = (
         "import sys, function_app\n"
-        "heavy = [m for m in sys.modules if m.startswith(('azure.mgmt', 'azure.identity', 'azure.data.tables', 'aiohttp'))]\n"
+        "prefixes = ('azure.mgmt', 'azure.identity', 'azure.data.tables', 'aiohttp')\n"
+        "heavy = [m for m in sys.modules if m.startswith(prefixes)]\n"
         "print(len(function_app.app.get_functions()), heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
