@@ -341,10 +341,53 @@ def build(changed: bool = False) -> dict[str, Any]:
 
 
 def extras(estate: dict[str, Any], put: Any) -> None:
-    """Pieces built on examples fetched into tests/corpus_extra (static website, SMB, backup)."""
-    from tests import sample_estate_extra
-
-    sample_estate_extra.add(estate, put)
+    """Static website, an SMB share and Azure Backup (examples in tests/corpus_extra)."""
+    web = child("stcontosoweb01", "blobServices/default", example("storage-2025-08-01/BlobServicesGet.json"))
+    web[1]["properties"]["staticWebsite"] = {
+        "enabled": True,
+        "indexDocument": "index.html",
+        "errorDocument404Path": "404.html",
+    }
+    put(web)
+    smb = child(
+        "stcontosofiles01",
+        "fileServices/default/shares/share-smb",
+        example("storage-2025-08-01/FileSharesPut_NFS.json"),
+        {"share1235": "share-smb"},
+    )
+    smb[1]["properties"]["enabledProtocols"] = "SMB"
+    put(smb)
+    vault = f"/subscriptions/{SUB}/resourceGroups/{RG_BACKUP}/providers/Microsoft.DataProtection"
+    vault += f"/backupVaults/{BACKUP_VAULT}"
+    for policy_name, store in (("policy-blob-vaulted", "VaultStore"), ("policy-blob-operational", "OperationalStore")):
+        policy = example("dataprotection-2025-07-01/GetBackupPolicy.json")
+        policy = json.loads(json.dumps(policy).replace('"VaultStore"', f'"{store}"'))
+        policy["id"], policy["name"] = f"{vault}/backupPolicies/{policy_name}", policy_name
+        policy["properties"]["datasourceTypes"] = ["Microsoft.Storage/storageAccounts/blobServices"]
+        estate[policy["id"]] = policy
+    for account, policy_name in (
+        ("stcontosobkp01", "policy-blob-vaulted"),
+        ("stcontosobkp02", "policy-blob-operational"),
+    ):
+        instance = example("dataprotection-2025-07-01/ListBackupInstancesExtensionRouting.json")["value"][0]
+        name = f"{account}-{account}-7664c12f-4d0a-440f-a0dc-b64f708b10e3"
+        instance["id"], instance["name"] = f"{vault}/backupInstances/{name}", name
+        props = instance["properties"]
+        props["friendlyName"] = account
+        for info in (props["dataSourceInfo"], props["dataSourceSetInfo"]):
+            info.update(
+                resourceID=account_id(account),
+                resourceUri=account_id(account),
+                resourceName=account,
+                datasourceType="Microsoft.Storage/storageAccounts/blobServices",
+                resourceType="Microsoft.Storage/storageAccounts",
+                resourceLocation=LOCATION,
+            )
+        props["policyInfo"]["policyId"] = f"{vault}/backupPolicies/{policy_name}"
+        props["policyInfo"]["policyParameters"]["dataStoreParametersList"][0]["resourceGroupId"] = (
+            f"/subscriptions/{SUB}/resourceGroups/{RG_BACKUP}"
+        )
+        estate[instance["id"]] = instance
 
 
 def changed_state(members: dict[str, tuple[str, str, str]], versions: dict[str, int]) -> None:

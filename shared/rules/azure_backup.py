@@ -10,13 +10,13 @@ def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
     for instance in account.backup_instances:
         name = instance.instance_id.rstrip("/").rsplit("/", 1)[-1]
         if instance.is_vaulted:
-            severity, what = Severity.HIGH, "vaulted backup (copies blobs to a Backup vault)"
+            severity, what = Severity.HIGH, "a vaulted backup (copies blobs to a Backup vault)"
         elif instance.datastore_types:
-            severity, what = Severity.LOW, "operational backup"
+            severity, what = Severity.LOW, "an operational backup"
         else:
-            severity, what = Severity.MEDIUM, "backup whose policy could not be read"
+            severity, what = Severity.MEDIUM, "a backup whose policy could not be read"
         yield Hit(
-            f"Blob backup instance '{name}' is a {what}",
+            f"Blob backup instance '{name}' is {what}",
             {
                 "backupInstance": instance.instance_id,
                 "policy": instance.policy_id,
