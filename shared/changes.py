@@ -129,3 +129,26 @@ class Transition:
         """Same (what, how, which state) -> same key, so a receiver can drop a re-send."""
         basis = f"{self.key}|{self.kind.value}|{sorted(self.after.items())!r}|{sorted(self.before.items())!r}"
         return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def transition_to_dict(t: Transition) -> dict[str, Any]:
+    """The JSON form of a transition: replay output, outbox payloads, webhook data."""
+    return {
+        "transition": t.kind.value,
+        "rule": t.rule_id,
+        "resource": t.resource_id,
+        "perimeter": t.perimeter_id,
+        "severity": t.severity,
+        "title": t.title,
+        "summary": t.summary,
+        "changed_by": t.provenance.changed_by,
+        "when": t.provenance.when,
+        "operations": list(t.provenance.operation_names),
+        "correlation_ids": list(t.provenance.correlation_ids),
+        "event_ids": list(t.provenance.event_ids),
+        "flags": list(t.flags),
+        "before": t.before,
+        "after": t.after,
+        "key": t.key,
+        "idempotency_key": t.idempotency_key,
+    }

@@ -243,10 +243,7 @@ class Pipeline:
         cause: TargetKind = TargetKind.ACCOUNT,
     ) -> list[Transition]:
         evaluation = await self.gather(account_id, reader or ArmReader(self.clients))
-        transitions = await asyncio.to_thread(self.apply, account_id, evaluation, provenance, True, cause)
-        if transitions:
-            self.sink.emit(transitions)
-        return transitions
+        return await asyncio.to_thread(self.apply, account_id, evaluation, provenance, True, cause)
 
     def apply(
         self,
@@ -256,13 +253,19 @@ class Pipeline:
         emit: bool = True,
         cause: TargetKind = TargetKind.ACCOUNT,
     ) -> list[Transition]:
-        """Decide against stored state and write it; on a lost race, re-read and decide again."""
+        """Decide against stored state and write it; on a lost race, re-read and decide again.
+
+        Transitions go to the sink (the outbox) *before* the state write: a crash in between
+        re-detects the same transitions next time, and their deterministic delivery ids make the
+        second recording a no-op. The other order would lose an alert on a crash."""
         now = _iso(self.clock())
         perimeter_aware = cause in _PERIMETER_AWARE
         for _ in range(_MAX_CONFLICT_RETRIES):
             stored = self.store.get_account(account_id)
             previous = stored.value if stored else None
             decision = decide_account(previous, evaluation, provenance, now, RULES_FOR_TARGET[cause], perimeter_aware)
+            if emit and decision.transitions:
+                self.sink.emit(decision.transitions)
             try:
                 self._write_account(account_id, stored.etag if stored else None, previous, decision.new_state)
             except ConflictError:
@@ -296,6 +299,8 @@ class Pipeline:
             if previous == current:
                 return []
             transitions = decide_profile(previous, current, account_id, provenance, self.config.params)
+            if emit and transitions:
+                self.sink.emit(transitions)
             try:
                 self.store.put_profile(current, stored.etag if stored else None)
             except ConflictError:

@@ -17,7 +17,7 @@ from typing import Any
 
 from shared import runtime
 from shared.adapters.estate import Estate
-from shared.changes import Target, Transition
+from shared.changes import Target, Transition, transition_to_dict
 from shared.config import RulesConfig
 from shared.pipeline import CollectingSink, IntakeReport, Pipeline
 from shared.scan import AccountResult
@@ -163,28 +163,6 @@ def replay(
         return result
     finally:
         store.close()
-
-
-def transition_to_dict(t: Transition) -> dict[str, Any]:
-    return {
-        "transition": t.kind.value,
-        "rule": t.rule_id,
-        "resource": t.resource_id,
-        "perimeter": t.perimeter_id,
-        "severity": t.severity,
-        "title": t.title,
-        "summary": t.summary,
-        "changed_by": t.provenance.changed_by,
-        "when": t.provenance.when,
-        "operations": list(t.provenance.operation_names),
-        "correlation_ids": list(t.provenance.correlation_ids),
-        "event_ids": list(t.provenance.event_ids),
-        "flags": list(t.flags),
-        "before": t.before,
-        "after": t.after,
-        "key": t.key,
-        "idempotency_key": t.idempotency_key,
-    }
 
 
 def render_transitions(result: ReplayResult, fmt: str) -> str:

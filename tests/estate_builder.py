@@ -1,10 +1,8 @@
 """Small estates for the rule and reader tests, built from the official Azure REST API examples.
 
-Every body starts from an official example (through ``tests/sample_estate.py``'s ``example``,
-``renamed``, ``storage_account``, ``nsp_configuration`` and ``child``) and only changes the
-properties a test is about. Three shapes have no example in the shared corpus yet (a blob service
-with static website, a backup instance, a backup policy): they are written here in the shape of
-the official examples named next to them, with the few properties the reader looks at.
+Every body starts from an official example (``../shared/corpus`` or ``tests/corpus_extra``,
+through ``tests/sample_estate.py``'s ``example``, ``renamed``, ``storage_account``,
+``nsp_configuration`` and ``child``) and only changes the properties a test is about.
 
 ``read()`` drives the real reader: ``ArmReader(EstateClients(Estate(...)))`` on the shared loop, so
 the azure-mgmt-* clients build the URLs, page and deserialise exactly as against ARM.
@@ -127,22 +125,13 @@ def inventory_policy(account: str, policy_enabled: bool = True, rule_enabled: bo
 
 
 def blob_service(account: str, static_website: bool) -> Resources:
-    """In the shape of the official BlobServicesGet example, with the staticWebsite property."""
-    body = {
-        "name": "default",
-        "type": "Microsoft.Storage/storageAccounts/blobServices",
-        "sku": {"name": "Standard_GRS", "tier": "Standard"},
-        "properties": {
-            "cors": {"corsRules": []},
-            "deleteRetentionPolicy": {"enabled": True, "days": 7},
-            "staticWebsite": {
-                "enabled": static_website,
-                "indexDocument": "index.html",
-                "errorDocument404Path": "404.html",
-            },
-        },
+    """BlobServicesGet.json with the staticWebsite property set."""
+    rid, body = child(account, "blobServices/default", example("storage-2025-08-01/BlobServicesGet.json"))
+    body["properties"]["staticWebsite"] = {
+        "enabled": static_website,
+        "indexDocument": "index.html",
+        "errorDocument404Path": "404.html",
     }
-    rid, body = child(account, "blobServices/default", body)
     return {rid: body}
 
 
@@ -160,88 +149,40 @@ def legacy_vm(account: str, vm_name: str = "vm-legacy-app") -> Resources:
 
 
 def backup_policy_id(policy: str) -> str:
-    return (
-        f"/subscriptions/{SUB}/resourceGroups/{RG_BACKUP}/providers/Microsoft.DataProtection/"
-        f"backupVaults/{BACKUP_VAULT}/backupPolicies/{policy}"
-    )
+    return f"{_vault()}/backupPolicies/{policy}"
+
+
+def _vault() -> str:
+    group = f"/subscriptions/{SUB}/resourceGroups/{RG_BACKUP}"
+    return f"{group}/providers/Microsoft.DataProtection/backupVaults/{BACKUP_VAULT}"
 
 
 def backup_instance(account: str, policy: str, instance: str | None = None) -> Resources:
-    """In the shape of ListBackupInstancesExtensionRouting.json (DataProtection 2025-07-01), for blobs."""
-    instance = instance or f"{account}-{account}-0d8a6e1c"
-    rid = (
-        f"/subscriptions/{SUB}/resourceGroups/{RG_BACKUP}/providers/Microsoft.DataProtection/"
-        f"backupVaults/{BACKUP_VAULT}/backupInstances/{instance}"
-    )
-    body = {
-        "id": rid,
-        "name": instance,
-        "type": "Microsoft.DataProtection/backupVaults/backupInstances",
-        "properties": {
-            "friendlyName": account,
-            "dataSourceInfo": {
-                "resourceID": account_id(account),
-                "resourceUri": account_id(account),
-                "datasourceType": "Microsoft.Storage/storageAccounts/blobServices",
-                "resourceName": account,
-                "resourceType": "Microsoft.Storage/storageAccounts",
-                "resourceLocation": "eastus",
-                "objectType": "Datasource",
-            },
-            "policyInfo": {"policyId": backup_policy_id(policy), "policyVersion": ""},
-            "protectionStatus": {"status": "ProtectionConfigured"},
-            "currentProtectionState": "ProtectionConfigured",
-            "provisioningState": "Succeeded",
-            "objectType": "BackupInstance",
-        },
-    }
-    return {rid: body}
+    """ListBackupInstancesExtensionRouting.json's instance, protecting the account's blobs."""
+    body = example("dataprotection-2025-07-01/ListBackupInstancesExtensionRouting.json")["value"][0]
+    name = instance or f"{account}-{account}-7664c12f-4d0a-440f-a0dc-b64f708b10e3"
+    body["id"], body["name"] = f"{_vault()}/backupInstances/{name}", name
+    props = body["properties"]
+    props["friendlyName"] = account
+    for info in (props["dataSourceInfo"], props["dataSourceSetInfo"]):
+        info.update(
+            resourceID=account_id(account),
+            resourceUri=account_id(account),
+            resourceName=account,
+            datasourceType="Microsoft.Storage/storageAccounts/blobServices",
+            resourceType="Microsoft.Storage/storageAccounts",
+            resourceLocation="eastus",
+        )
+    props["policyInfo"]["policyId"] = backup_policy_id(policy)
+    return {body["id"]: body}
 
 
 def backup_policy(policy: str, store: str) -> Resources:
-    """In the shape of GetBackupPolicy.json (DataProtection 2025-07-01): one backup rule, one retention
-    rule, both on ``store`` ("VaultStore" or "OperationalStore")."""
-    rid = backup_policy_id(policy)
-    body = {
-        "id": rid,
-        "name": policy,
-        "type": "Microsoft.DataProtection/backupVaults/backupPolicies",
-        "properties": {
-            "policyRules": [
-                {
-                    "backupParameters": {"backupType": "Discrete", "objectType": "AzureBackupParams"},
-                    "trigger": {
-                        "schedule": {"repeatingTimeIntervals": ["R/2019-11-20T08:00:00-08:00/P1W"]},
-                        "taggingCriteria": [
-                            {
-                                "tagInfo": {"tagName": "Default", "id": "Default_"},
-                                "taggingPriority": 99,
-                                "isDefault": True,
-                            }
-                        ],
-                        "objectType": "ScheduleBasedTriggerContext",
-                    },
-                    "dataStore": {"dataStoreType": store, "objectType": "DataStoreInfoBase"},
-                    "name": "BackupWeekly",
-                    "objectType": "AzureBackupRule",
-                },
-                {
-                    "lifecycles": [
-                        {
-                            "sourceDataStore": {"dataStoreType": store, "objectType": "DataStoreInfoBase"},
-                            "deleteAfter": {"objectType": "AbsoluteDeleteOption", "duration": "P12W"},
-                        }
-                    ],
-                    "isDefault": True,
-                    "name": "Default",
-                    "objectType": "AzureRetentionRule",
-                },
-            ],
-            "datasourceTypes": ["Microsoft.Storage/storageAccounts/blobServices"],
-            "objectType": "BackupPolicy",
-        },
-    }
-    return {rid: body}
+    """GetBackupPolicy.json (its rules all use VaultStore) with ``store`` as the data store."""
+    body = renamed(example("dataprotection-2025-07-01/GetBackupPolicy.json"), {'"VaultStore"': f'"{store}"'})
+    body["id"], body["name"] = backup_policy_id(policy), policy
+    body["properties"]["datasourceTypes"] = ["Microsoft.Storage/storageAccounts/blobServices"]
+    return {body["id"]: body}
 
 
 def merge(*parts: Mapping[str, Any]) -> Resources:

@@ -154,9 +154,7 @@ def test_backup_instances_by_extension_routing(estate: Estate) -> None:
         200,
         {"value": []},
     )
-    status, payload = get(
-        estate, f"{account_id('stnope')}/providers/Microsoft.DataProtection/backupInstances"
-    )
+    status, payload = get(estate, f"{account_id('stnope')}/providers/Microsoft.DataProtection/backupInstances")
     assert_arm_error(status, payload, 404, "ResourceNotFound")
 
 
@@ -243,9 +241,7 @@ def test_async_sdk_sees_arm_errors(estate: Estate) -> None:
 
 def test_comment_keys_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "estate.json"
-    path.write_text(
-        json.dumps({"$comment": "a note", "$generator": ["x"], **eb.outsider("sta")}), encoding="utf-8"
-    )
+    path.write_text(json.dumps({"$comment": "a note", "$generator": ["x"], **eb.outsider("sta")}), encoding="utf-8")
     estate = Estate.load(path)
     assert len(estate) == 1
     assert account_id("sta") in estate and "$comment" not in estate.subscriptions

@@ -46,9 +46,7 @@ from tests.sample_estate import (
 
 # The ids of the storage NSP configuration examples, kept verbatim.
 EX_SUB, EX_RG, EX_NAME = "00000000-1111-2222-3333-444444444444", "res4410", "sto8607"
-EX_ACCOUNT = (
-    f"/subscriptions/{EX_SUB}/resourceGroups/{EX_RG}/providers/Microsoft.Storage/storageAccounts/{EX_NAME}"
-)
+EX_ACCOUNT = f"/subscriptions/{EX_SUB}/resourceGroups/{EX_RG}/providers/Microsoft.Storage/storageAccounts/{EX_NAME}"
 EX_PERIMETER = (
     "/subscriptions/dbedb4e0-40e6-4145-81f3-f1314c150774/resourceGroups/res4794"
     "/providers/Microsoft.Network/networkSecurityPerimeters/nsp1"
@@ -131,9 +129,7 @@ def test_nsp_configuration_list_example_values() -> None:
     assert view.access_mode is AccessMode.ENFORCED and view.access_mode_raw == "Enforced"
     assert view.profile_name == "profile1"
     assert view.access_rules_version == 10
-    assert view.access_rules == (
-        AccessRule("inVpnRule", "Inbound", address_prefixes=("148.0.0.0/8", "152.4.6.0/24")),
-    )
+    assert view.access_rules == (AccessRule("inVpnRule", "Inbound", address_prefixes=("148.0.0.0/8", "152.4.6.0/24")),)
     assert view.provisioning_state == "Succeeded"
     assert view.provisioning_issues == ()
     assert snapshot.incomplete == ()
@@ -165,9 +161,7 @@ def test_suggested_resource_ids_of_a_provisioning_issue() -> None:
 
 
 def test_cmk_example_values() -> None:
-    snapshot, _ = eb.read(
-        example_account("storage-2025-08-01/StorageAccountGetPropertiesCMKEnabled.json"), EX_ACCOUNT
-    )
+    snapshot, _ = eb.read(example_account("storage-2025-08-01/StorageAccountGetPropertiesCMKEnabled.json"), EX_ACCOUNT)
     assert snapshot.encryption.key_source == "Microsoft.Keyvault"
     assert snapshot.encryption.key_vault_uri == "https://myvault8569.vault.azure.net"
     assert snapshot.encryption.key_name == "wrappingKey"
@@ -220,9 +214,7 @@ def test_object_replication_examples() -> None:
         single,
         {"{objectReplicationPolicy-Id}": policy_id},
     )
-    resources = eb.merge(
-        perimeter_account(OR_NAME), eb.replication_policies(OR_NAME), {single_body["id"]: single_body}
-    )
+    resources = eb.merge(perimeter_account(OR_NAME), eb.replication_policies(OR_NAME), {single_body["id"]: single_body})
     snapshot, _ = eb.read(resources, OR_NAME)
     policies = {p.policy_id: p for p in snapshot.object_replication_policies}
     assert set(policies) == {
@@ -237,9 +229,7 @@ def test_object_replication_examples() -> None:
 
 
 def test_lifecycle_and_inventory_examples() -> None:
-    resources = eb.merge(
-        perimeter_account("stpol01"), eb.lifecycle_policy("stpol01"), eb.inventory_policy("stpol01")
-    )
+    resources = eb.merge(perimeter_account("stpol01"), eb.lifecycle_policy("stpol01"), eb.inventory_policy("stpol01"))
     snapshot, _ = eb.read(resources, "stpol01")
     assert snapshot.lifecycle_rules == (LifecycleRule("olcmtest", True, "Lifecycle"),)
     assert snapshot.inventory_policy == InventoryPolicy(
@@ -402,9 +392,7 @@ def test_paged_collections_are_followed() -> None:
 def test_a_404_on_a_child_means_not_configured() -> None:
     estate = Estate(perimeter_account("st404"))
     for suffix in ("/managementPolicies/default", "/blobServices/default"):
-        assert (
-            estate.answer("GET", f"https://management.azure.com{account_id('st404')}{suffix}").status == 404
-        )
+        assert estate.answer("GET", f"https://management.azure.com{account_id('st404')}{suffix}").status == 404
     snapshot, _ = eb.read(estate, "st404")
     assert snapshot.incomplete == ()
     assert snapshot.lifecycle_rules == () and snapshot.static_website_enabled is False
@@ -435,9 +423,7 @@ def test_a_failing_child_read_is_recorded_as_incomplete(suffix: str, part: str, 
     )
     snapshot, clients = eb.read(FailingEstate(resources, suffix, status), "stfail01")
     assert snapshot.incomplete == (part,)
-    assert (
-        clients.log.counts()[next(r for r in clients.log.counts() if r.lower().endswith(suffix.lower()))] == 1
-    )
+    assert clients.log.counts()[next(r for r in clients.log.counts() if r.lower().endswith(suffix.lower()))] == 1
     # The other parts were still read, and the rules still run on them.
     assert snapshot.is_sftp_enabled
     if part != "managementPolicies":
@@ -448,9 +434,7 @@ def test_a_failing_child_read_is_recorded_as_incomplete(suffix: str, part: str, 
 
 def test_failing_configuration_list_is_incomplete_and_reads_nothing_else() -> None:
     resources = perimeter_account("stfail02", isSftpEnabled=True)
-    snapshot, clients = eb.read(
-        FailingEstate(resources, "/networkSecurityPerimeterConfigurations", 500), "stfail02"
-    )
+    snapshot, clients = eb.read(FailingEstate(resources, "/networkSecurityPerimeterConfigurations", 500), "stfail02")
     assert snapshot.incomplete == ("networkSecurityPerimeterConfigurations",)
     assert snapshot.perimeters == ()
     assert len(clients.log.requests) == 2

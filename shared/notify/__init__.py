@@ -1,0 +1,1 @@
+"""Alerts and remediation tasks: outbox records, destinations and their HTTP senders."""

@@ -1,0 +1,105 @@
+"""Delivery interfaces shared by the outbox, the dispatcher and the destination senders.
+
+A transition becomes one Delivery per destination that accepts it, stored in the state store
+(the outbox) before anything is sent. A delivery id is derived from the destination and the
+transition's idempotency key, so recording the same transition twice stores it once, and a
+receiver can drop a re-send by the same key (``webhook-id`` / the task's marker).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # not yet sent, or to be retried at next_attempt_at
+    DONE = "done"  # the destination acknowledged it (2xx)
+    FAILED = "failed"  # permanently refused (4xx other than 408/429), or out of attempts
+
+
+def delivery_id(destination: str, idempotency_key: str) -> str:
+    return hashlib.sha256(f"{destination}|{idempotency_key}".encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    destination: str  # the destination's configured name
+    idempotency_key: str  # Transition.idempotency_key
+    transition: dict[str, Any] = field(hash=False)  # shared.replay.transition_to_dict(...) (plain JSON)
+    created_at: float = 0.0
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    last_status: int | None = None  # last HTTP status seen
+    last_error: str = ""  # redacted, one line
+    digest: bool = False  # quiet mode: held for the destination's next digest instead of sent alone
+
+    @property
+    def delivery_id(self) -> str:
+        return delivery_id(self.destination, self.idempotency_key)
+
+    @property
+    def finding_key(self) -> str:
+        return str(self.transition.get("key", ""))
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A remediation task opened for one finding at one destination (work item, issue)."""
+
+    destination: str
+    finding_key: str
+    external_id: str  # work item id / issue number
+    url: str = ""
+    state: str = "open"  # "open" | "closed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a send achieved. ``retry_after`` is the server's hint in seconds (429/503)."""
+
+    ok: bool
+    status: int | None = None
+    retryable: bool = False
+    error: str = ""  # redacted
+    retry_after: float | None = None
+    task: TaskRef | None = None  # a task opened/updated/closed by this delivery
+
+
+class TaskLookup(Protocol):
+    def get_task(self, destination: str, finding_key: str) -> TaskRef | None: ...
+
+
+class Sender(Protocol):
+    """Sends one delivery to one destination (with its own retry layer for transient errors)."""
+
+    name: str
+
+    def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome: ...
+
+
+class OutboxStore(Protocol):
+    def add_deliveries(self, deliveries: list[Delivery]) -> int:
+        """Insert deliveries that are not stored yet (by delivery_id); return how many were new."""
+        ...
+
+    def due_deliveries(self, now: float, limit: int = 100) -> list[tuple[Delivery, str]]:
+        """Pending deliveries with next_attempt_at <= now, oldest first, each with its ETag."""
+        ...
+
+    def update_delivery(self, delivery: Delivery, etag: str) -> str:
+        """Conditional replace (status, attempts, next_attempt_at, last_*); ConflictError on a lost race."""
+        ...
+
+    def get_delivery(self, delivery_id: str) -> tuple[Delivery, str] | None: ...
+
+    def get_task(self, destination: str, finding_key: str) -> TaskRef | None: ...
+
+    def put_task(self, task: TaskRef) -> None:
+        """Upsert the task reference for (destination, finding_key)."""
+        ...
+
+    def count_deliveries(self, status: DeliveryStatus | None = None) -> int: ...
