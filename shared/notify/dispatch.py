@@ -79,7 +79,7 @@ class DispatchReport:
 
 def backoff_seconds(attempts: int, retry_after: float | None) -> float:
     """Between dispatch runs: 30 s, 1 min, 2 min ... capped at 1 h, never sooner than asked."""
-    delay = min(30.0 * 2 ** max(attempts - 1, 0), 3600.0)
+    delay = min(30.0 * 2.0 ** max(attempts - 1, 0), 3600.0)
     return max(delay, retry_after or 0.0)
 
 
@@ -144,13 +144,13 @@ class Dispatcher:
         report = DispatchReport()
         now = self.clock()
         digests: dict[str, list[tuple[Delivery, str]]] = defaultdict(list)
-        for delivery, etag in self.store.due_deliveries(now, self.batch):
-            if delivery.digest:
+        for due, due_etag in self.store.due_deliveries(now, self.batch):
+            if due.digest:
                 if include_digests:
-                    digests[delivery.destination].append((delivery, etag))
+                    digests[due.destination].append((due, due_etag))
                 continue
-            sender = self.senders.get(delivery.destination)
-            leased = self._lease(delivery, etag, now)
+            sender = self.senders.get(due.destination)
+            leased = self._lease(due, due_etag, now)
             if leased is None:
                 report.skipped += 1
                 continue
