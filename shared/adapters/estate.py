@@ -173,7 +173,7 @@ class Estate:
         parts = lower_scope.strip("/").split("/")
         return len(parts) == 2 and parts[0] == "subscriptions" and parts[1] in self._subscriptions
 
-    def _page(self, lower_path: str, ids: list[str], query: Mapping[str, list[str]]) -> Reply:
+    def _page(self, path: str, ids: list[str], query: Mapping[str, list[str]]) -> Reply:
         bodies = [self._by_id[i][1] for i in ids]
         if not self.page_size:
             return _ok({"value": bodies})
@@ -183,7 +183,7 @@ class Estate:
         if start + self.page_size < len(bodies):
             rest = {k: v[0] for k, v in query.items() if k != "$skipToken"}
             rest["$skipToken"] = str(start + self.page_size)
-            payload["nextLink"] = f"https://management.azure.com{lower_path}?{urlencode(rest)}"
+            payload["nextLink"] = f"https://management.azure.com{path}?{urlencode(rest)}"
         return _ok(payload)
 
     def answer(self, method: str, url: str) -> Reply:
@@ -199,15 +199,15 @@ class Estate:
         if lower.endswith(_BACKUP_INSTANCES) and lower.count("/providers/") >= 2:
             scope = lower[: -len(_BACKUP_INSTANCES)]
             if scope in self._by_id:
-                return self._page(lower, self._backup_by_datasource.get(scope, []), query)
+                return self._page(path, self._backup_by_datasource.get(scope, []), query)
         parts = lower.strip("/").split("/")
         if len(parts) >= 2 and parts[0] == "subscriptions" and parts[1] not in self._subscriptions:
             return _error(404, "SubscriptionNotFound", f"The subscription '{parts[1]}' could not be found.")
         if _is_collection_path(lower):
             if lower in self._collections:
-                return self._page(lower, self._collections[lower], query)
+                return self._page(path, self._collections[lower], query)
             if self._scope_exists(_collection_scope(lower)):
-                return self._page(lower, [], query)
+                return self._page(path, [], query)
         return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
 
 
