@@ -195,3 +195,21 @@ def test_sweep_reconciles_what_events_missed(store_factory: Callable[[], StateSt
     sink.transitions.clear()
     runtime.run(p.sweep([SUB]))
     assert sink.transitions == []
+
+
+def test_cli_scan_records_baseline_that_replay_diffs_against(tmp_path: Path) -> None:
+    import io
+
+    from shared.cli import main
+
+    state = str(tmp_path / "baseline.sqlite")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["scan", "--estate", "sample", "--state", state, "--format", "json"], out, err) == 1
+    out = io.StringIO()
+    code = main(["replay", "sample", "--estate", "sample-changed", "--state", state, "--format", "jsonl"], out, err)
+    assert code == 0, err.getvalue()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {(d["transition"], d["rule"], d["resource"].rsplit("/", 1)[-1]) for d in lines} == EXPECTED_SAMPLE
+    for line in lines:
+        assert {"transition", "rule", "resource", "perimeter", "severity", "summary", "changed_by", "event_ids"} <= set(line)
+        assert line["event_ids"], line
