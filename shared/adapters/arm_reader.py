@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from shared import arm_ids
@@ -66,8 +67,22 @@ def _s(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def _t(values: Iterable[Any] | None) -> tuple[str, ...]:
-    return tuple(_s(v) for v in (values or ()) if v is not None)
+class ShapeError(ValueError):
+    """ARM answered with a shape the snapshot cannot trust (e.g. a string where a list belongs)."""
+
+
+def _seq(value: Any, what: str) -> list[Any]:
+    """A list-valued property; None is empty, anything else that is not a list is a ShapeError
+    (iterating a string character by character would silently read a broken answer as clean)."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise ShapeError(f"{what}: expected a list, got {type(value).__name__}")
+
+
+def _t(values: Any, what: str = "list property") -> tuple[str, ...]:
+    return tuple(_s(v) for v in _seq(values, what) if v is not None)
 
 
 def _attr(obj: Any, *path: str) -> Any:
@@ -120,23 +135,26 @@ def perimeter_view_from_sdk(config: Any) -> PerimeterView:
     association = _attr(props, "resource_association")
     profile = _attr(props, "profile")
     rules = []
-    for rule in _attr(profile, "access_rules") or ():
+    for rule in _seq(_attr(profile, "access_rules"), "profile.accessRules"):
         rp = getattr(rule, "properties", None)
         rules.append(
             AccessRule(
                 name=_s(getattr(rule, "name", "")),
                 direction=_s(_attr(rp, "direction")),
-                address_prefixes=_t(_attr(rp, "address_prefixes")),
-                subscriptions=tuple(_s(getattr(s, "id", "")) for s in (_attr(rp, "subscriptions") or ())),
-                fully_qualified_domain_names=_t(_attr(rp, "fully_qualified_domain_names")),
-                service_tags=_t(_attr(rp, "service_tags")),
+                address_prefixes=_t(_attr(rp, "address_prefixes"), "accessRules.addressPrefixes"),
+                subscriptions=tuple(
+                    _s(getattr(s, "id", "")) for s in _seq(_attr(rp, "subscriptions"), "accessRules.subscriptions")
+                ),
+                fully_qualified_domain_names=_t(_attr(rp, "fully_qualified_domain_names"), "accessRules.fqdns"),
+                service_tags=_t(_attr(rp, "service_tags"), "accessRules.serviceTags"),
                 network_security_perimeters=tuple(
-                    _s(getattr(p, "id", "")) for p in (_attr(rp, "network_security_perimeters") or ())
+                    _s(getattr(p, "id", ""))
+                    for p in _seq(_attr(rp, "network_security_perimeters"), "accessRules.networkSecurityPerimeters")
                 ),
             )
         )
     issues = []
-    for issue in _attr(props, "provisioning_issues") or ():
+    for issue in _seq(_attr(props, "provisioning_issues"), "provisioningIssues"):
         ip = getattr(issue, "properties", None)
         wire = _wire(ip)
         issues.append(
@@ -267,7 +285,15 @@ class ArmReader:
                 log.warning("NSP configurations of %s unreadable: %s", account_id, _brief(configs))
                 incomplete.append("networkSecurityPerimeterConfigurations")
         else:
-            perimeters = [perimeter_view_from_sdk(c) for c in configs]
+            try:
+                perimeters = [perimeter_view_from_sdk(c) for c in configs]
+            except (ShapeError, TypeError, ValueError) as exc:
+                # A perimeter we cannot read is not "no perimeter": keep the account in scope.
+                log.warning("NSP configurations of %s have an unexpected shape: %s", account_id, exc)
+                incomplete.append("networkSecurityPerimeterConfigurations")
+        if getattr(account, "properties", None) is None:
+            log.warning("storage account %s came back without properties", account_id)
+            incomplete.append("storageAccount.properties")
 
         snapshot = StorageAccountSnapshot(
             id=_s(account.id) or account_id,
@@ -293,11 +319,15 @@ class ArmReader:
         )
         if not perimeters:
             return snapshot
-        return await self._read_features(snapshot)
+        try:
+            return await self._read_features(snapshot)
+        except (ShapeError, TypeError, AttributeError) as exc:
+            # A child answered with a shape we cannot trust: evaluate what we have, mark it partial
+            # (so nothing is resolved on the strength of it) and name the problem in the log.
+            log.warning("features of %s have an unexpected shape: %s", account_id, exc)
+            return replace(snapshot, incomplete=(*snapshot.incomplete, "features"))
 
     async def _read_features(self, snap: StorageAccountSnapshot) -> StorageAccountSnapshot:
-        from dataclasses import replace
-
         storage = self._clients.storage(snap.subscription_id)
         rg, name = snap.resource_group, snap.name
         reads: dict[str, Awaitable[Any]] = {
