@@ -210,6 +210,7 @@ def test_cli_scan_records_baseline_that_replay_diffs_against(tmp_path: Path) -> 
     assert code == 0, err.getvalue()
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert {(d["transition"], d["rule"], d["resource"].rsplit("/", 1)[-1]) for d in lines} == EXPECTED_SAMPLE
+    required = {"transition", "rule", "resource", "perimeter", "severity", "summary", "changed_by", "event_ids"}
     for line in lines:
-        assert {"transition", "rule", "resource", "perimeter", "severity", "summary", "changed_by", "event_ids"} <= set(line)
+        assert required <= set(line)
         assert line["event_ids"], line
