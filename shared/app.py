@@ -15,7 +15,7 @@ from typing import Any
 from shared import runtime
 from shared.changes import Target
 from shared.pipeline import Pipeline, TransitionSink
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import QUEUE_NAME, Settings, SettingsError, load_settings
 from shared.state.base import StateStore, StoreUnavailable
 
 log = logging.getLogger("nsp_drift")
@@ -43,6 +43,7 @@ class AppContext:
     store: StateStore
     pipeline: Pipeline
     queue: Any
+    dispatcher: Any = None  # shared.notify.dispatch.Dispatcher when destinations are configured
 
 
 _lock = threading.Lock()
@@ -62,6 +63,9 @@ def build_context(settings: Settings, sink: TransitionSink | None = None) -> App
 
         store = TableStateStore.from_service_uri(settings.table_service_uri, credential_sync(), settings.table_prefix)
         queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential_sync())
+    dispatcher = None
+    if sink is None:
+        sink, dispatcher = _delivery(store)
     if settings.estate_path:
         from shared.adapters.estate import Estate
         from shared.wiring import EstateClients
@@ -78,15 +82,33 @@ def build_context(settings: Settings, sink: TransitionSink | None = None) -> App
         scope=Scope(settings.subscriptions),
         window_seconds=settings.coalesce_seconds,
         enqueue=queue.send,
-        sink=sink or LoggingSink(),
+        sink=sink,
     )
-    return AppContext(settings, store, pipeline, queue)
+    return AppContext(settings, store, pipeline, queue, dispatcher)
+
+
+def _delivery(store: Any) -> tuple[TransitionSink, Any]:
+    """The outbox and its dispatcher when destinations are configured, else a logging sink."""
+    from shared.notify.destinations import DestinationError, build_senders, load_destinations
+    from shared.notify.dispatch import Dispatcher, OutboxSink
+
+    try:
+        destinations = load_destinations()
+        if not destinations:
+            return LoggingSink(), None
+        senders, digests = build_senders(destinations)
+    except DestinationError as exc:
+        raise SettingsError(str(exc)) from None
+    return OutboxSink(store, destinations), Dispatcher(store, senders, digests)
 
 
 def context() -> AppContext:
     global _context
     with _lock:
         if _context is None:
+            from shared.notify.redact import install_log_redaction
+
+            install_log_redaction()
             try:
                 _context = build_context(load_settings())
             except SettingsError as exc:
@@ -121,8 +143,15 @@ def handle_event(event: Any) -> None:
     )
 
 
+# host.json extensions.queues.maxDequeueCount: after this many failed attempts the host moves the
+# message to the poison queue (tests/test_function_app.py keeps the two equal).
+MAX_DEQUEUE_COUNT = 5
+
+
 def handle_queue_message(body: str, dequeue_count: int) -> None:
     from shared.adapters.queue import decode_message
+    from shared.changes import poison_transition
+    from shared.notify.redact import redact
 
     try:
         target, _ = decode_message(body)
@@ -131,7 +160,21 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
         log.error("dropped malformed evaluation message: %s", exc)
         return
     started = time.monotonic()
-    transitions = runtime.run(context().pipeline.evaluate_pending(target))
+    ctx = context()
+    try:
+        transitions = runtime.run(ctx.pipeline.evaluate_pending(target))
+    except Exception as exc:
+        reason = redact(f"{type(exc).__name__}: {exc}")[:300]
+        log.error(
+            "evaluation of %s failed (attempt %d/%d): %s", _describe(target), dequeue_count, MAX_DEQUEUE_COUNT, reason
+        )
+        if dequeue_count >= MAX_DEQUEUE_COUNT:
+            # Last attempt: tell the operators once, then let the host move the message aside.
+            ctx.pipeline.sink.emit([poison_transition(target, reason, dequeue_count, QUEUE_NAME)])
+        raise
+    if ctx.dispatcher is not None:
+        report = ctx.dispatcher.dispatch_due()
+        log.info("delivered %d, retrying %d, failed %d", report.sent, report.retried, report.failed)
     log.info(
         "evaluated %s (attempt %d): %d transition(s) in %.2fs",
         _describe(target),
@@ -153,6 +196,17 @@ def handle_sweep(past_due: bool = False) -> None:
         len(report.failed),
         report.requeued,
     )
+    if ctx.dispatcher is not None:
+        sent = ctx.dispatcher.dispatch_due(include_digests=True)
+        log.info(
+            "sweep deliveries: %d sent, %d digest(s), %d retrying, %d failed",
+            sent.sent,
+            sent.digests,
+            sent.retried,
+            sent.failed,
+        )
+    # Event Grid stops redelivering after 24 h: ids older than two days can go.
+    ctx.store.purge_events(time.time() - 2 * 86400)
 
 
 def _describe(target: Target) -> str:

@@ -85,6 +85,8 @@ class TransitionKind(enum.StrEnum):
 PERIMETER_RULES_CHANGED = "perimeter-access-rules-changed"
 PERIMETER_ASSOCIATION_CHANGED = "perimeter-association-changed"
 PERIMETER_MODE_CHANGED = "perimeter-access-mode-changed"
+# Operator alert: an evaluation kept failing and its message went to the poison queue.
+EVALUATION_POISONED = "evaluation-poisoned"
 
 
 @dataclass(frozen=True)
@@ -152,3 +154,24 @@ def transition_to_dict(t: Transition) -> dict[str, Any]:
         "key": t.key,
         "idempotency_key": t.idempotency_key,
     }
+
+
+def poison_transition(target: Target, reason: str, attempts: int, queue: str) -> Transition:
+    """The one alert for a target whose evaluation exhausted its retries.
+
+    Keyed on the target and the failure's exception type, so the same failure reported by a
+    later (re-queued) message maps to the same delivery and is not announced twice."""
+    failure = reason.split(":", 1)[0]
+    return Transition(
+        kind=TransitionKind.OPENED,
+        rule_id=EVALUATION_POISONED,
+        resource_id=target.resource_id,
+        perimeter_id=None,
+        severity="high",
+        title="Evaluation failed repeatedly (message moved to the poison queue)",
+        summary=f"Evaluation of {target.kind.value} {target.resource_id} failed {attempts} time(s): {reason}. "
+        f"The message moves to {queue}-poison; the reconciliation sweep re-evaluates the accounts.",
+        key=f"poison|{target.key}|{failure}",
+        evidence={"target": target.key, "reason": reason, "attempts": attempts, "poisonQueue": f"{queue}-poison"},
+        provenance=Provenance(source="sweep"),
+    )

@@ -69,6 +69,11 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--format", choices=("table", "jsonl"), default="table")
     replay.add_argument("--config", metavar="FILE", help="rules configuration (TOML, YAML or JSON)")
     replay.add_argument("--window", type=float, default=30.0, help="coalescing window in seconds (default 30)")
+    replay.add_argument(
+        "--destinations",
+        metavar="FILE",
+        help="deliver transitions to these destinations (JSON array; default: the NSP_DRIFT_DESTINATIONS setting)",
+    )
     return parser
 
 
@@ -204,6 +209,17 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("replay: --estate FILE is required (the estate after the events)")
     if args.window < 0:
         raise UsageError("--window must not be negative")
+    import os
+
+    from shared.notify.destinations import DestinationError, load_destinations
+
+    env = dict(os.environ)
+    if args.destinations:
+        env["NSP_DRIFT_DESTINATIONS"] = args.destinations
+    try:
+        destinations = load_destinations(env)
+    except DestinationError as exc:
+        raise UsageError(str(exc)) from None
     try:
         result = replay(
             events_path,
@@ -212,8 +228,10 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             baseline_path=_estate_path(baseline) if baseline else None,
             config=config,
             window=args.window,
+            destinations=destinations,
+            env=env,
         )
-    except (ReplayInputError, EstateError, EventError) as exc:
+    except (ReplayInputError, EstateError, EventError, DestinationError) as exc:
         raise UsageError(str(exc)) from None
     for problem in result.errors:
         err.write(f"nsp-drift: skipped event: {problem}\n")

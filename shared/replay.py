@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,8 @@ class ReplayResult:
     intake: IntakeReport = field(default_factory=IntakeReport)
     evaluations: int = 0
     errors: list[str] = field(default_factory=list)
+    deliveries: dict[str, int] = field(default_factory=dict)  # destination -> delivered
+    undelivered: int = 0  # still pending (being retried) or failed
 
 
 class MemoryQueue:
@@ -128,6 +130,17 @@ def record_scan(state_path: str, results: Sequence[AccountResult], config: Rules
         store.close()
 
 
+class _Tee:
+    """Keeps the transitions for the report and forwards them to the outbox."""
+
+    def __init__(self, collect: CollectingSink, outbox: Any) -> None:
+        self.collect, self.outbox = collect, outbox
+
+    def emit(self, transitions: Sequence[Transition]) -> None:
+        self.collect.emit(transitions)
+        self.outbox.emit(transitions)
+
+
 def replay(
     events_path: Path,
     estate_path: Path,
@@ -135,7 +148,10 @@ def replay(
     baseline_path: Path | None = None,
     config: RulesConfig | None = None,
     window: float = 30.0,
+    destinations: Sequence[Any] = (),
+    env: Mapping[str, str] | None = None,
 ) -> ReplayResult:
+    """``destinations`` (shared.notify.destinations configs): deliver the transitions to them."""
     config = config or RulesConfig()
     raw_events = load_events(events_path)
     estate = Estate.load(estate_path)
@@ -145,6 +161,14 @@ def replay(
             record_baseline_estate(Estate.load(baseline_path), store, config)
         queue, sink = MemoryQueue(), CollectingSink()
         pipeline = _pipeline(estate, store, config, window, queue, sink)
+        dispatcher = None
+        if destinations:
+            from shared.notify.destinations import build_senders
+            from shared.notify.dispatch import Dispatcher, OutboxSink
+
+            senders, digests = build_senders(destinations, env)
+            pipeline.sink = _Tee(sink, OutboxSink(store, destinations))
+            dispatcher = Dispatcher(store, senders, digests)
         result = ReplayResult()
         good = [e for e in raw_events if isinstance(e, dict)]
         result.errors.extend(
@@ -160,6 +184,10 @@ def replay(
 
         runtime.run(close_windows())
         result.transitions = list(sink.transitions)
+        if dispatcher is not None:
+            report = dispatcher.dispatch_due(include_digests=True)
+            result.deliveries = dict(report.by_destination)
+            result.undelivered = report.retried + report.failed
         return result
     finally:
         store.close()
@@ -183,4 +211,7 @@ def render_transitions(result: ReplayResult, fmt: str) -> str:
         f"({intake.duplicates} duplicate(s), {sum(intake.dropped.values())} dropped) "
         f"in {result.evaluations} evaluation(s)"
     )
+    if result.deliveries or result.undelivered:
+        sent = ", ".join(f"{name}: {count}" for name, count in sorted(result.deliveries.items()))
+        lines.append(f"delivered: {sent or 'nothing'}; not yet delivered: {result.undelivered}")
     return "\n".join(lines) + "\n"

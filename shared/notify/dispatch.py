@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 class Route(Protocol):
     """What the outbox needs to know of a destination: its name and its routing."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def accepts(self, transition: Mapping[str, Any]) -> bool: ...
 

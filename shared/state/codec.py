@@ -227,3 +227,62 @@ def released_marker(claimed: PendingMarker, current: PendingMarker | None, now: 
         attempts=max(claimed.attempts + 1, current.attempts),
         etag=current.etag,
     )
+
+
+# -- outbox -------------------------------------------------------------------------------------------
+
+
+def delivery_to_json(delivery: Any) -> str:
+    return dumps(
+        {
+            "destination": delivery.destination,
+            "idempotency_key": delivery.idempotency_key,
+            "transition": delivery.transition,
+            "created_at": delivery.created_at,
+            "attempts": delivery.attempts,
+            "next_attempt_at": delivery.next_attempt_at,
+            "status": delivery.status.value,
+            "last_status": delivery.last_status,
+            "last_error": delivery.last_error,
+            "digest": delivery.digest,
+        }
+    )
+
+
+def delivery_from_json(text: str) -> Any:
+    from shared.notify.base import Delivery, DeliveryStatus
+
+    document = loads(text, "delivery")
+    try:
+        return Delivery(
+            destination=str(document["destination"]),
+            idempotency_key=str(document["idempotency_key"]),
+            transition=dict(document["transition"]),
+            created_at=float(document["created_at"]),
+            attempts=int(document["attempts"]),
+            next_attempt_at=float(document["next_attempt_at"]),
+            status=DeliveryStatus(document["status"]),
+            last_status=None if document.get("last_status") is None else int(document["last_status"]),
+            last_error=str(document.get("last_error", "")),
+            digest=bool(document.get("digest", False)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"delivery: {exc}") from None
+
+
+def task_to_json(task: Any) -> str:
+    return dumps(asdict(task))
+
+
+def task_from_json(text: str) -> Any:
+    from shared.notify.base import TaskRef
+
+    document = loads(text, "task")
+    try:
+        return TaskRef(**{f.name: str(document[f.name]) for f in fields(TaskRef)})
+    except KeyError as exc:
+        raise CodecError(f"task: missing {exc}") from None
+
+
+def task_key(destination: str, finding_key: str) -> str:
+    return f"{destination}|{finding_key}"

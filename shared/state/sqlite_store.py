@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.changes import Provenance, Target, TargetKind
+from shared.notify.base import Delivery, DeliveryStatus, TaskRef
 from shared.state import codec
 from shared.state.base import (
     AccountState,
@@ -45,6 +46,11 @@ CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, recorded_at REAL N
 CREATE TABLE IF NOT EXISTS pending (
     key TEXT PRIMARY KEY, etag TEXT NOT NULL, due REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS pending_by_due ON pending (due);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY, etag TEXT NOT NULL, status TEXT NOT NULL, next_attempt_at REAL NOT NULL,
+    created_at REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS tasks (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
 _MEMORY = ":memory:"
@@ -230,6 +236,78 @@ class SqliteStateStore:
                 "SELECT data, etag FROM pending WHERE due < ? ORDER BY due", (now - grace_seconds,)
             ).fetchall()
         return [codec.pending_from_json(data, etag) for data, etag in rows]
+
+    # -- outbox ----------------------------------------------------------------------------------------
+    def add_deliveries(self, deliveries: list[Delivery]) -> int:
+        added = 0
+        with self._transaction() as db:
+            for delivery in deliveries:
+                etag = self._next_etag(db)
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO deliveries (id, etag, status, next_attempt_at, created_at, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        delivery.delivery_id,
+                        etag,
+                        delivery.status.value,
+                        delivery.next_attempt_at,
+                        delivery.created_at,
+                        codec.delivery_to_json(delivery),
+                    ),
+                )
+                added += cursor.rowcount
+        return added
+
+    def due_deliveries(self, now: float, limit: int = 100) -> list[tuple[Delivery, str]]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT data, etag FROM deliveries WHERE status = ? AND next_attempt_at <= ?"
+                " ORDER BY created_at, id LIMIT ?",
+                (DeliveryStatus.PENDING.value, now, limit),
+            ).fetchall()
+        return [(codec.delivery_from_json(data), etag) for data, etag in rows]
+
+    def update_delivery(self, delivery: Delivery, etag: str) -> str:
+        with self._transaction() as db:
+            row = db.execute("SELECT etag FROM deliveries WHERE id = ?", (delivery.delivery_id,)).fetchone()
+            self._check_etag(row[0] if row else None, etag, f"delivery {delivery.delivery_id}")
+            new_etag = self._next_etag(db)
+            db.execute(
+                "UPDATE deliveries SET etag = ?, status = ?, next_attempt_at = ?, data = ? WHERE id = ?",
+                (
+                    new_etag,
+                    delivery.status.value,
+                    delivery.next_attempt_at,
+                    codec.delivery_to_json(delivery),
+                    delivery.delivery_id,
+                ),
+            )
+        return new_etag
+
+    def get_delivery(self, delivery_id: str) -> tuple[Delivery, str] | None:
+        with self._reading() as db:
+            row = db.execute("SELECT data, etag FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        return (codec.delivery_from_json(row[0]), row[1]) if row else None
+
+    def count_deliveries(self, status: DeliveryStatus | None = None) -> int:
+        with self._reading() as db:
+            if status is None:
+                return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+            return int(db.execute("SELECT COUNT(*) FROM deliveries WHERE status = ?", (status.value,)).fetchone()[0])
+
+    def get_task(self, destination: str, finding_key: str) -> TaskRef | None:
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT data FROM tasks WHERE key = ?", (codec.task_key(destination, finding_key),)
+            ).fetchone()
+        return codec.task_from_json(row[0]) if row else None
+
+    def put_task(self, task: TaskRef) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO tasks (key, data) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+                (codec.task_key(task.destination, task.finding_key), codec.task_to_json(task)),
+            )
 
     def close(self) -> None:
         with self._lock:

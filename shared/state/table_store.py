@@ -39,6 +39,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
 from shared.changes import Provenance, Target, TargetKind
+from shared.notify.base import Delivery, DeliveryStatus, TaskRef
 from shared.state import codec
 from shared.state.base import (
     AccountState,
@@ -59,6 +60,8 @@ DEFAULT_PREFIX = "nspdrift"
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,40}$")  # table names: alphanumeric, 3-63 chars
 
 _ACCOUNT_PK = "account"
+_DELIVERY_PK = "delivery"
+_TASK_PK = "task"
 _PROFILE_PK = "profile"
 _PENDING_PK = "pending"
 
@@ -157,6 +160,7 @@ class TableStateStore:
         self._index_table = f"{prefix}index"
         self._pending_table = f"{prefix}pending"
         self._events_table = f"{prefix}events"
+        self._outbox_table = f"{prefix}outbox"
         self._tables: dict[str, TableClient] = {}
         self._lock = threading.Lock()
 
@@ -467,6 +471,73 @@ class TableStateStore:
             )
         markers = [codec.pending_from_json(unpack(row, "pending row"), _etag(row)) for row in rows]
         return sorted(markers, key=lambda m: m.due)
+
+    # -- outbox ----------------------------------------------------------------------------------------
+    # Deliveries live in one partition with Status and NextAttemptAt columns, so "due" is a filtered
+    # query of that partition and a delivery id stays unique for ever (insert-if-absent). Done rows
+    # stay as the history of what was sent; at this product's volume (alerts, not telemetry) the
+    # filter is cheap, and purge_deliveries trims the history.
+    def _delivery_entity(self, delivery: Delivery) -> dict[str, Any]:
+        return {
+            "PartitionKey": _DELIVERY_PK,
+            "RowKey": delivery.delivery_id,
+            "Status": delivery.status.value,
+            "NextAttemptAt": float(delivery.next_attempt_at),
+            "CreatedAt": float(delivery.created_at),
+            "Destination": delivery.destination,
+            **pack(codec.delivery_to_json(delivery), f"delivery {delivery.delivery_id}"),
+        }
+
+    def add_deliveries(self, deliveries: list[Delivery]) -> int:
+        added = 0
+        for delivery in deliveries:
+            try:
+                with _storage_errors(f"write {self._outbox_table}"):
+                    self._table(self._outbox_table).create_entity(self._delivery_entity(delivery))
+            except (ResourceExistsError, ConflictError):
+                continue  # recorded before: the same transition decided again
+            added += 1
+        return added
+
+    def due_deliveries(self, now: float, limit: int = 100) -> list[tuple[Delivery, str]]:
+        query = (
+            f"PartitionKey eq '{_DELIVERY_PK}' and Status eq '{DeliveryStatus.PENDING.value}'"
+            f" and NextAttemptAt le {_odata_double(now)}"
+        )
+        with _storage_errors(f"read {self._outbox_table}"):
+            rows = list(self._table(self._outbox_table).query_entities(query))
+        found = [(codec.delivery_from_json(unpack(row, "delivery")), _etag(row)) for row in rows]
+        found.sort(key=lambda pair: (pair[0].created_at, pair[0].delivery_id))
+        return found[:limit]
+
+    def update_delivery(self, delivery: Delivery, etag: str) -> str:
+        return self._replace(
+            self._outbox_table, self._delivery_entity(delivery), etag, f"delivery {delivery.delivery_id}"
+        )
+
+    def get_delivery(self, delivery_id: str) -> tuple[Delivery, str] | None:
+        row = self._read(self._outbox_table, _DELIVERY_PK, delivery_id)
+        return (codec.delivery_from_json(unpack(row, "delivery")), _etag(row)) if row else None
+
+    def count_deliveries(self, status: DeliveryStatus | None = None) -> int:
+        query = f"PartitionKey eq '{_DELIVERY_PK}'"
+        if status is not None:
+            query += f" and Status eq '{status.value}'"
+        with _storage_errors(f"read {self._outbox_table}"):
+            return sum(1 for _ in self._table(self._outbox_table).query_entities(query, select=["RowKey"]))
+
+    def get_task(self, destination: str, finding_key: str) -> TaskRef | None:
+        row = self._read(self._outbox_table, _TASK_PK, _sha(codec.task_key(destination, finding_key)))
+        return codec.task_from_json(unpack(row, "task")) if row else None
+
+    def put_task(self, task: TaskRef) -> None:
+        entity = {
+            "PartitionKey": _TASK_PK,
+            "RowKey": _sha(codec.task_key(task.destination, task.finding_key)),
+            **pack(codec.task_to_json(task), "task"),
+        }
+        with _storage_errors(f"write {self._outbox_table}"):
+            self._table(self._outbox_table).upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     def close(self) -> None:
         self._service.close()
