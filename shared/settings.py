@@ -30,6 +30,8 @@ DOCUMENTED: dict[str, str] = {
     "NSP_DRIFT_RULES_CONFIG": "Rules configuration: a file path (TOML/YAML/JSON) or inline JSON",
     "NSP_DRIFT_DISABLED_RULES": "Comma-separated rule ids to disable",
     "NSP_DRIFT_SEVERITY_OVERRIDES": "Comma-separated rule=severity pairs",
+    "NSP_DRIFT_DESTINATIONS": "Where alerts and tasks go: a JSON array (inline or a file path) of destinations; "
+    "secrets are not in it, only the names of the app settings that hold them (see Alerts and tasks)",
     "AZURE_CLIENT_ID": "Client id of a user-assigned managed identity (system-assigned when unset)",
 }
 
