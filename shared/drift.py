@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shared.adapters.resource_graph import summary_digest, summary_of_snapshot
 from shared.changes import (
     PERIMETER_ASSOCIATION_CHANGED,
     PERIMETER_MODE_CHANGED,
@@ -57,6 +58,7 @@ def account_state_of(evaluation: Evaluation, evaluated_at: str) -> AccountState:
         backup_instance_ids=tuple(sorted({b.instance_id.lower() for b in snap.backup_instances})),
         evaluated_at=evaluated_at,
         snapshot_digest=snapshot_digest(evaluation),
+        summary_digest=summary_digest(summary_of_snapshot(snap)),
     )
 
 

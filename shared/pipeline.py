@@ -87,7 +87,9 @@ class IntakeReport:
 
 @dataclass
 class SweepReport:
-    accounts: int = 0
+    accounts: int = 0  # accounts evaluated
+    listed: int = 0  # accounts in scope (listed by ARM or Resource Graph) plus stored ones
+    unchanged: int = 0  # skipped by the graph sweep: summary digest equal to the stored one
     transitions: int = 0
     failed: list[str] = field(default_factory=list)
     requeued: int = 0
@@ -317,19 +319,46 @@ class Pipeline:
             count += 1
         return count
 
-    async def sweep(self, subscriptions: Sequence[str]) -> SweepReport:
+    async def _changed_by_graph(self, subscriptions: Sequence[str], report: SweepReport) -> dict[str, str]:
+        """Accounts whose Resource Graph summary differs from the stored state (or is new)."""
+        from shared.adapters.resource_graph import ResourceGraphReader
+
+        summaries = await ResourceGraphReader(self.clients.graph()).account_summaries(subscriptions)
+        changed: dict[str, str] = {}
+        for summary in summaries:
+            stored = await asyncio.to_thread(self.store.get_account, summary.id)
+            if stored is not None and stored.value.summary_digest == summary.digest:
+                report.unchanged += 1
+                continue
+            changed[summary.id.lower()] = summary.id
+        listed = {s.id.lower() for s in summaries}
+        for account in await asyncio.to_thread(self.store.all_account_ids):
+            if account.lower() not in listed:
+                changed.setdefault(account.lower(), account)  # stored but gone: resolves its findings
+        report.listed = len(listed)
+        return changed
+
+    async def sweep(self, subscriptions: Sequence[str], use_graph: bool = False) -> SweepReport:
+        """Reconcile everything in scope. ``use_graph``: list with Resource Graph and evaluate only
+        accounts whose summary changed (a cheap frequent sweep); otherwise list with ARM and
+        evaluate every account (the full sweep, which also catches drift in child resources that
+        the summary cannot show)."""
         report = SweepReport()
         reader = ArmReader(self.clients)
         accounts: dict[str, str] = {}
-        for subscription in subscriptions:
-            try:
-                for account in await reader.list_account_ids(subscription):
-                    accounts.setdefault(account.lower(), account)
-            except Exception as exc:
-                report.failed.append(f"list {subscription}: {type(exc).__name__}")
-                log.warning("sweep cannot list subscription %s: %s", subscription, type(exc).__name__)
-        for account in await asyncio.to_thread(self.store.all_account_ids):
-            accounts.setdefault(account.lower(), account)  # stored but gone: resolves its findings
+        if use_graph:
+            accounts = await self._changed_by_graph(subscriptions, report)
+        else:
+            for subscription in subscriptions:
+                try:
+                    for account in await reader.list_account_ids(subscription):
+                        accounts.setdefault(account.lower(), account)
+                except Exception as exc:
+                    report.failed.append(f"list {subscription}: {type(exc).__name__}")
+                    log.warning("sweep cannot list subscription %s: %s", subscription, type(exc).__name__)
+            for account in await asyncio.to_thread(self.store.all_account_ids):
+                accounts.setdefault(account.lower(), account)  # stored but gone: resolves its findings
+            report.listed = len(accounts)
         provenance = Provenance(source="sweep")
         gate = asyncio.Semaphore(self.concurrency)
 

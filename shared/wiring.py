@@ -83,6 +83,10 @@ def _client_class(kind: str) -> Any:
         from azure.mgmt.dataprotection.aio import DataProtectionMgmtClient
 
         return DataProtectionMgmtClient
+    if kind == "graph":
+        from azure.mgmt.resourcegraph.aio import ResourceGraphClient
+
+        return ResourceGraphClient
     raise ValueError(f"unknown client kind {kind!r}")
 
 
@@ -102,6 +106,10 @@ class _Factory:
     def dataprotection(self, subscription_id: str) -> Any:
         return self._cache.get("dataprotection", subscription_id)
 
+    def graph(self) -> Any:
+        """Resource Graph is tenant-scoped: one client, no subscription."""
+        return self._cache.get("graph", "")
+
     async def close(self) -> None:
         await self._cache.close()
 
@@ -115,9 +123,10 @@ class EstateClients(_Factory):
         credential = _StaticToken()
 
         def build(kind: str, subscription_id: str) -> Any:
-            return _client_class(kind)(
-                credential, subscription_id, transport=AsyncEstateTransport(estate, self.log), retry_total=0
-            )
+            transport = AsyncEstateTransport(estate, self.log)
+            if kind == "graph":
+                return _client_class(kind)(credential, transport=transport, retry_total=0)
+            return _client_class(kind)(credential, subscription_id, transport=transport, retry_total=0)
 
         super().__init__(build)
 
@@ -143,14 +152,44 @@ def credential() -> Any:
         return _credential
 
 
-class LiveClients(_Factory):
-    """Clients against Azure Resource Manager (or ``base_url``, e.g. the benchmark's server)."""
+_budget_lock = threading.Lock()
+_budget: Any = None
 
-    def __init__(self, base_url: str | None = None, connection_verify: bool | str = True, cred: Any = None) -> None:
+
+def read_budget() -> Any:
+    """One ARM read budget per process: every client paces against the same bucket estimate."""
+    global _budget
+    with _budget_lock:
+        if _budget is None:
+            from shared.adapters.throttle import ReadBudget
+
+            _budget = ReadBudget()
+        return _budget
+
+
+class LiveClients(_Factory):
+    """Clients against Azure Resource Manager (or ``base_url``, e.g. the benchmark's server).
+
+    Reads are paced on ARM's remaining-reads header (shared.adapters.throttle) inside azure-core's
+    retry policy, which stays the only retry layer."""
+
+    def __init__(
+        self, base_url: str | None = None, connection_verify: bool | str = True, cred: Any = None, budget: Any = None
+    ) -> None:
+        from shared.adapters.throttle import ArmReadPacing
+
+        pacing = ArmReadPacing(budget or read_budget())
+
         def build(kind: str, subscription_id: str) -> Any:
-            kwargs: dict[str, Any] = {"retry_total": ARM_RETRY_TOTAL, "connection_verify": connection_verify}
+            kwargs: dict[str, Any] = {
+                "retry_total": ARM_RETRY_TOTAL,
+                "connection_verify": connection_verify,
+                "per_retry_policies": [pacing],
+            }
             if base_url:
                 kwargs["base_url"] = base_url
+            if kind == "graph":
+                return _client_class(kind)(cred or credential(), **kwargs)
             return _client_class(kind)(cred or credential(), subscription_id, **kwargs)
 
         super().__init__(build)

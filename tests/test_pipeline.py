@@ -214,3 +214,18 @@ def test_cli_scan_records_baseline_that_replay_diffs_against(tmp_path: Path) -> 
     for line in lines:
         assert required <= set(line)
         assert line["event_ids"], line
+
+
+def test_graph_sweep_evaluates_only_accounts_whose_summary_changed(store_factory: Callable[[], StateStore]) -> None:
+    store = store_factory()
+    record_baseline_estate(Estate.load(SAMPLES / "estate.json"), store, RulesConfig())
+    queue, sink = MemoryQueue(), CollectingSink()
+    clients = EstateClients(Estate.load(SAMPLES / "estate-changed.json"))
+    p = Pipeline(clients, store, RulesConfig(), Scope((SUB,)), 30.0, queue.send, sink)
+    report = runtime.run(p.sweep([SUB], use_graph=True))
+    assert report.listed == 15 and report.unchanged == 14 and report.accounts == 1
+    assert set(triples(sink.transitions)) == {("opened", "sftp-enabled", "stcontosoclean01")}
+    graph_posts = [path for method, path in clients.log.requests if method == "POST"]
+    assert len(graph_posts) == 1  # one Resource Graph query listed all 15 accounts
+    # Unchanged summaries after that: the next graph sweep evaluates nothing.
+    assert runtime.run(p.sweep([SUB], use_graph=True)).accounts == 0

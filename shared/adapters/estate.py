@@ -13,6 +13,11 @@ What it answers, like ARM:
   ``nextLink``/``$skipToken`` when a page size is set;
 - GET ``{resourceId}/providers/Microsoft.DataProtection/backupInstances`` (extension routing):
   the backup instances whose ``dataSourceInfo.resourceID`` is that resource;
+- POST ``/providers/Microsoft.ResourceGraph/resources``: only the queries nsp-drift itself sends
+  (``shared.adapters.resource_graph.QUERIES``), recognised by their first line
+  ``// nsp-drift:<name>``; rows are projected from the estate's bodies the way the KQL does,
+  1,000 per page with ``$skipToken``. It is a narrow double of those queries, not a KQL engine;
+  any other query is refused with 400;
 - anything else: 404 (or 405 for writes) in ARM's error format.
 """
 
@@ -186,12 +191,51 @@ class Estate:
             payload["nextLink"] = f"https://management.azure.com{path}?{urlencode(rest)}"
         return _ok(payload)
 
+    def resource_graph(self, request: Mapping[str, Any]) -> Reply:
+        from shared.adapters.resource_graph import project_rows
+
+        query = str(request.get("query", ""))
+        marker = query.lstrip().split("\n", 1)[0].strip()
+        if not marker.startswith("// nsp-drift:"):
+            return _error(400, "BadRequest", "the offline estate answers only nsp-drift's own Resource Graph queries")
+        subscriptions = {str(s).lower() for s in request.get("subscriptions") or []}
+        rows = [
+            row
+            for canonical, body in self._by_id.values()
+            if not subscriptions or canonical.split("/")[2].lower() in subscriptions
+            for row in project_rows(marker.removeprefix("// nsp-drift:"), canonical, body)
+        ]
+        rows.sort(key=lambda r: str(r.get("id", "")).lower())
+        options = request.get("options") or {}
+        start = int(options.get("$skipToken") or options.get("skipToken") or 0)
+        top = int(options.get("$top") or options.get("top") or 1000)
+        page = rows[start : start + top]
+        payload: dict[str, Any] = {
+            "totalRecords": len(rows),
+            "count": len(page),
+            "resultTruncated": "false",
+            "data": page,
+        }
+        if start + top < len(rows):
+            payload["$skipToken"] = str(start + top)
+        return Reply(
+            200,
+            json.dumps(payload).encode(),
+            {
+                "Content-Type": "application/json; charset=utf-8",
+                "x-ms-user-quota-remaining": "14",
+                "x-ms-user-quota-resets-after": "00:00:05",
+            },
+        )
+
     def answer(self, method: str, url: str) -> Reply:
         """The reply ARM would give; pure with respect to the estate."""
         split = urlsplit(url)
         path = arm_ids.normalise(unquote(split.path))
         lower = path.lower()
         query = parse_qs(split.query)
+        if method.upper() == "POST" and lower.endswith("/providers/microsoft.resourcegraph/resources"):
+            return _error(400, "BadRequest", "send the query body through resource_graph()")
         if method.upper() != "GET":
             return _error(405, "MethodNotAllowed", f"The offline estate is read-only: {method} {path}")
         if lower in self._by_id:
@@ -238,6 +282,18 @@ def _headers(reply: Reply) -> Any:
     headers = case_insensitive_dict(reply.headers)
     headers.setdefault("x-ms-request-id", "offline-estate")
     return headers
+
+
+def _reply_to(estate: Estate, request: HttpRequest) -> Reply:
+    if request.method.upper() == "POST" and urlsplit(request.url).path.lower().endswith(
+        "/providers/microsoft.resourcegraph/resources"
+    ):
+        try:
+            body = json.loads(request.content or b"{}")
+        except (TypeError, ValueError):
+            return _error(400, "BadRequest", "Resource Graph request body is not JSON")
+        return estate.resource_graph(body if isinstance(body, Mapping) else {})
+    return estate.answer(request.method, request.url)
 
 
 class _SyncResponse(HttpResponseImpl):
@@ -305,7 +361,7 @@ class EstateTransport(HttpTransport):  # type: ignore[type-arg]
 
     def send(self, request: HttpRequest, **kwargs: Any) -> _SyncResponse:
         self.log.record(request.method, request.url)
-        return _SyncResponse(request, self.estate.answer(request.method, request.url))
+        return _SyncResponse(request, _reply_to(self.estate, request))
 
 
 class AsyncEstateTransport(AsyncHttpTransport):  # type: ignore[type-arg]
@@ -329,7 +385,7 @@ class AsyncEstateTransport(AsyncHttpTransport):  # type: ignore[type-arg]
 
     async def send(self, request: HttpRequest, **kwargs: Any) -> _AsyncResponse:
         self.log.record(request.method, request.url)
-        return _AsyncResponse(request, self.estate.answer(request.method, request.url))
+        return _AsyncResponse(request, _reply_to(self.estate, request))
 
 
 RequestLog = _RequestLog

@@ -51,6 +51,7 @@ class AccountState:
     backup_instance_ids: tuple[str, ...] = ()  # lower case
     evaluated_at: str = ""
     snapshot_digest: str = ""  # sha256 of the snapshot, to skip no-op writes
+    summary_digest: str = ""  # digest of the Resource Graph summary fields (the graph sweep's change test)
 
     def referenced(self) -> dict[TargetKind, set[str]]:
         """The resources this account depends on, for the reverse indexes (lower-case ids)."""

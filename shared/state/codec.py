@@ -100,6 +100,7 @@ def account_from_dict(document: Mapping[str, Any], what: str = "account") -> Acc
         backup_instance_ids=_strings(document, "backup_instance_ids", what),
         evaluated_at=_get(document, "evaluated_at", str, what),
         snapshot_digest=_get(document, "snapshot_digest", str, what),
+        summary_digest=str(document.get("summary_digest", "")),  # absent in states written before it existed
     )
 
 
