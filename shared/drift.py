@@ -306,7 +306,10 @@ def decide_account(
         return AccountDecision(tuple(transitions), None)
     if rules is not None and prev is not None:
         curr = AccountState(**{**asdict_shallow(curr), **_carried_references(prev, rules)})
-    if not associations and prev is not None:
+    perimeter_unknown = bool(evaluation and "networkSecurityPerimeterConfigurations" in evaluation.snapshot.incomplete)
+    if (not associations or perimeter_unknown) and prev is not None:
+        # The perimeter side was not read (or this evaluation may not judge it): an unreadable
+        # configuration is not a removed association.
         curr = AccountState(**{**asdict_shallow(curr), "associations": prev.associations})
     elif prev is not None or curr.associations:
         transitions.extend(_association_transitions(prev, curr, provenance))

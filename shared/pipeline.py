@@ -59,6 +59,11 @@ RULES_FOR_TARGET: dict[TargetKind, frozenset[str] | None] = {
 _PERIMETER_AWARE = {TargetKind.ACCOUNT, TargetKind.PERIMETER}
 
 
+class IncompleteEvaluation(Exception):
+    """Some reads failed: what could be decided was applied, the rest needs another attempt
+    (the caller re-queues the target rather than treating the window as done)."""
+
+
 class TransitionSink(Protocol):
     def emit(self, transitions: Sequence[Transition]) -> None: ...
 
@@ -131,6 +136,7 @@ class Pipeline:
         self.sink = sink
         self.clock = clock
         self.concurrency = concurrency
+        self._partial: set[str] = set()  # accounts whose last read was partial (see evaluate_target)
 
     # -- intake --------------------------------------------------------------------------------
     def intake(self, raw_events: Iterable[Mapping[str, Any]]) -> IntakeReport:
@@ -228,7 +234,13 @@ class Pipeline:
                 return await self.evaluate_account(account_id, provenance, reader, target.kind)
 
         results = await asyncio.gather(*(one(a) for a in accounts))
-        return [t for batch in results for t in batch]
+        transitions = [t for batch in results for t in batch]
+        partial = [a for a in accounts if a.lower() in self._partial]
+        for account in partial:
+            self._partial.discard(account.lower())
+        if partial:
+            raise IncompleteEvaluation(f"partial read of {len(partial)} account(s), e.g. {partial[0]}")
+        return transitions
 
     async def gather(self, account_id: str, reader: ArmReader) -> Evaluation | None:
         try:
@@ -245,6 +257,8 @@ class Pipeline:
         cause: TargetKind = TargetKind.ACCOUNT,
     ) -> list[Transition]:
         evaluation = await self.gather(account_id, reader or ArmReader(self.clients))
+        if evaluation is not None and evaluation.snapshot.incomplete:
+            self._partial.add(account_id.lower())
         return await asyncio.to_thread(self.apply, account_id, evaluation, provenance, True, cause)
 
     def apply(

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from shared import arm_ids
@@ -121,6 +122,22 @@ def _is_not_found(exc: BaseException) -> bool:
     from azure.core.exceptions import ResourceNotFoundError
 
     return isinstance(exc, ResourceNotFoundError) or getattr(exc, "status_code", None) == 404
+
+
+async def _decoded(make: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
+    """Re-issue a read whose 200 body could not be decoded (a truncated response). azure-core
+    retries statuses and connection errors but never a DecodeError, so this adds no second layer
+    on top of its retries: it covers the one case they do not."""
+    from azure.core.exceptions import DecodeError
+
+    for attempt in range(attempts):
+        try:
+            return await make()
+        except DecodeError:
+            if attempt == attempts - 1:
+                raise
+            log.info("response could not be decoded; reading again (%d/%d)", attempt + 2, attempts)
+    raise AssertionError("unreachable")
 
 
 async def _collect_pages(pager: Any) -> list[Any]:
@@ -272,9 +289,11 @@ class ArmReader:
             raise ValueError(f"not a storage account id: {account_id!r}")
         sub, rg, name = parsed.subscription, parsed.resource_group, parsed.segments[0][1]
         storage = self._clients.storage(sub)
-        account_task = storage.storage_accounts.get_properties(rg, name)
-        configs_task = _collect_pages(storage.network_security_perimeter_configurations.list(rg, name))
-        account, configs = await asyncio.gather(account_task, configs_task, return_exceptions=True)
+        account, configs = await asyncio.gather(
+            _decoded(lambda: storage.storage_accounts.get_properties(rg, name)),
+            _decoded(lambda: _collect_pages(storage.network_security_perimeter_configurations.list(rg, name))),
+            return_exceptions=True,
+        )
         if isinstance(account, BaseException):
             if _is_not_found(account):
                 raise AccountNotFound(account_id) from account
@@ -331,20 +350,21 @@ class ArmReader:
     async def _read_features(self, snap: StorageAccountSnapshot) -> StorageAccountSnapshot:
         storage = self._clients.storage(snap.subscription_id)
         rg, name = snap.resource_group, snap.name
-        reads: dict[str, Awaitable[Any]] = {
-            "objectReplicationPolicies": _collect_pages(storage.object_replication_policies.list(rg, name)),
-            "managementPolicies": storage.management_policies.get(rg, name, "default"),
-            "inventoryPolicies": _collect_pages(storage.blob_inventory_policies.list(rg, name)),
-            "blobServices": storage.blob_services.get_service_properties(rg, name),
-            "backupInstances": self._backup_instances(snap.id),
-            "virtualMachines": self._subscription_vms(snap.subscription_id),
+        reads: dict[str, Callable[[], Awaitable[Any]]] = {
+            "objectReplicationPolicies": lambda: _collect_pages(storage.object_replication_policies.list(rg, name)),
+            "managementPolicies": lambda: storage.management_policies.get(rg, name, "default"),
+            "inventoryPolicies": lambda: _collect_pages(storage.blob_inventory_policies.list(rg, name)),
+            "blobServices": lambda: storage.blob_services.get_service_properties(rg, name),
+            "backupInstances": lambda: self._backup_instances(snap.id),
+            "virtualMachines": lambda: self._subscription_vms(snap.subscription_id),
         }
         if snap.kind.lower() not in _KINDS_WITHOUT_FILES:
-            reads["fileShares"] = _collect_pages(storage.file_shares.list(rg, name))
+            reads["fileShares"] = lambda: _collect_pages(storage.file_shares.list(rg, name))
         if snap.encryption.uses_customer_managed_key:
             for view in snap.perimeters:
-                reads[f"perimeterMembers:{view.perimeter_id}"] = self._perimeter_members(view.perimeter_id)
-        results = dict(zip(reads, await asyncio.gather(*reads.values(), return_exceptions=True), strict=True))
+                reads[f"perimeterMembers:{view.perimeter_id}"] = partial(self._perimeter_members, view.perimeter_id)
+        gathered = await asyncio.gather(*(_decoded(make) for make in reads.values()), return_exceptions=True)
+        results = dict(zip(reads, gathered, strict=True))
 
         incomplete = list(snap.incomplete)
 
