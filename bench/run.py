@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.server import ArmServer, Faults, StaticToken, TokenBucket, serving
+from bench.server import ArmServer, StaticToken, TokenBucket, serving
 from shared import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate

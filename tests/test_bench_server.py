@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.server import Faults, TokenBucket, path_template, serving
 from bench.run import build_estate, live
+from bench.server import Faults, TokenBucket, path_template, serving
 from shared import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
