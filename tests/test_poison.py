@@ -67,7 +67,7 @@ def test_last_attempt_raises_one_operator_alert_with_the_reason(context: Any, ca
     for round_ in range(2):  # the sweep re-queues the lost window: the same failure again
         context.store.add_pending(target, Provenance(event_ids=(f"e{round_}",)), 0, 0)
         for attempt in range(1, app_module.MAX_DEQUEUE_COUNT + 1):
-            with pytest.raises(Exception, match="InternalServerError|500|HttpResponseError"):
+            with pytest.raises(Exception, match=r"InternalServerError|500|HttpResponseError"):
                 run(QueueMessage(id=f"m{round_}", body=body.encode(), dequeue_count=attempt))
     alerts = context.store.due_deliveries(1e12)
     assert len(alerts) == 1  # once, although two messages were poisoned
