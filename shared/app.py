@@ -184,11 +184,11 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
     )
 
 
-def handle_sweep(past_due: bool = False) -> None:
+def handle_sweep(past_due: bool = False, full: bool = True) -> None:
     ctx = context()
     if past_due:
         log.warning("reconciliation sweep is running late")
-    report = runtime.run(ctx.pipeline.sweep(ctx.settings.subscriptions))
+    report = runtime.run(ctx.pipeline.sweep(ctx.settings.subscriptions, use_graph=not full))
     log.info(
         "sweep: %d account(s), %d transition(s), %d failure(s), %d window(s) re-queued",
         report.accounts,

@@ -25,7 +25,10 @@ DOCUMENTED: dict[str, str] = {
     "(events from others are dropped; the sweep lists these)",
     "NSP_DRIFT_COALESCE_SECONDS": "Coalescing window per target in seconds (default 30, 0-600)",
     "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
-    "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the reconciliation sweep (e.g. 0 0 */6 * * *)",
+    "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the Resource Graph sweep: lists accounts, re-reads those whose "
+    "summary changed, retries deliveries, sends digests (e.g. 0 */15 * * * *)",
+    "NSP_DRIFT_FULL_SWEEP_SCHEDULE": "NCRONTAB schedule of the full ARM sweep that re-reads every account "
+    "(e.g. 0 30 2 * * *)",
     "NSP_DRIFT_ESTATE": "Path of an offline estate JSON: read it instead of Azure Resource Manager (local runs, demos)",
     "NSP_DRIFT_RULES_CONFIG": "Rules configuration: a file path (TOML/YAML/JSON) or inline JSON",
     "NSP_DRIFT_DISABLED_RULES": "Comma-separated rule ids to disable",

@@ -37,7 +37,7 @@ def functions() -> dict[str, Any]:
 
 
 def test_indexes_three_functions_with_their_bindings(functions: dict[str, Any]) -> None:
-    assert set(functions) == {"on_resource_event", "evaluate_target", "reconcile_sweep"}
+    assert set(functions) == {"on_resource_event", "evaluate_target", "reconcile_sweep", "reconcile_full_sweep"}
     bindings = {name: json.loads(fn.get_function_json())["bindings"] for name, fn in functions.items()}
     assert bindings["on_resource_event"] == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
     (queue,) = bindings["evaluate_target"]
@@ -46,6 +46,8 @@ def test_indexes_three_functions_with_their_bindings(functions: dict[str, Any]) 
     (timer,) = bindings["reconcile_sweep"]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%NSP_DRIFT_SWEEP_SCHEDULE%"
     assert timer["runOnStartup"] is False
+    (full,) = bindings["reconcile_full_sweep"]
+    assert full["schedule"] == "%NSP_DRIFT_FULL_SWEEP_SCHEDULE%"
 
 
 def test_import_reads_no_setting_and_builds_no_client() -> None:
@@ -59,7 +61,7 @@ def test_import_reads_no_setting_and_builds_no_client() -> None:
         "print(len(function_app.app.get_functions()), heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "3 []"
+    assert out.stdout.strip() == "4 []"
 
 
 class Sink:
@@ -168,9 +170,14 @@ def test_malformed_event_is_logged_not_raised(
 
 
 def test_sweep_timer_reconciles(functions: dict[str, Any], app_env: Sink) -> None:
-    functions["reconcile_sweep"].get_user_function()(TimerRequest(past_due=False))
+    functions["reconcile_full_sweep"].get_user_function()(TimerRequest(past_due=False))
     assert {t.rule_id for t in app_env.transitions} >= {
         "sftp-enabled",
         "unmanaged-disk",
         "object-replication",
     }
+
+
+def test_graph_sweep_timer_reads_only_changed_summaries(functions: dict[str, Any], app_env: Sink) -> None:
+    functions["reconcile_sweep"].get_user_function()(TimerRequest(past_due=True))
+    assert {t.rule_id for t in app_env.transitions} == {"sftp-enabled"}  # the one summary that changed
