@@ -62,7 +62,10 @@ def test_every_setting_the_code_reads_is_declared_and_documented() -> None:
         if base in LOCAL_ONLY or name == "NSP_DRIFT_DESTINATIONS_FILE":
             continue
         if base == "AzureWebJobsStorage":
-            assert "AzureWebJobsStorage__queueServiceUri" in declared and "AzureWebJobsStorage__tableServiceUri" in declared
+            assert (
+                "AzureWebJobsStorage__queueServiceUri" in declared
+                and "AzureWebJobsStorage__tableServiceUri" in declared
+            )
             continue
         assert name in declared, f"{name} is read by the code but not set in infra/app/app.bicep"
     for name in DOCUMENTED:
