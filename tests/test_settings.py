@@ -1,0 +1,49 @@
+"""Settings are validated on first use: one clear error naming the setting; indexing unaffected."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from shared import app as app_module
+from shared.settings import SettingsError, load_settings
+
+GOOD = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "NSP_DRIFT_SUBSCRIPTIONS": "6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f",
+}
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"NSP_DRIFT_COALESCE_SECONDS": "soon"}, "NSP_DRIFT_COALESCE_SECONDS"),
+        ({"NSP_DRIFT_COALESCE_SECONDS": "9000"}, "NSP_DRIFT_COALESCE_SECONDS"),
+        ({"NSP_DRIFT_SUBSCRIPTIONS": "prod"}, "NSP_DRIFT_SUBSCRIPTIONS"),
+        ({"NSP_DRIFT_STATE_TABLE_PREFIX": "bad-prefix!"}, "NSP_DRIFT_STATE_TABLE_PREFIX"),
+        ({"NSP_DRIFT_ESTATE": "/nope.json"}, "NSP_DRIFT_ESTATE"),
+        ({"NSP_DRIFT_DISABLED_RULES": "sftp-enabled,not-a-rule"}, "NSP_DRIFT_DISABLED_RULES"),
+        ({"NSP_DRIFT_RULES_CONFIG": "{not json"}, "NSP_DRIFT_RULES_CONFIG"),
+        ({"AzureWebJobsStorage": ""}, "AzureWebJobsStorage"),
+    ],
+)
+def test_bad_setting_is_named(override: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**GOOD, **override})
+    assert str(caught.value).startswith(named)
+
+
+def test_handler_logs_one_line_and_raises_for_retry(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for key, value in GOOD.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("NSP_DRIFT_COALESCE_SECONDS", "soon")
+    monkeypatch.setenv("NSP_DRIFT_DESTINATIONS", '[{"name": "x", "type": "teams", "url_setting": "MISSING_URL"}]')
+    app_module.reset_context(None)
+    with caplog.at_level(logging.ERROR), pytest.raises(SettingsError):
+        app_module.handle_queue_message('{"target": {"kind": "account", "resource_id": "/x"}, "not_before": 0}', 1)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["nsp-drift is misconfigured: NSP_DRIFT_COALESCE_SECONDS: expected seconds, got 'soon'"]
+    app_module.reset_context(None)
