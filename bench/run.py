@@ -63,11 +63,15 @@ def build_estate(accounts: int, in_perimeter_every: int = 10, sftp: set[int] | N
     return estate
 
 
-def live(server: ArmServer) -> LiveClients:
+def live(server: ArmServer, read_timeout: float = 60.0) -> LiveClients:
     from shared.adapters.throttle import ReadBudget
 
     return LiveClients(
-        base_url=server.base_url, connection_verify=server.ca_path, cred=StaticToken(), budget=ReadBudget()
+        base_url=server.base_url,
+        connection_verify=server.ca_path,
+        cred=StaticToken(),
+        budget=ReadBudget(),
+        read_timeout=read_timeout,
     )
 
 

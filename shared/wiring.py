@@ -174,7 +174,12 @@ class LiveClients(_Factory):
     retry policy, which stays the only retry layer."""
 
     def __init__(
-        self, base_url: str | None = None, connection_verify: bool | str = True, cred: Any = None, budget: Any = None
+        self,
+        base_url: str | None = None,
+        connection_verify: bool | str = True,
+        cred: Any = None,
+        budget: Any = None,
+        read_timeout: float = 60.0,
     ) -> None:
         from shared.adapters.throttle import ArmReadPacing
 
@@ -185,6 +190,9 @@ class LiveClients(_Factory):
                 "retry_total": ARM_RETRY_TOTAL,
                 "connection_verify": connection_verify,
                 "per_retry_policies": [pacing],
+                # A hung response fails this attempt (azure-core then retries) instead of pinning
+                # an invocation for aiohttp's 5-minute default.
+                "read_timeout": read_timeout,
             }
             if base_url:
                 kwargs["base_url"] = base_url

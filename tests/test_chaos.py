@@ -1,5 +1,5 @@
 """Chaos: the sample scenario against an ARM that fails 20% of requests (429 with Retry-After,
-500, 503, connection resets, truncated JSON). Every expected transition comes out exactly once,
+500, 503, connection resets, responses slower than the client timeout, truncated JSON). Every expected transition comes out exactly once,
 none is invented, and an evaluation that exhausts its retries is re-queued, never dropped."""
 
 from __future__ import annotations
@@ -27,10 +27,19 @@ def test_twenty_percent_faults_exactly_once(tmp_path: Path) -> None:
     store = SqliteStateStore(str(tmp_path / "s.sqlite"))
     record_baseline_estate(Estate.load(SAMPLES / "estate.json"), store, RulesConfig())
     events = json.loads((SAMPLES / "events.json").read_text())
-    faults = Faults(throttle=0.04, server_error=0.04, unavailable=0.04, reset=0.04, truncated=0.04, seed=11)
+    faults = Faults(
+        throttle=0.04,
+        server_error=0.04,
+        unavailable=0.03,
+        reset=0.03,
+        truncated=0.03,
+        slow=0.03,
+        slow_seconds=2.5,
+        seed=11,
+    )
     rounds: list[int] = []
     with serving(Estate.load(SAMPLES / "estate-changed.json"), latency=0.0, faults=faults) as server:
-        clients = live(server)
+        clients = live(server, read_timeout=1.0)  # a slow response is beyond the client's timeout
         queue, sink = MemoryQueue(), CollectingSink()
         pipeline = Pipeline(clients, store, RulesConfig(), Scope((SUB,)), 30.0, queue.send, sink)
         pipeline.intake(events)
