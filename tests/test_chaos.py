@@ -1,6 +1,7 @@
-"""Chaos: the sample scenario against an ARM that fails 20% of requests (429 with Retry-After,
-500, 503, connection resets, responses slower than the client timeout, truncated JSON). Every expected transition comes out exactly once,
-none is invented, and an evaluation that exhausts its retries is re-queued, never dropped."""
+"""Chaos: the sample scenario against an ARM that fails 20% of requests (429 with
+Retry-After, 500, 503, connection resets, responses slower than the client timeout,
+truncated JSON). Every expected transition comes out exactly once, none is invented, and an
+evaluation that exhausts its retries is re-queued, never dropped."""
 
 from __future__ import annotations
 
