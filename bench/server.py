@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.adapters.estate import Estate
+from shared.wiring import _StaticToken
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -218,18 +219,5 @@ def serving(estate: Estate, **kwargs: Any) -> Iterator[ArmServer]:
         server.stop()
 
 
-class StaticToken:
-    """An async credential for the loopback ARM (nobody to authenticate to)."""
-
-    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken
-
-        return AccessToken("bench", 2**31 - 1)
-
-    async def get_token_info(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessTokenInfo
-
-        return AccessTokenInfo("bench", 2**31 - 1)
-
-    async def close(self) -> None:
-        return None
+# The loopback ARM authenticates nobody: the same static credential as the offline estate.
+StaticToken = _StaticToken

@@ -8,6 +8,7 @@ Two families behind the same ClientFactory interface:
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from collections.abc import Callable
@@ -132,24 +133,33 @@ class EstateClients(_Factory):
 
 
 _credential_lock = threading.Lock()
-_credential: Any = None
+_credentials: dict[bool, Any] = {}
+
+
+def _make_credential(aio: bool) -> Any:
+    """Managed identity in Azure (deterministic, no fallback chain); the developer's login locally."""
+    client_id = os.environ.get("AZURE_CLIENT_ID") or None
+    in_azure = bool(os.environ.get("WEBSITE_INSTANCE_ID") or os.environ.get("IDENTITY_ENDPOINT"))
+    module = importlib.import_module("azure.identity.aio" if aio else "azure.identity")
+    if in_azure:
+        return module.ManagedIdentityCredential(client_id=client_id)
+    return module.DefaultAzureCredential()
 
 
 def credential() -> Any:
-    """One async credential per process: its token cache lives in the instance."""
-    global _credential
+    """One async credential per process (ARM clients): its token cache lives in the instance."""
     with _credential_lock:
-        if _credential is None:
-            client_id = os.environ.get("AZURE_CLIENT_ID") or None
-            if os.environ.get("WEBSITE_INSTANCE_ID") or os.environ.get("IDENTITY_ENDPOINT"):
-                from azure.identity.aio import ManagedIdentityCredential
+        if True not in _credentials:
+            _credentials[True] = _make_credential(aio=True)
+        return _credentials[True]
 
-                _credential = ManagedIdentityCredential(client_id=client_id)
-            else:
-                from azure.identity.aio import DefaultAzureCredential
 
-                _credential = DefaultAzureCredential()
-        return _credential
+def credential_sync() -> Any:
+    """The synchronous twin for the Table/Queue SDKs (identity-based AzureWebJobsStorage)."""
+    with _credential_lock:
+        if False not in _credentials:
+            _credentials[False] = _make_credential(aio=False)
+        return _credentials[False]
 
 
 _budget_lock = threading.Lock()
@@ -202,22 +212,3 @@ class LiveClients(_Factory):
 
         super().__init__(build)
 
-
-_sync_credential: Any = None
-
-
-def credential_sync() -> Any:
-    """The synchronous twin for the Table/Queue SDKs (identity-based AzureWebJobsStorage)."""
-    global _sync_credential
-    with _credential_lock:
-        if _sync_credential is None:
-            client_id = os.environ.get("AZURE_CLIENT_ID") or None
-            if os.environ.get("WEBSITE_INSTANCE_ID") or os.environ.get("IDENTITY_ENDPOINT"):
-                from azure.identity import ManagedIdentityCredential
-
-                _sync_credential = ManagedIdentityCredential(client_id=client_id)
-            else:
-                from azure.identity import DefaultAzureCredential
-
-                _sync_credential = DefaultAzureCredential()
-        return _sync_credential

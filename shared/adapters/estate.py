@@ -296,18 +296,23 @@ def _reply_to(estate: Estate, request: HttpRequest) -> Reply:
     return estate.answer(request.method, request.url)
 
 
+def _response_fields(request: HttpRequest, reply: Reply) -> dict[str, Any]:
+    """What both response classes hand to azure-core: the whole body is already in memory."""
+    headers = _headers(reply)
+    return {
+        "request": request,
+        "internal_response": None,
+        "status_code": reply.status,
+        "reason": "OK" if reply.status < 400 else "Error",
+        "content_type": headers.get("Content-Type"),
+        "headers": headers,
+        "stream_download_generator": None,
+    }
+
+
 class _SyncResponse(HttpResponseImpl):
     def __init__(self, request: HttpRequest, reply: Reply) -> None:
-        headers = _headers(reply)
-        super().__init__(
-            request=request,
-            internal_response=None,
-            status_code=reply.status,
-            reason="OK" if reply.status < 400 else "Error",
-            content_type=headers.get("Content-Type"),
-            headers=headers,
-            stream_download_generator=None,
-        )
+        super().__init__(**_response_fields(request, reply))
         self._content = reply.body
         self._is_stream_consumed = True
 
@@ -320,16 +325,7 @@ class _SyncResponse(HttpResponseImpl):
 
 class _AsyncResponse(AsyncHttpResponseImpl):
     def __init__(self, request: HttpRequest, reply: Reply) -> None:
-        headers = _headers(reply)
-        super().__init__(
-            request=request,
-            internal_response=None,
-            status_code=reply.status,
-            reason="OK" if reply.status < 400 else "Error",
-            content_type=headers.get("Content-Type"),
-            headers=headers,
-            stream_download_generator=None,
-        )
+        super().__init__(**_response_fields(request, reply))
         self._content = reply.body
         self._is_stream_consumed = True
 
