@@ -1,18 +1,35 @@
 """A real HTTPS Azure Resource Manager on loopback, serving an estate to the real SDK clients.
 
-TLS with certificates from ``trustme`` (clients trust its CA with ``connection_verify``), a
-configurable per-request latency, request counting per path template, an optional ARM read
-token bucket (250, refilling 25/s per subscription) that answers 429 with ``Retry-After``, and
-fault injection for the chaos tests (429, 500, 503, connection resets, responses slower than the
-client timeout, truncated JSON). Bounded: every fault is drawn from a seeded RNG, and the server
-stops when the context manager exits.
+- TLS with certificates from ``trustme``: a CA and a server certificate for ``127.0.0.1`` and
+  ``localhost``; clients trust the CA with ``connection_verify=server.ca_path``. The handshake
+  runs in the connection's own thread, so a slow or broken client never stalls ``accept``.
+- One thread per connection (HTTP/1.1 keep-alive), a listen backlog sized for a burst of new
+  connections; ARM GETs and ``POST /providers/Microsoft.ResourceGraph/resources`` are answered
+  by ``Estate.answer`` (the same replies the offline transport gives).
+- A configurable latency per request (default 50 ms), slept in the connection's thread.
+- Request counting per path template (ids replaced by ``{sub}``, ``{rg}``, ``{name}``).
+- ARM's read bucket (``TokenBucket``: 250 per subscription, refilling 25/s), optional: every GET
+  answer then carries ``x-ms-ratelimit-remaining-subscription-reads`` (tenant-level reads:
+  ``-tenant-reads``) and an empty bucket answers 429 with ``Retry-After`` (whole seconds until a
+  token is back, at least 1).
+- Resource Graph's per-user quota (``GraphQuota``: 15 queries per 5-second window), optional:
+  every query answer carries ``x-ms-user-quota-remaining``/``x-ms-user-quota-resets-after``,
+  and a query beyond the quota answers 429 with those headers (no ``Retry-After``, like the
+  service's guidance describes).
+- Fault injection for the chaos tests (429, 500, 503, connection resets, responses slower than
+  the client timeout, truncated JSON), drawn from a seeded RNG.
+
+Bounded: ``serving()`` stops the server when its block exits; a server also stops by itself
+after ``max_seconds`` (default 15 minutes) or ``max_requests``, whichever comes first, so a test
+or benchmark that forgets it cannot leave it running. ``stop()`` removes the certificate files.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import random
 import re
+import shutil
 import socket
 import ssl
 import tempfile
@@ -20,7 +37,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +47,10 @@ from urllib.parse import urlsplit
 from shared.adapters.estate import Estate
 from shared.wiring import _StaticToken
 
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_GUID = re.compile(r"/subscriptions/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})")
+_RESOURCE_GRAPH = "/providers/microsoft.resourcegraph/resources"
+READS_HEADER = "x-ms-ratelimit-remaining-subscription-reads"
+TENANT_READS_HEADER = "x-ms-ratelimit-remaining-tenant-reads"
 
 
 def path_template(path: str) -> str:
@@ -82,39 +102,110 @@ class Faults:
 
 
 class TokenBucket:
-    """ARM's read bucket per subscription: capacity 250, refill 25 per second."""
+    """ARM's read bucket per subscription (and one for tenant-level reads): capacity 250, refill 25/s."""
 
     def __init__(self, capacity: float = 250.0, rate: float = 25.0) -> None:
         self.capacity, self.rate = capacity, rate
         self._state: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self.rejected: Counter[str] = Counter()
 
-    def take(self, key: str) -> tuple[bool, int]:
+    def take(self, key: str) -> tuple[bool, int, float]:
+        """(allowed, tokens left, seconds until the next token when refused)."""
         now = time.monotonic()
         with self._lock:
             tokens, at = self._state.get(key, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - at) * self.rate)
             if tokens < 1:
                 self._state[key] = (tokens, now)
-                return False, 0
+                self.rejected[key] += 1
+                return False, 0, (1 - tokens) / self.rate
             self._state[key] = (tokens - 1, now)
-            return True, int(tokens - 1)
+            return True, int(tokens - 1), 0.0
+
+
+class GraphQuota:
+    """Resource Graph's per-user quota: ``limit`` queries per fixed ``window`` seconds."""
+
+    def __init__(self, limit: int = 15, window: float = 5.0) -> None:
+        self.limit, self.window = limit, window
+        self._start = time.monotonic()
+        self._used = 0
+        self._lock = threading.Lock()
+        self.rejected = 0
+
+    def take(self) -> tuple[bool, int, float]:
+        """(allowed, queries left in this window, seconds until the window resets)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._start >= self.window:
+                self._start, self._used = now, 0
+            resets = self.window - (now - self._start)
+            if self._used >= self.limit:
+                self.rejected += 1
+                return False, 0, resets
+            self._used += 1
+            return True, self.limit - self._used, resets
+
+
+def _hhmmss(seconds: float) -> str:
+    whole = max(math.ceil(seconds), 0)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # aiohttp opens up to 100 connections per client at once
+
+    def __init__(self, context: ssl.SSLContext, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.tls = context
+        super().__init__(("127.0.0.1", 0), handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Runs in the connection's thread (ThreadingMixIn): the TLS handshake happens here, not in accept.
+        try:
+            # No Nagle: headers and body leave at once (else a 40 ms delayed-ACK stall per answer).
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            with suppress(OSError):
+                tls.close()
 
 
 class ArmServer:
+    """The loopback ARM. ``start()``/``stop()`` or ``with serving(estate) as server``."""
+
     def __init__(
-        self, estate: Estate, latency: float = 0.05, bucket: TokenBucket | None = None, faults: Faults | None = None
+        self,
+        estate: Estate,
+        latency: float = 0.05,
+        bucket: TokenBucket | None = None,
+        faults: Faults | None = None,
+        graph_quota: GraphQuota | None = None,
+        max_seconds: float = 900.0,
+        max_requests: int | None = None,
     ) -> None:
         import trustme
 
         self.estate = estate
         self.latency = latency
         self.bucket = bucket
+        self.graph_quota = graph_quota
         self.faults = faults or Faults()
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
         self.counts: Counter[str] = Counter()
-        self.throttled = 0
+        self.statuses: Counter[int] = Counter()
+        self.throttled = 0  # 429s from the read bucket
+        self.graph_throttled = 0  # 429s from the Resource Graph quota
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
         self._dir = tempfile.mkdtemp(prefix="nsp-drift-arm-")
         ca = trustme.CA()
         cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -137,6 +228,8 @@ class ArmServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                with outer._lock:
+                    outer.statuses[status] += 1
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -145,42 +238,68 @@ class ArmServer:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = _Server(context, Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="arm-server", daemon=True)
+        self._deadline: threading.Timer | None = None
 
     @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self._server.server_address[1]}"
 
+    def _bucket_headers(self, path: str) -> tuple[bool, dict[str, str]]:
+        """Take a read token; (allowed, headers to send with the answer)."""
+        assert self.bucket is not None
+        match = _GUID.search(path)
+        key = match.group(1).lower() if match else "tenant"
+        allowed, remaining, retry = self.bucket.take(key)
+        headers = {READS_HEADER if match else TENANT_READS_HEADER: str(remaining)}
+        if not allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(retry)))
+        return allowed, headers
+
     def serve(self, handler: Any, payload: bytes) -> None:
         path = handler.path
+        method = handler.command
         with self._lock:
-            self.counts[f"{handler.command} {path_template(path)}"] += 1
+            self.counts[f"{method} {path_template(path)}"] += 1
             fault = self.faults.draw(self._rng)
             if fault:
                 self.faults.injected[fault] += 1
+            over = self.max_requests is not None and sum(self.counts.values()) > self.max_requests
+        if over:
+            handler._reply(503, b'{"error":{"code":"ServerBusy","message":"request budget of the bench server spent"}}')
+            self._stop_async()
+            return
         if self.latency:
             time.sleep(self.latency)
-        subscription = _GUID.search(path)
         headers: dict[str, str] = {}
-        if self.bucket is not None and handler.command == "GET":
-            allowed, remaining = self.bucket.take(subscription.group(0).lower() if subscription else "tenant")
-            headers["x-ms-ratelimit-remaining-subscription-reads"] = str(remaining)
+        is_graph = method == "POST" and urlsplit(path).path.lower() == _RESOURCE_GRAPH
+        if self.bucket is not None and method == "GET":
+            allowed, headers = self._bucket_headers(path)
             if not allowed:
                 with self._lock:
                     self.throttled += 1
-                handler._reply(
-                    429, b'{"error":{"code":"TooManyRequests","message":"throttled"}}', {**headers, "Retry-After": "1"}
+                handler._reply(429, b'{"error":{"code":"TooManyRequests","message":"read bucket empty"}}', headers)
+                return
+        if self.graph_quota is not None and is_graph:
+            allowed, left, resets = self.graph_quota.take()
+            headers = {"x-ms-user-quota-remaining": str(left), "x-ms-user-quota-resets-after": _hhmmss(resets)}
+            if not allowed:
+                with self._lock:
+                    self.graph_throttled += 1
+                body = (
+                    b'{"error":{"code":"RateLimiting","message":"Please provide below info when asking for support"}}'
                 )
+                handler._reply(429, body, headers)
                 return
         if fault == "throttle":
-            handler._reply(429, b'{"error":{"code":"TooManyRequests","message":"injected"}}', {"Retry-After": "1"})
+            handler._reply(
+                429, b'{"error":{"code":"TooManyRequests","message":"injected"}}', {**headers, "Retry-After": "1"}
+            )
             return
         if fault in {"server_error", "unavailable"}:
             status = 500 if fault == "server_error" else 503
-            handler._reply(status, b'{"error":{"code":"InternalServerError","message":"injected"}}')
+            handler._reply(status, b'{"error":{"code":"InternalServerError","message":"injected"}}', headers)
             return
         if fault == "reset":
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -189,10 +308,8 @@ class ArmServer:
             return
         if fault == "slow":
             time.sleep(self.faults.slow_seconds)
-        if handler.command == "POST" and "/providers/microsoft.resourcegraph/resources" in path.lower():
-            reply = self.estate.resource_graph(json.loads(payload or b"{}"))
-        else:
-            reply = self.estate.answer(handler.command, f"https://management.azure.com{path}")
+        url = f"https://management.azure.com{path}"
+        reply = self.estate.answer(method, url, payload) if payload else self.estate.answer(method, url)
         body = reply.body
         if fault == "truncated" and reply.status == 200:
             body = body[: max(len(body) // 2, 1)]
@@ -200,14 +317,40 @@ class ArmServer:
 
     def start(self) -> ArmServer:
         self._thread.start()
+        self._deadline = threading.Timer(self.max_seconds, self.stop)
+        self._deadline.daemon = True
+        self._deadline.start()
         return self
 
+    def _stop_async(self) -> None:
+        threading.Thread(target=self.stop, daemon=True).start()
+
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Idempotent; safe from any thread but a request handler's (use ``_stop_async`` there)."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            if self._deadline is not None:
+                self._deadline.cancel()
+            if self._thread.is_alive():
+                self._server.shutdown()
+            self._server.server_close()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._stopped.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
 
     def total(self) -> int:
-        return sum(self.counts.values())
+        with self._lock:
+            return sum(self.counts.values())
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.statuses.clear()
+            self.throttled = self.graph_throttled = 0
 
 
 @contextmanager

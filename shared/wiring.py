@@ -191,15 +191,16 @@ class LiveClients(_Factory):
         budget: Any = None,
         read_timeout: float = 60.0,
     ) -> None:
-        from shared.adapters.throttle import ArmReadPacing
+        from shared.adapters.throttle import read_pacing_policy
 
-        pacing = ArmReadPacing(budget or read_budget())
+        shared_budget = budget or read_budget()
 
         def build(kind: str, subscription_id: str) -> Any:
             kwargs: dict[str, Any] = {
                 "retry_total": ARM_RETRY_TOTAL,
                 "connection_verify": connection_verify,
-                "per_retry_policies": [pacing],
+                # One policy per client (azure-core links a policy into one pipeline), one budget for all.
+                "per_retry_policies": [read_pacing_policy(shared_budget)],
                 # A hung response fails this attempt (azure-core then retries) instead of pinning
                 # an invocation for aiohttp's 5-minute default.
                 "read_timeout": read_timeout,

@@ -78,7 +78,8 @@ def mutated_estates(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
         touched.append(key)
     if draw(st.booleans()):  # extra fields must simply be ignored
         key = draw(st.sampled_from(keys))
-        estate[key]["properties"] = {**(estate[key].get("properties") or {}), "brandNewField": {"a": [1, 2]}}
+        props = estate[key].get("properties")
+        estate[key]["properties"] = {**(props if isinstance(props, dict) else {}), "brandNewField": {"a": [1, 2]}}
     return estate, touched
 
 

@@ -280,7 +280,7 @@ def test_no_secret_reaches_logs_or_errors(store: Any, caplog: pytest.LogCaptureF
 
             register_secret(HOOK_SECRET)
             teams = TeamsSender("secops", teams_url, retry=FAST)
-            gh_sender = __import__("shared.notify.tasks", fromlist=["GitHubIssuesSender"]).GitHubIssuesSender(
+            gh_sender = __import__("shared.notify.github", fromlist=["GitHubIssuesSender"]).GitHubIssuesSender(
                 "issues", "o/r", GH_TOKEN, api_url=echo.url, retry=FAST
             )
             store.add_deliveries([delivery_for("secops", "opened"), delivery_for("issues", "opened")])

@@ -1,15 +1,20 @@
-// Reader on a management group (every subscription under it) for the function app's identity.
+// Reader at a management group for the function's identity, instead of one assignment per
+// subscription (reader.bicep has the reasoning: Reader covers every read and nothing else).
+// A subscription-scope deployment cannot target a management group, so scripts/postdeploy.*
+// deploys this with `az deployment mg create` when NSP_DRIFT_READER_MANAGEMENT_GROUP is set.
+// NSP_DRIFT_SUBSCRIPTIONS still limits what the app evaluates.
+
 targetScope = 'managementGroup'
 
+@description('Object id of the function app\'s system-assigned identity.')
 param principalId string
 
-var readerRoleId = 'acdd72a7-3385-48ef-bd42-f606fba81ae7' // Reader
-
 resource reader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(managementGroup().id, principalId, readerRoleId)
+  name: guid(managementGroup().id, principalId, 'acdd72a7-3385-48ef-bd42-f606fba81ae7')
   properties: {
+    roleDefinitionId: tenantResourceId('Microsoft.Authorization/roleDefinitions', 'acdd72a7-3385-48ef-bd42-f606fba81ae7')
     principalId: principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: tenantResourceId('Microsoft.Authorization/roleDefinitions', readerRoleId)
+    description: 'nsp-drift: read storage accounts, perimeters, VMs, backup instances and vaults'
   }
 }

@@ -13,12 +13,28 @@ What it answers, like ARM:
   ``nextLink``/``$skipToken`` when a page size is set;
 - GET ``{resourceId}/providers/Microsoft.DataProtection/backupInstances`` (extension routing):
   the backup instances whose ``dataSourceInfo.resourceID`` is that resource;
-- POST ``/providers/Microsoft.ResourceGraph/resources``: only the queries nsp-drift itself sends
-  (``shared.adapters.resource_graph.QUERIES``), recognised by their first line
-  ``// nsp-drift:<name>``; rows are projected from the estate's bodies the way the KQL does,
-  1,000 per page with ``$skipToken``. It is a narrow double of those queries, not a KQL engine;
-  any other query is refused with 400;
-- anything else: 404 (or 405 for writes) in ARM's error format.
+- POST ``/providers/Microsoft.ResourceGraph/resources`` (``resource_graph(body)``; ``answer``
+  routes it there when given the body): exactly the queries nsp-drift itself sends, matched on
+  their whole text (whitespace-insensitive) against ``shared.adapters.resource_graph.QUERIES``.
+  It is a narrow double of those three queries, not a KQL engine; any other text is refused with
+  400 ``BadRequest``. Supported:
+
+  ``accounts``      ``resources``, storage accounts: id, kind, publicNetworkAccess, isSftpEnabled,
+                    isNfsV3Enabled, isHnsEnabled, keySource, keyVaultUri, defaultAction,
+                    privateEndpoints (count), with the KQL's ``coalesce`` defaults;
+  ``vhd-vms``       ``resources``, virtual machines with a VHD OS disk or a data disk with ``vhd``:
+                    id, osVhd, dataDisks (the raw array);
+  ``blob-backups``  ``recoveryservicesresources``, Data Protection backup instances whose
+                    datasourceType starts with ``Microsoft.Storage/storageAccounts``: id,
+                    storageAccountId (lower case), policyId, protectionState.
+
+  Scope: ``subscriptions`` filters by the row's subscription; ``managementGroups`` (the estate
+  has no hierarchy) means every subscription of the estate. Rows are sorted by id and paged
+  ``options.$top`` (at most 1,000, the default) at a time, the next page named by the response's
+  ``$skipToken``; ``resultFormat`` is always ``objectArray``. Every answer carries the quota
+  headers ``x-ms-user-quota-remaining: 14`` and ``x-ms-user-quota-resets-after: 00:00:05`` (the
+  estate keeps no clock; the benchmark server enforces a real quota);
+- anything else: 404 (or 405 for writes and other POSTs) in ARM's error format.
 """
 
 from __future__ import annotations
@@ -41,6 +57,7 @@ from azure.core.utils import case_insensitive_dict
 from shared import arm_ids
 
 _BACKUP_INSTANCES = "/providers/microsoft.dataprotection/backupinstances"
+_RESOURCE_GRAPH = "/providers/microsoft.resourcegraph/resources"
 
 
 class EstateError(ValueError):
@@ -89,6 +106,8 @@ class Estate:
         self._subscriptions: set[str] = set()
         self._resource_groups: set[str] = set()
         self._backup_by_datasource: dict[str, list[str]] = {}
+        self._graph_rows: dict[tuple[str, frozenset[str]], list[dict[str, Any]]] = {}
+        self._graph_lock = threading.Lock()
         self.page_size = page_size
         for raw_id, body in resources.items():
             if raw_id.startswith("$"):
@@ -191,24 +210,46 @@ class Estate:
             payload["nextLink"] = f"https://management.azure.com{path}?{urlencode(rest)}"
         return _ok(payload)
 
-    def resource_graph(self, request: Mapping[str, Any]) -> Reply:
+    def _graph_rows_of(self, name: str, subscriptions: frozenset[str]) -> list[dict[str, Any]]:
         from shared.adapters.resource_graph import project_rows
 
-        query = str(request.get("query", ""))
-        marker = query.lstrip().split("\n", 1)[0].strip()
-        if not marker.startswith("// nsp-drift:"):
-            return _error(400, "BadRequest", "the offline estate answers only nsp-drift's own Resource Graph queries")
-        subscriptions = {str(s).lower() for s in request.get("subscriptions") or []}
+        key = (name, subscriptions)
+        with self._graph_lock:
+            cached = self._graph_rows.get(key)
+        if cached is not None:
+            return cached
         rows = [
             row
             for canonical, body in self._by_id.values()
             if not subscriptions or canonical.split("/")[2].lower() in subscriptions
-            for row in project_rows(marker.removeprefix("// nsp-drift:"), canonical, body)
+            for row in project_rows(name, canonical, body)
         ]
         rows.sort(key=lambda r: str(r.get("id", "")).lower())
-        options = request.get("options") or {}
-        start = int(options.get("$skipToken") or options.get("skipToken") or 0)
-        top = int(options.get("$top") or options.get("top") or 1000)
+        with self._graph_lock:  # the estate is read-only: a query's rows never change
+            self._graph_rows[key] = rows
+        return rows
+
+    def resource_graph(self, body: Mapping[str, Any]) -> Reply:
+        """Resource Graph's answer to a ``QueryRequest`` body (only nsp-drift's own queries)."""
+        from shared.adapters.resource_graph import PAGE_SIZE, query_name
+
+        name = query_name(str(body.get("query", "")))
+        if name is None:
+            return _error(400, "BadRequest", "the offline estate answers only nsp-drift's own Resource Graph queries")
+        subscriptions = body.get("subscriptions") or []
+        groups = body.get("managementGroups") or []
+        if not isinstance(subscriptions, list) or not isinstance(groups, list) or not (subscriptions or groups):
+            return _error(400, "BadRequest", "a query needs subscriptions or managementGroups")
+        scope = frozenset() if groups else frozenset(str(s).lower() for s in subscriptions)
+        rows = self._graph_rows_of(name, scope)
+        options = body.get("options") or {}
+        try:
+            start = int(options.get("$skipToken") or 0)
+            top = int(options.get("$top") or PAGE_SIZE)
+        except (TypeError, ValueError):
+            return _error(400, "BadRequest", "$skipToken and $top must be integers here")
+        if start < 0 or not 1 <= top <= PAGE_SIZE:
+            return _error(400, "BadRequest", f"$top must be 1..{PAGE_SIZE}")
         page = rows[start : start + top]
         payload: dict[str, Any] = {
             "totalRecords": len(rows),
@@ -228,14 +269,21 @@ class Estate:
             },
         )
 
-    def answer(self, method: str, url: str) -> Reply:
-        """The reply ARM would give; pure with respect to the estate."""
+    def answer(self, method: str, url: str, body: bytes | None = None) -> Reply:
+        """The reply ARM would give; pure with respect to the estate. ``body``: the request's
+        (only a Resource Graph query POST has one)."""
         split = urlsplit(url)
         path = arm_ids.normalise(unquote(split.path))
         lower = path.lower()
         query = parse_qs(split.query)
-        if method.upper() == "POST" and lower.endswith("/providers/microsoft.resourcegraph/resources"):
-            return _error(400, "BadRequest", "send the query body through resource_graph()")
+        if method.upper() == "POST" and lower == _RESOURCE_GRAPH:
+            try:
+                request = json.loads(body or b"{}")
+            except (TypeError, ValueError):
+                return _error(400, "BadRequest", "the Resource Graph request body is not JSON")
+            if not isinstance(request, Mapping):
+                return _error(400, "BadRequest", "the Resource Graph request body is not a JSON object")
+            return self.resource_graph(request)
         if method.upper() != "GET":
             return _error(405, "MethodNotAllowed", f"The offline estate is read-only: {method} {path}")
         if lower in self._by_id:
@@ -285,15 +333,12 @@ def _headers(reply: Reply) -> Any:
 
 
 def _reply_to(estate: Estate, request: HttpRequest) -> Reply:
-    if request.method.upper() == "POST" and urlsplit(request.url).path.lower().endswith(
-        "/providers/microsoft.resourcegraph/resources"
-    ):
-        try:
-            body = json.loads(request.content or b"{}")
-        except (TypeError, ValueError):
-            return _error(400, "BadRequest", "Resource Graph request body is not JSON")
-        return estate.resource_graph(body if isinstance(body, Mapping) else {})
-    return estate.answer(request.method, request.url)
+    content = request.content
+    if isinstance(content, str):
+        content = content.encode()
+    if isinstance(content, bytes | bytearray) and content:
+        return estate.answer(request.method, request.url, bytes(content))
+    return estate.answer(request.method, request.url)  # (subclasses in tests override the 2-argument form)
 
 
 def _response_fields(request: HttpRequest, reply: Reply) -> dict[str, Any]:

@@ -11,16 +11,24 @@ Key Vault references. Example::
       "token_setting": "NSP_DRIFT_ADO_TOKEN", "min_severity": "high", "area_path": "Platform\\\\Security"},
      {"name": "issues", "type": "github", "repository": "contoso/platform-security",
       "token_setting": "NSP_DRIFT_GITHUB_TOKEN", "labels": ["security"], "min_severity": "high"}]
+
+Parsing checks shape only (no environment); ``build_senders`` resolves the named settings. Every
+error names the offending field as ``NSP_DRIFT_DESTINATIONS[i].field`` and never echoes a value
+that could be a secret.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.changes import (
     EVALUATION_POISONED,
@@ -30,42 +38,63 @@ from shared.changes import (
 )
 from shared.model import Severity
 from shared.notify.base import Sender
+from shared.notify.devops import AzureDevOpsSender
 from shared.notify.dispatch import DigestSender
+from shared.notify.github import GitHubIssuesSender
 from shared.notify.redact import register_secret
+from shared.notify.teams import TeamsSender
+from shared.notify.teams import build_digest_card as teams_digest_card
+from shared.notify.webhook import SecretFormatError, WebhookSender, build_digest_event, signing_key
 from shared.rules import RULES_BY_ID
 
 SETTING = "NSP_DRIFT_DESTINATIONS"
+# For docs: the settings this module reads itself; the destinations name the others
+# (``referenced_settings``), typically NSP_DRIFT_*_URL / _SECRET / _TOKEN.
+SETTINGS: frozenset[str] = frozenset({SETTING})
+SETTING_KEYS = ("url_setting", "secret_setting", "token_setting")  # keys whose value names an app setting
+
 TYPES = ("teams", "webhook", "azure-devops", "github")
-KNOWN_RULES = {
-    *RULES_BY_ID,
-    PERIMETER_RULES_CHANGED,
-    PERIMETER_ASSOCIATION_CHANGED,
-    PERIMETER_MODE_CHANGED,
-    EVALUATION_POISONED,
-}
+TASK_TYPES = frozenset({"azure-devops", "github"})
 KINDS = ("opened", "resolved", "changed")
-_COMMON = {"name", "type", "min_severity", "rules", "transitions", "digest_below"}
-_SPECIFIC = {
-    "teams": {"url_setting"},
-    "webhook": {"url_setting", "secret_setting"},
+PERIMETER_RULES = frozenset({PERIMETER_RULES_CHANGED, PERIMETER_ASSOCIATION_CHANGED, PERIMETER_MODE_CHANGED})
+KNOWN_RULES = frozenset({*RULES_BY_ID, *PERIMETER_RULES, EVALUATION_POISONED})
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # also a storage table key: no / \ # ?
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # what App Service allows on Linux
+_ORGANIZATION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,49}$")
+_REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+_SECRETISH = re.compile(r"(?i)url|token|secret|password|pat|sig|key")
+_MIN_SIGNING_KEY = 16  # bytes; Standard Webhooks recommends 24-64
+
+_COMMON = ("name", "type", "min_severity", "rules", "transitions", "digest_below")
+_FIELDS: dict[str, dict[str, str]] = {  # key -> kind of value; required keys are in _REQUIRED
+    "teams": {"url_setting": "setting"},
+    "webhook": {"url_setting": "setting", "secret_setting": "setting"},
     "azure-devops": {
-        "organization",
-        "project",
-        "token_setting",
-        "work_item_type",
-        "area_path",
-        "assigned_to",
-        "tags",
-        "done_state",
-        "base_url",
+        "organization": "organization",
+        "project": "text",
+        "token_setting": "setting",
+        "work_item_type": "text",
+        "area_path": "text",
+        "assigned_to": "text",
+        "tags": "tags",
+        "done_state": "text",
+        "base_url": "url",
     },
-    "github": {"repository", "token_setting", "labels", "assignees", "api_url"},
+    "github": {
+        "repository": "repository",
+        "token_setting": "setting",
+        "labels": "texts",
+        "assignees": "texts",
+        "api_url": "url",
+    },
 }
 _REQUIRED = {
-    "teams": {"url_setting"},
-    "webhook": {"url_setting", "secret_setting"},
-    "azure-devops": {"organization", "project", "token_setting"},
-    "github": {"repository", "token_setting"},
+    "teams": ("url_setting",),
+    "webhook": ("url_setting", "secret_setting"),
+    "azure-devops": ("organization", "project", "token_setting"),
+    "github": ("repository", "token_setting"),
 }
 
 
@@ -77,112 +106,213 @@ class DestinationError(ValueError):
 class DestinationConfig:
     name: str
     type: str
+    index: int = 0  # position in the array, for error messages
     min_severity: Severity = Severity.MEDIUM
     rules: frozenset[str] | None = None  # None = every rule
     transitions: frozenset[str] = frozenset(KINDS)
     digest_below: Severity | None = None
-    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)  # the type-specific keys
+
+    @property
+    def where(self) -> str:
+        return f"{SETTING}[{self.index}]"
 
     def accepts(self, transition: Mapping[str, Any]) -> bool:
-        if str(transition.get("transition")) not in self.transitions:
-            return False
-        if self.rules is not None and str(transition.get("rule")) not in self.rules:
-            return False
-        if str(transition.get("rule")) == EVALUATION_POISONED:
-            return True  # operator alerts bypass the severity floor
-        # A resolution is reported where its opening was: judge it by the severity it had.
-        return _severity(transition) >= self.min_severity
+        return accepts(self, transition)
 
     def is_digest(self, transition: Mapping[str, Any]) -> bool:
-        return self.digest_below is not None and _severity(transition) < self.digest_below
+        return is_digest(self, transition)
 
 
-def _severity(transition: Mapping[str, Any]) -> Severity:
+# -- routing (pure) ---------------------------------------------------------------------------------
+
+
+def _severity(value: object) -> Severity:
     try:
-        return Severity.parse(str(transition.get("severity", "info")))
+        return Severity.parse(str(value))
     except ValueError:
         return Severity.INFO
 
 
-def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
-    value = entry.get(key)
+def _peak_severity(transition: Mapping[str, Any]) -> Severity:
+    """The higher of now and before: a finding that just fell below a floor is still news there."""
+    severity = _severity(transition.get("severity", "info"))
+    before = transition.get("before")
+    if transition.get("transition") != "opened" and isinstance(before, Mapping) and "severity" in before:
+        severity = max(severity, _severity(before["severity"]))
+    return severity
+
+
+def accepts(config: DestinationConfig, transition: Mapping[str, Any]) -> bool:
+    """Whether ``config`` wants this transition (``shared.replay.transition_to_dict`` form)."""
+    kind, rule = str(transition.get("transition", "")), str(transition.get("rule", ""))
+    if kind not in config.transitions or (config.rules is not None and rule not in config.rules):
+        return False
+    if config.type in TASK_TYPES and rule in PERIMETER_RULES:
+        return False  # a perimeter-level change has no finding to open or close a task for
+    if rule == EVALUATION_POISONED:
+        return True  # operator alerts bypass the severity floor
+    if kind == "resolved" and config.type in TASK_TYPES:
+        # Close whatever task was opened, even if the finding sank below the floor meanwhile; the
+        # sender does nothing (no HTTP call) when no task of its own is open for the finding.
+        return True
+    return _peak_severity(transition) >= config.min_severity
+
+
+def is_digest(config: DestinationConfig, transition: Mapping[str, Any]) -> bool:
+    if config.digest_below is None or transition.get("rule") == EVALUATION_POISONED:
+        return False
+    return _severity(transition.get("severity", "info")) < config.digest_below
+
+
+# -- parsing (shape only) -----------------------------------------------------------------------------
+
+
+def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise DestinationError(f"{where}.{key}: expected non-empty text")
+        raise DestinationError(f"{where}: expected non-empty text")
     return value.strip()
 
 
-def _texts(entry: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = entry.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise DestinationError(f"{where}.{key}: expected a list of text")
-    return tuple(value)
+def _texts(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise DestinationError(f"{where}: expected a list of non-empty text")
+    return tuple(v.strip() for v in value)
 
 
-def _parse_severity(entry: Mapping[str, Any], key: str, where: str, default: Severity | None) -> Severity | None:
+def _url(value: Any, where: str) -> str:
+    text = _text(value, where)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DestinationError(f"{where}: expected an https URL")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise DestinationError(f"{where}: plain http is only allowed to a loopback host (tokens travel here)")
+    if parts.username or parts.password or parts.query:
+        raise DestinationError(f"{where}: the URL must not carry credentials or a query")
+    return text.rstrip("/")
+
+
+def _value(kind: str, value: Any, where: str) -> Any:
+    if kind == "setting":
+        # Never echo: a value here that is not a setting name is most likely the secret itself.
+        if not isinstance(value, str) or not _SETTING_NAME.match(value.strip()):
+            raise DestinationError(
+                f"{where}: expected the NAME of an app setting (letters, digits, _), not a URL or secret"
+            )
+        return value.strip()
+    if kind == "texts":
+        return _texts(value, where)
+    if kind == "tags":
+        tags = _texts(value, where)
+        if any(";" in t for t in tags):
+            raise DestinationError(f"{where}: a tag cannot contain ';' (Azure Boards separates tags with it)")
+        return tags
+    if kind == "url":
+        return _url(value, where)
+    text = _text(value, where)
+    if kind == "organization" and not _ORGANIZATION.match(text):
+        raise DestinationError(f"{where}: {text!r} is not an Azure DevOps organization name")
+    if kind == "repository" and not _REPOSITORY.match(text):
+        raise DestinationError(f"{where}: expected 'owner/name', got {text!r}")
+    return text
+
+
+def _parse_severity(entry: Mapping[str, Any], key: str, where: str) -> Severity | None:
     if key not in entry:
-        return default
+        return None
     try:
         return Severity.parse(str(entry[key]))
     except ValueError as exc:
         raise DestinationError(f"{where}.{key}: {exc}") from None
 
 
+def _parse_rules(entry: Mapping[str, Any], where: str, kind: str) -> frozenset[str] | None:
+    raw = entry.get("rules", "*")
+    if raw in ("*", ["*"]):
+        return None
+    if not isinstance(raw, list) or not raw:
+        raise DestinationError(f'{where}.rules: expected "*" or a non-empty list of rule ids')
+    rules = frozenset(_texts(raw, f"{where}.rules"))
+    unknown = sorted(rules - KNOWN_RULES)
+    if unknown:
+        raise DestinationError(f"{where}.rules: unknown rule id(s) {', '.join(unknown)}")
+    perimeter = sorted(rules & PERIMETER_RULES)
+    if kind in TASK_TYPES and perimeter:
+        raise DestinationError(
+            f"{where}.rules: {', '.join(perimeter)} has no finding to track as a task; "
+            "route it to a teams or webhook destination"
+        )
+    return rules
+
+
+def _parse_one(entry: Any, index: int, seen: set[str]) -> DestinationConfig:
+    where = f"{SETTING}[{index}]"
+    if not isinstance(entry, Mapping):
+        raise DestinationError(f"{where}: expected an object")
+    name = _text(entry.get("name"), f"{where}.name")
+    if not _NAME.match(name):
+        raise DestinationError(f"{where}.name: {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    if name in seen:
+        raise DestinationError(f"{where}.name: {name!r} is used twice")
+    seen.add(name)
+    kind = _text(entry.get("type"), f"{where}.type")
+    if kind not in TYPES:
+        raise DestinationError(f"{where}.type: {kind!r} is not one of {', '.join(TYPES)}")
+    specific = _FIELDS[kind]
+    unknown = sorted(set(entry) - set(_COMMON) - set(specific))
+    if unknown:
+        hint = (
+            "; secrets and URLs never go here: put them in an app setting and name it in a *_setting key"
+            if any(_SECRETISH.search(k) for k in unknown)
+            else ""
+        )
+        raise DestinationError(f"{where}: unknown key(s) {', '.join(unknown)} for type {kind}{hint}")
+    for key in _REQUIRED[kind]:
+        if key not in entry:
+            raise DestinationError(f"{where}.{key}: expected non-empty text (required for type {kind})")
+    options = MappingProxyType({k: _value(specific[k], entry[k], f"{where}.{k}") for k in specific if k in entry})
+
+    floor = _parse_severity(entry, "min_severity", where)
+    floor = Severity.MEDIUM if floor is None else floor  # not `or`: INFO is 0
+    digest_below = _parse_severity(entry, "digest_below", where)
+    if digest_below is not None:
+        if kind in TASK_TYPES:
+            raise DestinationError(f"{where}.digest_below: not supported for {kind} (one task per finding)")
+        if digest_below <= floor:
+            raise DestinationError(
+                f"{where}.digest_below: must be above min_severity ({floor.label}), or nothing is ever digested"
+            )
+    transitions = frozenset(KINDS)
+    if "transitions" in entry:
+        transitions = frozenset(_texts(entry["transitions"], f"{where}.transitions"))
+        if not transitions or transitions - set(KINDS):
+            raise DestinationError(f"{where}.transitions: expected a non-empty list of {', '.join(KINDS)}")
+    return DestinationConfig(
+        name=name,
+        type=kind,
+        index=index,
+        min_severity=floor,
+        rules=_parse_rules(entry, where, kind),
+        transitions=transitions,
+        digest_below=digest_below,
+        options=options,
+    )
+
+
 def parse_destinations(data: Any) -> tuple[DestinationConfig, ...]:
     if not isinstance(data, list):
         raise DestinationError(f"{SETTING}: expected a JSON array of destinations")
     seen: set[str] = set()
-    out = []
-    for index, entry in enumerate(data):
-        where = f"{SETTING}[{index}]"
-        if not isinstance(entry, Mapping):
-            raise DestinationError(f"{where}: expected an object")
-        name = _text(entry, "name", where)
-        kind = _text(entry, "type", where)
-        if kind not in TYPES:
-            raise DestinationError(f"{where}.type: {kind!r} is not one of {', '.join(TYPES)}")
-        if name in seen:
-            raise DestinationError(f"{where}.name: {name!r} is used twice")
-        seen.add(name)
-        unknown = set(entry) - _COMMON - _SPECIFIC[kind]
-        if unknown:
-            raise DestinationError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for type {kind}")
-        for key in _REQUIRED[kind]:
-            _text(entry, key, where)
-        rules: frozenset[str] | None = None
-        raw_rules = entry.get("rules", "*")
-        if raw_rules not in ("*", ["*"]):
-            rules = frozenset(_texts(entry, "rules", where))
-            bad = sorted(rules - KNOWN_RULES)
-            if bad:
-                raise DestinationError(f"{where}.rules: unknown rule id(s) {', '.join(bad)}")
-        transitions = frozenset(_texts(entry, "transitions", where)) if "transitions" in entry else frozenset(KINDS)
-        if not transitions or transitions - set(KINDS):
-            raise DestinationError(f"{where}.transitions: expected some of {', '.join(KINDS)}")
-        options = {k: v for k, v in entry.items() if k in _SPECIFIC[kind]}
-        for key in ("tags", "labels", "assignees"):
-            if key in options:
-                options[key] = _texts(entry, key, where)
-        floor = _parse_severity(entry, "min_severity", where, Severity.MEDIUM)
-        out.append(
-            DestinationConfig(
-                name=name,
-                type=kind,
-                min_severity=Severity.MEDIUM if floor is None else floor,  # INFO is 0: no `or` here
-                rules=rules,
-                transitions=transitions,
-                digest_below=_parse_severity(entry, "digest_below", where, None),
-                options=options,
-            )
-        )
-    return tuple(out)
+    return tuple(_parse_one(entry, index, seen) for index, entry in enumerate(data))
 
 
 def load_destinations(env: Mapping[str, str] | None = None) -> tuple[DestinationConfig, ...]:
+    """From ``NSP_DRIFT_DESTINATIONS``: inline JSON or the path of a JSON file; unset = none."""
     env = os.environ if env is None else env
     raw = env.get(SETTING, "").strip()
     if not raw:
         return ()
-    if raw.startswith("["):
+    if raw[0] in "[{":
         text = raw
     else:
         try:
@@ -190,63 +320,128 @@ def load_destinations(env: Mapping[str, str] | None = None) -> tuple[Destination
         except OSError:
             raise DestinationError(f"{SETTING}: file {raw} cannot be read") from None
     try:
-        return parse_destinations(json.loads(text))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DestinationError(f"{SETTING}: not valid JSON: {exc}") from None
+        raise DestinationError(
+            f"{SETTING}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    return parse_destinations(data)
 
 
-def _secret(env: Mapping[str, str], config: DestinationConfig, key: str) -> str:
-    setting = str(config.options[key])
-    value = env.get(setting, "")
+def referenced_settings(configs: Sequence[DestinationConfig]) -> frozenset[str]:
+    """The app settings the destinations name (for docs, deployment checks and Key Vault wiring)."""
+    return frozenset(str(c.options[k]) for c in configs for k in SETTING_KEYS if k in c.options)
+
+
+# -- building senders (reads the named settings) ------------------------------------------------------
+
+
+def _setting(env: Mapping[str, str], config: DestinationConfig, key: str) -> str:
+    where, setting = f"{config.where}.{key}", str(config.options[key])
+    value = env.get(setting, "").strip()
     if not value:
-        raise DestinationError(f"destination {config.name!r}.{key}: app setting {setting} is not set")
+        raise DestinationError(f"{where}: app setting {setting} is not set")
+    if value.startswith("@Microsoft.KeyVault("):
+        raise DestinationError(
+            f"{where}: app setting {setting} is an unresolved Key Vault reference "
+            "(check the app identity's access to the vault and the secret URI)"
+        )
     register_secret(value)  # from now on masked in every log line and error
     return value
+
+
+def _endpoint(env: Mapping[str, str], config: DestinationConfig, key: str) -> str:
+    url = _setting(env, config, key)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DestinationError(f"{config.where}.{key}: app setting {config.options[key]} is not an https URL")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise DestinationError(
+            f"{config.where}.{key}: app setting {config.options[key]} must be https (plain http only to loopback)"
+        )
+    return url
+
+
+def _signing_secret(env: Mapping[str, str], config: DestinationConfig) -> str:
+    secret = _setting(env, config, "secret_setting")
+    try:
+        key = signing_key(secret)
+    except SecretFormatError as exc:
+        raise DestinationError(
+            f"{config.where}.secret_setting: app setting {config.options['secret_setting']}: {exc}"
+        ) from None
+    if len(key) < _MIN_SIGNING_KEY:
+        raise DestinationError(
+            f"{config.where}.secret_setting: app setting {config.options['secret_setting']} is too short "
+            f"for a signing secret (at least {_MIN_SIGNING_KEY} bytes)"
+        )
+    return secret
+
+
+def build_sender(config: DestinationConfig, env: Mapping[str, str], **sender_kwargs: Any) -> Sender:
+    """One sender; ``sender_kwargs`` (``retry``, ``timeout``) go to its constructor."""
+    o = config.options
+    if config.type == "teams":
+        return TeamsSender(config.name, _endpoint(env, config, "url_setting"), **sender_kwargs)
+    if config.type == "webhook":
+        url = _endpoint(env, config, "url_setting")
+        return WebhookSender(config.name, url, _signing_secret(env, config), **sender_kwargs)
+    if config.type == "azure-devops":
+        return AzureDevOpsSender(
+            config.name,
+            str(o["organization"]),
+            str(o["project"]),
+            _setting(env, config, "token_setting"),
+            work_item_type=str(o.get("work_item_type", "Task")),
+            area_path=str(o.get("area_path", "")),
+            assigned_to=str(o.get("assigned_to", "")),
+            tags=tuple(o.get("tags", ())),
+            done_state=str(o.get("done_state", "Done")),
+            base_url=str(o.get("base_url", "https://dev.azure.com")),
+            min_severity=config.min_severity,
+            **sender_kwargs,
+        )
+    return GitHubIssuesSender(
+        config.name,
+        str(o["repository"]),
+        _setting(env, config, "token_setting"),
+        labels=tuple(o.get("labels", ())),
+        assignees=tuple(o.get("assignees", ())),
+        api_url=str(o.get("api_url", "https://api.github.com")),
+        min_severity=config.min_severity,
+        **sender_kwargs,
+    )
 
 
 def build_senders(
     configs: Sequence[DestinationConfig], env: Mapping[str, str] | None = None, **sender_kwargs: Any
 ) -> tuple[dict[str, Sender], dict[str, DigestSender]]:
-    """Senders and digest senders by destination name; secrets read from ``env`` here, once."""
-    from shared.notify.tasks import AzureDevOpsSender, GitHubIssuesSender
-    from shared.notify.teams import TeamsSender
-    from shared.notify.webhook import WebhookSender
-
+    """Senders and digest senders by destination name; the named settings are read here, once."""
     env = os.environ if env is None else env
     senders: dict[str, Sender] = {}
     digests: dict[str, DigestSender] = {}
-    for c in configs:
-        o = c.options
-        if c.type == "teams":
-            teams = TeamsSender(c.name, _secret(env, c, "url_setting"), **sender_kwargs)
-            senders[c.name], digests[c.name] = teams, teams.send_digest
-        elif c.type == "webhook":
-            hook = WebhookSender(
-                c.name, _secret(env, c, "url_setting"), _secret(env, c, "secret_setting"), **sender_kwargs
-            )
-            senders[c.name], digests[c.name] = hook, hook.send_digest
-        elif c.type == "azure-devops":
-            senders[c.name] = AzureDevOpsSender(
-                c.name,
-                str(o["organization"]),
-                str(o["project"]),
-                _secret(env, c, "token_setting"),
-                work_item_type=str(o.get("work_item_type", "Task")),
-                area_path=str(o.get("area_path", "")),
-                assigned_to=str(o.get("assigned_to", "")),
-                tags=tuple(o.get("tags", ())),
-                done_state=str(o.get("done_state", "Done")),
-                base_url=str(o.get("base_url", "https://dev.azure.com")),
-                **sender_kwargs,
-            )
-        else:
-            senders[c.name] = GitHubIssuesSender(
-                c.name,
-                str(o["repository"]),
-                _secret(env, c, "token_setting"),
-                labels=tuple(o.get("labels", ())),
-                assignees=tuple(o.get("assignees", ())),
-                api_url=str(o.get("api_url", "https://api.github.com")),
-                **sender_kwargs,
-            )
+    for config in configs:
+        sender = build_sender(config, env, **sender_kwargs)
+        senders[config.name] = sender
+        if isinstance(sender, TeamsSender | WebhookSender):  # tasks are one per finding, never batched
+            digests[config.name] = sender.send_digest
     return senders, digests
+
+
+# -- digests ------------------------------------------------------------------------------------------
+
+
+def _name_of(destination: DestinationConfig | str) -> str:
+    return destination if isinstance(destination, str) else destination.name
+
+
+def build_digest_card(destination: DestinationConfig | str, transitions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Teams message for a batch of quiet-mode transitions (grouped by rule, worst first)."""
+    return teams_digest_card(transitions, _name_of(destination))
+
+
+def build_digest_payload(
+    destination: DestinationConfig | str, transitions: Sequence[Mapping[str, Any]], now: float | None = None
+) -> dict[str, Any]:
+    """The CloudEvent (type com.nspdrift.digest) for a batch of quiet-mode transitions."""
+    return build_digest_event(_name_of(destination), transitions, time.time() if now is None else now)

@@ -1,8 +1,15 @@
-"""The one HTTP client of the senders, with the one retry layer for them (tenacity).
+"""The one HTTP client of the senders, with their one in-process retry layer (tenacity).
 
-Webhooks and ticket APIs have no retry of their own, so this is it: exponential backoff with
-jitter, honouring ``Retry-After`` on 429/503, retrying connection errors, 408, 429 and 5xx;
-other 4xx are final and reported with their status. Errors carry redacted text only.
+Stdlib ``http.client`` on purpose: no redirects are followed (a redirect must never carry a PAT to
+another host), nothing retries underneath us (urllib3 would, and retries would multiply), and no
+new dependency ships in the function app.
+
+Policy: exponential backoff with jitter for connection errors, timeouts, 408, 429 and 5xx, at most
+``attempts`` tries within ``max_total_seconds``. ``Retry-After`` (seconds or HTTP-date) on 429/503
+is a floor for the next sleep; when it is longer than ``max_retry_after`` (or would break the total
+cap) we stop at once and hand the hint back, so the outbox reschedules the delivery instead of the
+function sitting idle. Other 4xx are final. Nothing here raises for HTTP or network failures, and
+error texts are redacted and on one line.
 """
 
 from __future__ import annotations
@@ -13,23 +20,32 @@ import json
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import tenacity
+from tenacity.stop import stop_base
 
-from shared.notify.redact import redact
+from shared.notify.base import Outcome, TaskRef
+from shared.notify.redact import one_line, redact
 
-RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+USER_AGENT = "nsp-drift/0.1"
+MAX_RESPONSE_BYTES = 1_048_576  # enough for any API answer we read; bounds memory on a hostile server
+_HINTED = frozenset({429, 503})  # the statuses whose Retry-After we honour
+
+
+def is_retryable_status(status: int | None) -> bool:
+    return status is None or status in (408, 429) or status >= 500
 
 
 @dataclass(frozen=True)
 class HttpResult:
     status: int | None  # None: no response (connection error, timeout)
     body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    error: str = ""  # redacted
+    headers: Mapping[str, str] = field(default_factory=dict)  # names lower-cased
+    error: str = ""  # redacted, one line; empty on 2xx
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -37,18 +53,33 @@ class HttpResult:
 
     @property
     def retryable(self) -> bool:
-        return self.status is None or self.status in RETRY_STATUS
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"null")
+        return not self.ok and is_retryable_status(self.status)
 
     @property
     def retry_after(self) -> float | None:
+        if self.status not in _HINTED:
+            return None
         return parse_retry_after(self.headers.get("retry-after"))
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError:
+            return None
+
+    def outcome(self, task: TaskRef | None = None) -> Outcome:
+        return Outcome(
+            ok=self.ok,
+            status=self.status,
+            retryable=self.retryable,
+            error=self.error,
+            retry_after=self.retry_after,
+            task=task if self.ok else None,
+        )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP-date."""
+    """Seconds from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
     if not value:
         return None
     value = value.strip()
@@ -58,24 +89,36 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
-    return max(when.timestamp() - (now if now is not None else time.time()), 0.0)
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetrySettings:
     attempts: int = 4
-    max_total_seconds: float = 60.0
-    initial: float = 1.0
-    max_wait: float = 20.0
+    max_total_seconds: float = 30.0  # sleeps included; a function invocation has other work to do
+    initial: float = 1.0  # first backoff; also the jitter's width
+    max_wait: float = 10.0  # longest backoff sleep
+    max_retry_after: float = 30.0  # a longer Retry-After is left to the outbox's schedule
     sleep: Callable[[float], None] = time.sleep
 
 
-class _Retryable(Exception):
-    def __init__(self, result: HttpResult) -> None:
-        super().__init__(result.error or f"HTTP {result.status}")
-        self.result = result
+class _HintTooLong(stop_base):
+    """Stop when the server asks for a longer wait than we are willing to spend in-process."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        asked = outcome.result().retry_after if outcome is not None and not outcome.failed else None
+        return asked is not None and asked > self.limit
+
+
+def encode_json(body: Any) -> bytes:
+    """The wire form of every JSON body: compact UTF-8."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _once(
@@ -88,28 +131,31 @@ def _once(
     context: ssl.SSLContext | None,
 ) -> HttpResult:
     parts = urlsplit(url)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout, context=context)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    host = parts.hostname or "?"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn: http.client.HTTPConnection | None = None
     try:
-        conn.request(method, path, body=body, headers=dict(headers))
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=context)
+        elif parts.scheme == "http":
+            conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+        else:
+            return HttpResult(None, error=f"unsupported URL scheme {parts.scheme!r}")
+        conn.request(method, target, body=body, headers=dict(headers))
         response = conn.getresponse()
-        data = response.read()
+        data = response.read(MAX_RESPONSE_BYTES)
         result_headers = {k.lower(): v for k, v in response.getheaders()}
         error = ""
         if not 200 <= response.status < 300:
             snippet = data[:300].decode("utf-8", errors="replace")
-            error = redact(f"HTTP {response.status} from {parts.hostname}: {snippet}", secrets)
+            error = one_line(f"HTTP {response.status} from {host}: {redact(snippet, secrets)}")
         return HttpResult(response.status, data, result_headers, error)
-    except (OSError, TimeoutError, http.client.HTTPException) as exc:
-        return HttpResult(None, error=redact(f"{type(exc).__name__} talking to {parts.hostname}: {exc}", secrets))
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # ValueError: a malformed URL or header value; never echo the URL (it may hold a signature).
+        return HttpResult(None, error=one_line(redact(f"{type(exc).__name__} talking to {host}: {exc}", secrets)))
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
 
 
 def request(
@@ -119,36 +165,88 @@ def request(
     headers: Mapping[str, str] | None = None,
     *,
     content_type: str = "application/json",
-    timeout: float = 15.0,
+    timeout: float = 10.0,
     retry: RetrySettings | None = None,
     secrets: tuple[str, ...] = (),
     context: ssl.SSLContext | None = None,
 ) -> HttpResult:
-    """Send with retries; returns the last result (never raises for HTTP or network errors)."""
-    retry = retry or RetrySettings()
-    payload = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    all_headers = {"Content-Type": content_type, "User-Agent": "nsp-drift/0.1", **(headers or {})}
+    """Send with retries; return the last result. ``body``: bytes as is, anything else as JSON.
+
+    ``secrets``: values to mask in errors besides the registered ones (the URL, the token)."""
+    policy = retry or RetrySettings()
+    payload = body if isinstance(body, bytes) or body is None else encode_json(body)
+    all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
+    if payload is not None:
+        all_headers.setdefault("Content-Type", content_type)
+    tries = 0
+
+    def hint(state: tenacity.RetryCallState) -> float | None:
+        return state.outcome.result().retry_after if state.outcome is not None else None
+
+    backoff = tenacity.wait_exponential_jitter(multiplier=policy.initial, max=policy.max_wait, jitter=policy.initial)
 
     def wait(state: tenacity.RetryCallState) -> float:
-        base = tenacity.wait_exponential_jitter(multiplier=retry.initial, max=retry.max_wait)(state)
-        exc = state.outcome.exception() if state.outcome else None
-        hint = exc.result.retry_after if isinstance(exc, _Retryable) else None
-        return max(base, min(hint, retry.max_total_seconds)) if hint is not None else base
+        asked = hint(state)
+        base = backoff(state)
+        return base if asked is None else max(base, asked)
 
-    @tenacity.retry(
-        retry=tenacity.retry_if_exception_type(_Retryable),
-        wait=wait,
-        stop=tenacity.stop_after_attempt(retry.attempts) | tenacity.stop_after_delay(retry.max_total_seconds),
-        sleep=retry.sleep,
-        reraise=True,
-    )
     def attempt() -> HttpResult:
-        result = _once(method, url, payload, all_headers, timeout, secrets, context)
-        if not result.ok and result.retryable:
-            raise _Retryable(result)
-        return result
+        nonlocal tries
+        tries += 1
+        return replace(_once(method, url, payload, all_headers, timeout, secrets, context), attempts=tries)
 
-    try:
-        return attempt()
-    except _Retryable as exc:
-        return exc.result
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda r: isinstance(r, HttpResult) and r.retryable),
+        wait=wait,
+        # stop_before_delay sees the upcoming sleep (tenacity computes wait first), so a sleep
+        # that would end past the cap is never started.
+        stop=tenacity.stop_any(
+            tenacity.stop_after_attempt(policy.attempts),
+            tenacity.stop_before_delay(policy.max_total_seconds),
+            _HintTooLong(policy.max_retry_after),
+        ),
+        sleep=policy.sleep,
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome is not None else None,
+    )
+    result = retrying(attempt)
+    assert isinstance(result, HttpResult)  # attempt() never raises, so there is always a result
+    return result
+
+
+def post_json(
+    url: str,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    *,
+    content_type: str = "application/json",
+    retry: RetrySettings | None = None,
+    secrets: tuple[str, ...] = (),
+) -> HttpResult:
+    return request("POST", url, body, headers, content_type=content_type, timeout=timeout, retry=retry, secrets=secrets)
+
+
+def patch_json(
+    url: str,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    *,
+    content_type: str = "application/json",
+    retry: RetrySettings | None = None,
+    secrets: tuple[str, ...] = (),
+) -> HttpResult:
+    return request(
+        "PATCH", url, body, headers, content_type=content_type, timeout=timeout, retry=retry, secrets=secrets
+    )
+
+
+def get_json(
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    *,
+    retry: RetrySettings | None = None,
+    secrets: tuple[str, ...] = (),
+) -> HttpResult:
+    return request("GET", url, None, headers, timeout=timeout, retry=retry, secrets=secrets)

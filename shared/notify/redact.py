@@ -3,6 +3,10 @@
 Webhook URLs (Teams Workflows / Logic Apps) carry their signature in the query string, tokens
 travel in headers, and a failing receiver may echo either back in its error body. Everything a
 sender logs or stores goes through ``redact`` first; ``SecretFilter`` guards the logging tree.
+
+Two layers, because neither is enough alone: the values the app resolved from its settings are
+registered and masked verbatim (catches a PAT in any position), and generic patterns mask the
+shapes secrets come in (catches a token we were never told about, e.g. one a server echoes).
 """
 
 from __future__ import annotations
@@ -13,53 +17,100 @@ import threading
 from collections.abc import Iterable
 
 MASK = "***"
-_QUERY_SECRET = re.compile(r"(?i)([?&](?:sig|code|token|access_token|sv|se|sp|skoid|sktid|api-key|key)=)[^&#\s\"']+")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"',\s][^\"',]*")
-_USERINFO = re.compile(r"(?i)(https?://)[^/\s:@]+:[^/\s@]+@")
-_GH_TOKEN = re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})\b")
+# Shorter values would mask ordinary words; every real secret we handle is far longer.
+MIN_SECRET_LENGTH = 8
+
+# A query parameter that is (part of) a credential. ``\u0026`` and ``%26`` are how ``&`` looks
+# inside a JSON string written by .NET (Logic Apps errors) and inside a URL-encoded URL.
+_QUERY_SECRET = re.compile(
+    r"(?i)((?:[?&]|\\u0026|%26)"
+    r"(?:sig|signature|code|token|access_token|refresh_token|client_secret|api-key|apikey|key|password"
+    r"|sv|se|sp|spr|srt|ss|st|skoid|sktid|skt|ske|sks|skv)"
+    r"(?:=|%3D))[^&#\s\"'<>\\]+"
+)
+# Storage / Service Bus connection strings.
+_CONN_SECRET = re.compile(r"(?i)\b((?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd)=)[^;\s\"']+")
+# ``Authorization: Bearer x`` / ``"authorization": "Basic x"`` in headers, dumps and echoes.
+_AUTH_HEADER = re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}][^\"'\r\n,}]*")
+# Not the bare word "token": it would mangle prose ("token expired."); headers are caught above.
+_SCHEME_TOKEN = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}")
+# ``https://user:password@host`` and ``https://token@host``.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@\"']+(?::[^/\s@\"']*)?@")
+_GH_TOKEN = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})\b")
 _WHSEC = re.compile(r"\bwhsec_[A-Za-z0-9+/=]{8,}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 _known_lock = threading.Lock()
 _known: set[str] = set()
 
 
 def register_secret(value: str) -> None:
-    """Remember a secret value (from settings) so it is masked wherever it appears."""
-    if value and len(value) >= 6:
+    """Remember a secret value (from settings) so it is masked wherever it appears, in any logger."""
+    if value and len(value) >= MIN_SECRET_LENGTH:
         with _known_lock:
             _known.add(value)
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
+def forget_secrets() -> None:
+    """Tests: start from an empty registry."""
     with _known_lock:
-        values = sorted({*_known, *(s for s in secrets if s and len(s) >= 6)}, key=len, reverse=True)
-    for value in values:
+        _known.clear()
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every known or recognisable secret replaced by ``***``."""
+    if not text:
+        return text
+    with _known_lock:
+        values = {*_known}
+    values.update(s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH)
+    # Longest first: a URL containing a registered token is masked whole, not around the token.
+    for value in sorted(values, key=len, reverse=True):
         text = text.replace(value, MASK)
-    text = _QUERY_SECRET.sub(rf"\1{MASK}", text)
-    text = _BEARER.sub(rf"\1 {MASK}", text)
-    text = _AUTH_HEADER.sub(rf"\1{MASK}", text)
-    text = _USERINFO.sub(rf"\1{MASK}@", text)
+    text = _QUERY_SECRET.sub(rf"\g<1>{MASK}", text)
+    text = _CONN_SECRET.sub(rf"\g<1>{MASK}", text)
+    text = _AUTH_HEADER.sub(rf"\g<1>{MASK}", text)
+    text = _SCHEME_TOKEN.sub(rf"\g<1>\g<2>{MASK}", text)
+    text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
     text = _GH_TOKEN.sub(MASK, text)
-    return _WHSEC.sub(MASK, text)
+    text = _WHSEC.sub(MASK, text)
+    return _JWT.sub(MASK, text)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """Redacted, single-line and bounded: the form errors are stored in (Delivery.last_error)."""
+    flat = " ".join(redact(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class SecretFilter(logging.Filter):
-    """Redacts every record's rendered message (install on handlers of the root logger)."""
+    """Redacts a record's message, arguments and traceback text; never drops a record.
+
+    Note the stdlib rule: a filter on a *logger* sees only records logged to that very logger,
+    not those propagating from children. Put it on the handlers too (``install_log_redaction``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string must not break logging
+        except Exception:  # a bad format string must not break logging; redact the raw parts
+            record.msg, record.args = redact(str(record.msg)), ()
             return True
         cleaned = redact(message)
         if cleaned != message:
+            # Pre-rendered: the arguments are folded into the message so no handler re-renders them.
             record.msg, record.args = cleaned, ()
+        if record.exc_info and not record.exc_text:
+            # Exception messages can hold URLs; render the traceback now so it can be masked.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Add the filter to the logger and its handlers (idempotent)."""
+    """Add the filter to the logger (root by default) and each of its handlers (idempotent)."""
     target = logger or logging.getLogger()
     for item in (target, *target.handlers):
         if not any(isinstance(f, SecretFilter) for f in item.filters):

@@ -1,56 +1,156 @@
 """Microsoft Teams via a Workflows (Power Automate) webhook: one Adaptive Card per transition.
 
-Cards use schema 1.5 (the highest Teams renders everywhere) and only Action.OpenUrl (no
-Action.Submit: a Workflows webhook cannot receive it). Teams refuses messages over ~28 KB and users
-report HTTP 413 from 20 KB: cards are built to stay under 16 KB, long diffs grouped and cut.
+Cards use schema 1.5 (the highest Teams renders on every client) and only Action.OpenUrl: a
+Workflows webhook cannot receive Action.Submit, so a button posting back would just fail. Teams
+refuses messages over ~28 KB and answers 413 well below that for cards with many elements, so each
+message is kept under MAX_CARD_BYTES: lists are cut with "+N more" and the card links out to the
+portal for the rest. A card is built at the most generous level that fits (see ``card_bytes``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from shared.model import Severity
 from shared.notify import http
 from shared.notify.base import Delivery, Outcome, TaskLookup
 from shared.notify.explain import why_and_how
 from shared.output import portal_url
+from shared.rules import RULES_BY_ID
 
 MAX_CARD_BYTES = 16_000
-_COLOUR = {"critical": "Attention", "high": "Attention", "medium": "Warning", "low": "Accent", "info": "Default"}
-_MAX_FACTS = 12
-_MAX_VALUE = 300
+SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
+VERSION = "1.5"
+NSP_DOCS = "https://learn.microsoft.com/azure/private-link/network-security-perimeter-concepts"
+# TextBlock colours and Container styles by severity (resolved is always Good / good).
+_COLOUR = {"critical": "Attention", "high": "Attention", "medium": "Warning", "low": "Accent", "info": "Accent"}
+_STYLE = {"critical": "attention", "high": "attention", "medium": "warning", "low": "accent", "info": "emphasis"}
+_KIND_LABEL = {"opened": "New finding", "changed": "Changed", "resolved": "Resolved"}
 
 
-def _cut(text: object, limit: int = _MAX_VALUE) -> str:
-    value = text if isinstance(text, str) else json.dumps(text, sort_keys=True)
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+@dataclass(frozen=True)
+class _Level:
+    """How much detail a card carries; later levels are used only when a card would not fit."""
+
+    facts: int  # "what changed" rows / digest rows per group
+    items: int  # list elements shown per side of a list diff
+    value: int  # characters of one fact value
+    text: int  # characters of a paragraph (summary, why, how)
 
 
-def _name(resource_id: str | None) -> str:
-    return (resource_id or "").rstrip("/").rsplit("/", 1)[-1] or "-"
+_LEVELS = (_Level(12, 8, 300, 900), _Level(8, 5, 160, 500), _Level(4, 3, 100, 300), _Level(2, 1, 60, 160))
 
 
-def _diff_facts(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, str]]:
-    keys = sorted(set(before) | set(after))
-    facts = []
-    for key in keys:
+def card_bytes(message: Mapping[str, Any]) -> int:
+    """Size on the most verbose standard serialisation (ASCII escapes, spaced separators): never
+    smaller than what we post, so the cap holds however the message is re-encoded on its way."""
+    return len(json.dumps(message).encode("ascii"))
+
+
+def _cut(value: object, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    text = " ".join(text.split())  # one line: FactSet values do not wrap newlines well
+    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
+
+
+def resource_name(resource_id: object) -> str:
+    return str(resource_id or "").rstrip("/").rsplit("/", 1)[-1] or "—"
+
+
+def resource_label(resource_id: object) -> str:
+    lowered = str(resource_id or "").lower()
+    if "/microsoft.storage/storageaccounts/" in lowered:
+        return "Storage account"
+    if "/microsoft.network/networksecurityperimeters/" in lowered:
+        return "Perimeter"
+    return "Resource"
+
+
+def _list_change(old: object, new: object, level: _Level) -> tuple[str, bool] | None:
+    """``+2: a, b · -1: c`` for list values (address prefixes, FQDNs, subscriptions, tags), and
+    whether elements were left out; None when the values are not lists."""
+    if not isinstance(old, list | None) or not isinstance(new, list | None) or (old is None and new is None):
+        return None
+    before = [_cut(x, 60) for x in (old or [])]
+    after = [_cut(x, 60) for x in (new or [])]
+    before_set, after_set = set(before), set(after)
+    added = [x for x in after if x not in before_set]
+    removed = [x for x in before if x not in after_set]
+
+    def side(sign: str, items: list[str]) -> str:
+        shown = ", ".join(items[: level.items])
+        more = f" (+{len(items) - level.items} more)" if len(items) > level.items else ""
+        return f"{sign}{len(items)}: {shown}{more}"
+
+    parts = [side("+", added)] if added else []
+    parts += [side("-", removed)] if removed else []
+    return " · ".join(parts) or "reordered", max(len(added), len(removed)) > level.items
+
+
+def diff_facts(before: Mapping[str, Any], after: Mapping[str, Any], level: _Level) -> tuple[list[dict[str, str]], bool]:
+    """FactSet rows of what differs, and whether anything was left out."""
+    facts: list[dict[str, str]] = []
+    cut = False
+    for key in sorted(set(before) | set(after)):
         old, new = before.get(key), after.get(key)
         if old == new:
             continue
-        facts.append(
-            {
-                "title": key,
-                "value": f"{_cut(old, 120) if old is not None else '—'} → {_cut(new, 120) if new is not None else '—'}",
-            }
+        listed = _list_change(old, new, level)
+        if listed is not None:
+            value, shortened = listed
+            cut = cut or shortened
+        else:
+            shown_old = "—" if old is None else _cut(old, level.value // 2)
+            shown_new = "—" if new is None else _cut(new, level.value // 2)
+            value = f"{shown_old} → {shown_new}"
+        facts.append({"title": _cut(key, 40), "value": _cut(value, level.value)})
+    if len(facts) > level.facts:
+        hidden = len(facts) - level.facts
+        facts = [*facts[: level.facts], {"title": "…", "value": f"+{hidden} more changed field(s)"}]
+        cut = True
+    return facts, cut
+
+
+def _heading(text: str) -> dict[str, Any]:
+    return {"type": "TextBlock", "text": text, "weight": "Bolder", "spacing": "Medium", "wrap": True}
+
+
+def _paragraph(text: str, level: _Level) -> dict[str, Any]:
+    return {"type": "TextBlock", "text": _cut(text, level.text), "wrap": True}
+
+
+def _first_ids(values: object, shown: int = 3) -> str:
+    ids = [str(v) for v in values] if isinstance(values, list) else []
+    if not ids:
+        return "—"
+    more = f" (+{len(ids) - shown} more)" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
+
+
+def _links(transition: Mapping[str, Any]) -> list[dict[str, Any]]:
+    resource = str(transition.get("resource") or "")
+    perimeter = str(transition.get("perimeter") or "")
+    actions: list[dict[str, Any]] = []
+    if resource:
+        actions.append(
+            {"type": "Action.OpenUrl", "title": f"Open {resource_label(resource).lower()}", "url": portal_url(resource)}
         )
-    if len(facts) > _MAX_FACTS:
-        hidden = len(facts) - _MAX_FACTS
-        facts = [*facts[:_MAX_FACTS], {"title": "…", "value": f"+{hidden} more change(s): see the linked resource"}]
-    return facts
+    if perimeter and perimeter.lower() != resource.lower():
+        actions.append({"type": "Action.OpenUrl", "title": "Open perimeter", "url": portal_url(perimeter)})
+    rule = RULES_BY_ID.get(str(transition.get("rule", "")))
+    guidance = rule.sources[0].url if rule is not None and rule.sources else NSP_DOCS
+    actions.append({"type": "Action.OpenUrl", "title": "Guidance", "url": guidance})
+    return actions
 
 
-def _envelope(card: dict[str, Any]) -> dict[str, Any]:
+def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]]) -> dict[str, Any]:
+    card: dict[str, Any] = {"$schema": SCHEMA, "type": "AdaptiveCard", "version": VERSION, "body": body}
+    if actions:
+        card["actions"] = actions
+    card["msteams"] = {"width": "Full"}  # Teams extension; other hosts ignore it
     return {
         "type": "message",
         "attachments": [
@@ -59,138 +159,195 @@ def _envelope(card: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_card(transition: Mapping[str, Any]) -> dict[str, Any]:
+def _build(transition: Mapping[str, Any], level: _Level) -> dict[str, Any]:
     kind = str(transition.get("transition", ""))
-    severity = str(transition.get("severity", "info"))
-    resource = str(transition.get("resource", ""))
+    severity = str(transition.get("severity", "info")).lower()
+    rule_id = str(transition.get("rule", ""))
+    resource = transition.get("resource")
     perimeter = transition.get("perimeter")
-    why, how = why_and_how(str(transition.get("rule", "")))
     resolved = kind == "resolved"
+    why, how = why_and_how(rule_id)
+
+    header_text = "RESOLVED" if resolved else f"{severity.upper()} · {_KIND_LABEL.get(kind, kind)}"
+    title = _cut(transition.get("title") or rule_id, 200)
     body: list[dict[str, Any]] = [
         {
-            "type": "TextBlock",
-            "text": f"{'RESOLVED' if resolved else severity.upper()} · {kind} · nsp-drift",
-            "color": "Good" if resolved else _COLOUR.get(severity, "Default"),
-            "weight": "Bolder",
-            "size": "Small",
-        },
-        {
-            "type": "TextBlock",
-            "text": _cut(transition.get("title", ""), 200),
-            "size": "Medium",
-            "weight": "Bolder",
-            "wrap": True,
-        },
-        {"type": "TextBlock", "text": _cut(transition.get("summary", ""), 600), "wrap": True},
-        {
-            "type": "FactSet",
-            "facts": [
-                {"title": "Resource", "value": _name(resource)},
-                {"title": "Perimeter", "value": _name(perimeter) if perimeter else "—"},
-                {"title": "Rule", "value": str(transition.get("rule", ""))},
-                {"title": "Severity", "value": severity},
-                {"title": "Changed by", "value": _cut(transition.get("changed_by", "unknown"), 200)},
-                {"title": "When", "value": str(transition.get("when") or "—")},
-                {"title": "Events", "value": _cut(", ".join(transition.get("event_ids", [])) or "—", 200)},
+            "type": "Container",
+            "style": "good" if resolved else _STYLE.get(severity, "emphasis"),
+            "bleed": True,
+            "items": [
+                {
+                    "type": "TextBlock",
+                    "text": f"{header_text} · nsp-drift",
+                    "color": "Good" if resolved else _COLOUR.get(severity, "Accent"),
+                    "weight": "Bolder",
+                    "size": "Small",
+                },
+                {
+                    "type": "TextBlock",
+                    "text": f"Resolved: {title}" if resolved else title,
+                    "size": "Large",
+                    "weight": "Bolder",
+                    "wrap": True,
+                },
             ],
         },
+        _paragraph(str(transition.get("summary", "")), level),
     ]
-    diff = _diff_facts(transition.get("before") or {}, transition.get("after") or {})
-    if diff and not resolved:
-        body += [
-            {"type": "TextBlock", "text": "What changed (before → after)", "weight": "Bolder", "spacing": "Medium"},
-            {"type": "FactSet", "facts": diff},
-        ]
+    facts = [{"title": resource_label(resource), "value": resource_name(resource)}]
+    if perimeter and str(perimeter).lower() != str(resource or "").lower():
+        facts.append({"title": "Perimeter", "value": resource_name(perimeter)})
+    facts += [
+        {"title": "Rule", "value": rule_id or "—"},
+        {"title": "Severity" if not resolved else "Was", "value": severity},
+        {
+            "title": "Resolved by" if resolved else "Changed by",
+            "value": _cut(transition.get("changed_by") or "unknown", 120),
+        },
+        {"title": "When", "value": str(transition.get("when") or "—")},
+        {"title": "Event ids", "value": _cut(_first_ids(transition.get("event_ids")), level.value)},
+    ]
+    flags = transition.get("flags")
+    if isinstance(flags, list) and flags:
+        facts.append({"title": "Flags", "value": _cut(", ".join(str(f) for f in flags), level.value)})
+    body.append({"type": "FactSet", "facts": facts})
+
+    if resolved:
+        body.append(_paragraph("No action needed: the finding is no longer detected.", level))
+    else:
+        before, after = transition.get("before"), transition.get("after")
+        # On a new finding before/after only repeat severity and summary, already shown above.
+        if kind != "opened" and isinstance(before, Mapping) and isinstance(after, Mapping):
+            changed, cut = diff_facts(before, after, level)
+            if changed:
+                body += [_heading("What changed (before → after)"), {"type": "FactSet", "facts": changed}]
+            if cut:
+                where = "perimeter" if perimeter else resource_label(resource).lower()
+                note = f"Shortened; the full list is on the {where} in the portal (link below)."
+                body.append(_paragraph(note, level))
     if why:
-        body += [
-            {"type": "TextBlock", "text": "Why it matters", "weight": "Bolder", "spacing": "Medium"},
-            {"type": "TextBlock", "text": _cut(why, 900), "wrap": True},
-        ]
+        body += [_heading("Why it matters"), _paragraph(why, level)]
     if how and not resolved:
-        body += [
-            {"type": "TextBlock", "text": "How to fix", "weight": "Bolder", "spacing": "Medium"},
-            {"type": "TextBlock", "text": _cut(how, 900), "wrap": True},
-        ]
-    actions = [{"type": "Action.OpenUrl", "title": "Open resource in the portal", "url": portal_url(resource)}]
-    if perimeter:
-        actions.append({"type": "Action.OpenUrl", "title": "Open perimeter", "url": portal_url(str(perimeter))})
-    card = {
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "type": "AdaptiveCard",
-        "version": "1.5",
-        "body": body,
-        "actions": actions,
-        "msteams": {"width": "Full"},
-    }
-    return _envelope(card)
+        body += [_heading("How to fix"), _paragraph(how, level)]
+    return _card(body, _links(transition))
 
 
-def build_digest_card(transitions: Sequence[Mapping[str, Any]], destination: str) -> dict[str, Any]:
-    """Quiet mode: many low-severity transitions in one message, grouped by rule."""
+def _minimal(transition: Mapping[str, Any]) -> dict[str, Any]:
+    """Last resort (never reached by the builders above): the headline and links only."""
+    text = f"{str(transition.get('severity', '')).upper()} {transition.get('transition')}: {transition.get('title')}"
+    return _card([{"type": "TextBlock", "text": _cut(text, 200), "wrap": True}], _links(transition))
+
+
+def build_card(transition: Mapping[str, Any]) -> dict[str, Any]:
+    """The Workflows webhook message for one transition (``shared.replay.transition_to_dict`` form)."""
+    for level in _LEVELS:
+        message = _build(transition, level)
+        if card_bytes(message) <= MAX_CARD_BYTES:
+            return message
+    return _minimal(transition)
+
+
+# -- digests ---------------------------------------------------------------------------------------
+
+
+def _severity_rank(transition: Mapping[str, Any]) -> int:
+    try:
+        return int(Severity.parse(str(transition.get("severity", "info"))))
+    except ValueError:
+        return 0
+
+
+def _digest_row_title(t: Mapping[str, Any]) -> str:
+    severity = str(t.get("severity", "")).upper()
+    return f"{severity} {t.get('transition')} · {_cut(resource_name(t.get('resource')), 40)}"
+
+
+def _digest(
+    transitions: Sequence[Mapping[str, Any]], destination: str, level: _Level, groups_shown: int
+) -> dict[str, Any]:
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for t in transitions:
         groups.setdefault(str(t.get("rule", "")), []).append(t)
+    # Worst first, so what is cut at the end is what matters least.
+    ordered = sorted(groups.items(), key=lambda kv: (-max(_severity_rank(t) for t in kv[1]), kv[0]))
+    counts: dict[str, int] = {}
+    for t in transitions:
+        counts[str(t.get("transition"))] = counts.get(str(t.get("transition")), 0) + 1
+    tally = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
     body: list[dict[str, Any]] = [
         {
-            "type": "TextBlock",
-            "text": f"nsp-drift digest · {len(transitions)} change(s)",
-            "weight": "Bolder",
-            "size": "Medium",
-        },
+            "type": "Container",
+            "style": "emphasis",
+            "bleed": True,
+            "items": [
+                {
+                    "type": "TextBlock",
+                    "text": f"nsp-drift digest · {len(transitions)} change(s)",
+                    "size": "Large",
+                    "weight": "Bolder",
+                    "wrap": True,
+                },
+                {
+                    "type": "TextBlock",
+                    "text": f"{tally} · {len(groups)} rule(s)" + (f" · {destination}" if destination else ""),
+                    "isSubtle": True,
+                    "wrap": True,
+                },
+            ],
+        }
     ]
-    for rule, items in sorted(groups.items()):
+    for rule_id, items in ordered[:groups_shown]:
+        rule = RULES_BY_ID.get(rule_id)
+        title = rule.title if rule is not None else rule_id
+        worst_first = sorted(items, key=lambda t: (-_severity_rank(t), str(t.get("resource", ""))))
         facts = [
-            {
-                "title": f"{t.get('transition')} {_name(str(t.get('resource', '')))}",
-                "value": _cut(t.get("summary", ""), 160),
-            }
-            for t in items[:_MAX_FACTS]
+            {"title": _digest_row_title(t), "value": _cut(t.get("summary", ""), level.value // 2)}
+            for t in worst_first[: level.facts]
         ]
-        if len(items) > _MAX_FACTS:
-            facts.append({"title": "…", "value": f"+{len(items) - _MAX_FACTS} more"})
-        body += [
-            {"type": "TextBlock", "text": rule, "weight": "Bolder", "spacing": "Medium"},
-            {"type": "FactSet", "facts": facts},
-        ]
-    card = {
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "type": "AdaptiveCard",
-        "version": "1.5",
-        "body": body,
-        "msteams": {"width": "Full"},
-    }
-    return _shrink(_envelope(card))
-
-
-def _shrink(message: dict[str, Any]) -> dict[str, Any]:
-    """Drop trailing body blocks until the message fits (digests can be long), and say so."""
-    card = message["attachments"][0]["content"]
-    cut = False
-    while len(json.dumps(message).encode()) > MAX_CARD_BYTES - 200 and len(card["body"]) > 2:
-        card["body"].pop()
-        cut = True
-    if cut:
-        card["body"].append(
-            {"type": "TextBlock", "text": "(truncated: the rest is in the function's log)", "wrap": True}
+        if len(items) > level.facts:
+            facts.append({"title": "…", "value": f"+{len(items) - level.facts} more"})
+        body += [_heading(f"{_cut(title, 120)} ({len(items)})"), {"type": "FactSet", "facts": facts}]
+    if len(ordered) > groups_shown:
+        hidden = ordered[groups_shown:]
+        body.append(
+            _paragraph(
+                f"+{sum(len(items) for _, items in hidden)} more change(s) in {len(hidden)} other rule(s) "
+                "(lower severity); see the function's log or the webhook destination.",
+                level,
+            )
         )
-    return message
+    return _card(body, [{"type": "Action.OpenUrl", "title": "Perimeter docs", "url": NSP_DOCS}])
+
+
+def build_digest_card(transitions: Sequence[Mapping[str, Any]], destination: str = "") -> dict[str, Any]:
+    """Quiet mode: many low-severity transitions in one message, grouped by rule, worst first."""
+    rules = len({str(t.get("rule", "")) for t in transitions})
+    for level in _LEVELS:
+        message = _digest(transitions, destination, level, rules)
+        if card_bytes(message) <= MAX_CARD_BYTES:
+            return message
+    # Still too big at the tightest level: drop whole groups (lowest severity first).
+    shown = rules
+    while shown > 1:
+        shown -= 1
+        message = _digest(transitions, destination, _LEVELS[-1], shown)
+        if card_bytes(message) <= MAX_CARD_BYTES:
+            return message
+    return _digest(transitions, destination, _LEVELS[-1], 0)
 
 
 class TeamsSender:
-    def __init__(self, name: str, url: str, retry: http.RetrySettings | None = None) -> None:
+    """Posts cards to one Workflows webhook URL (which carries its own ``sig``: a secret)."""
+
+    def __init__(self, name: str, url: str, retry: http.RetrySettings | None = None, timeout: float = 10.0) -> None:
         self.name = name
         self._url = url
         self._retry = retry
+        self._timeout = timeout
 
     def _post(self, message: Mapping[str, Any]) -> Outcome:
-        result = http.request("POST", self._url, message, retry=self._retry, secrets=(self._url,))
-        return Outcome(
-            ok=result.ok,
-            status=result.status,
-            retryable=result.retryable,
-            error=result.error,
-            retry_after=result.retry_after,
-        )
+        result = http.post_json(self._url, message, timeout=self._timeout, retry=self._retry, secrets=(self._url,))
+        return result.outcome()
 
     def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome:
         return self._post(build_card(delivery.transition))

@@ -14,12 +14,14 @@ from dataclasses import asdict, fields, replace
 from typing import Any
 
 from shared.changes import Actor, Provenance, Target, TargetKind
+from shared.notify.base import Delivery, DeliveryStatus, TaskRef
 from shared.state.base import AccountState, AssociationState, PendingMarker, ProfileState, merge_provenance
 
 FORMAT = 1  # bumped when the JSON layout changes incompatibly; decoders reject other values
 
 _ACTOR_FIELDS = tuple(f.name for f in fields(Actor))
 _ASSOCIATION_FIELDS = tuple(f.name for f in fields(AssociationState))
+_TASK_FIELDS = tuple(f.name for f in fields(TaskRef))
 
 
 class CodecError(ValueError):
@@ -76,7 +78,7 @@ def _objects(document: Mapping[str, Any], key: str, what: str) -> tuple[dict[str
 
 
 def _record(cls_fields: Sequence[str], document: Mapping[str, Any], what: str) -> dict[str, str]:
-    """The string fields of a flat dataclass (Actor, AssociationState), all required."""
+    """The string fields of a flat dataclass (Actor, AssociationState, TaskRef), all required."""
     return {name: _get(document, name, str, what) for name in cls_fields}
 
 
@@ -233,57 +235,60 @@ def released_marker(claimed: PendingMarker, current: PendingMarker | None, now: 
 # -- outbox -------------------------------------------------------------------------------------------
 
 
-def delivery_to_json(delivery: Any) -> str:
-    return dumps(
-        {
-            "destination": delivery.destination,
-            "idempotency_key": delivery.idempotency_key,
-            "transition": delivery.transition,
-            "created_at": delivery.created_at,
-            "attempts": delivery.attempts,
-            "next_attempt_at": delivery.next_attempt_at,
-            "status": delivery.status.value,
-            "last_status": delivery.last_status,
-            "last_error": delivery.last_error,
-            "digest": delivery.digest,
-        }
+def delivery_to_dict(delivery: Delivery) -> dict[str, Any]:
+    """Everything but the ETag; ``delivery_id`` is derived from destination and idempotency key."""
+    return {
+        "format": FORMAT,
+        "destination": delivery.destination,
+        "idempotency_key": delivery.idempotency_key,
+        "transition": delivery.transition,
+        "created_at": delivery.created_at,
+        "attempts": delivery.attempts,
+        "next_attempt_at": delivery.next_attempt_at,
+        "status": delivery.status.value,
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "digest": delivery.digest,
+    }
+
+
+def delivery_from_dict(document: Mapping[str, Any], what: str = "delivery") -> Delivery:
+    status = _get(document, "status", str, what)
+    try:
+        delivery_status = DeliveryStatus(status)
+    except ValueError:
+        allowed = ", ".join(s.value for s in DeliveryStatus)
+        raise CodecError(f"{what}.status: {status!r} is not one of {allowed}") from None
+    return Delivery(
+        destination=_get(document, "destination", str, what),
+        idempotency_key=_get(document, "idempotency_key", str, what),
+        transition=_get(document, "transition", dict, what),
+        created_at=float(_get(document, "created_at", (int, float), what)),
+        attempts=_get(document, "attempts", int, what),
+        next_attempt_at=float(_get(document, "next_attempt_at", (int, float), what)),
+        status=delivery_status,
+        last_status=_get(document, "last_status", (int, type(None)), what),
+        last_error=_get(document, "last_error", str, what),
+        digest=_get(document, "digest", bool, what),
     )
 
 
-def delivery_from_json(text: str) -> Any:
-    from shared.notify.base import Delivery, DeliveryStatus
-
-    document = loads(text, "delivery")
-    try:
-        return Delivery(
-            destination=str(document["destination"]),
-            idempotency_key=str(document["idempotency_key"]),
-            transition=dict(document["transition"]),
-            created_at=float(document["created_at"]),
-            attempts=int(document["attempts"]),
-            next_attempt_at=float(document["next_attempt_at"]),
-            status=DeliveryStatus(document["status"]),
-            last_status=None if document.get("last_status") is None else int(document["last_status"]),
-            last_error=str(document.get("last_error", "")),
-            digest=bool(document.get("digest", False)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CodecError(f"delivery: {exc}") from None
+def delivery_to_json(delivery: Delivery) -> str:
+    return dumps(delivery_to_dict(delivery))
 
 
-def task_to_json(task: Any) -> str:
-    return dumps(asdict(task))
+def delivery_from_json(text: str) -> Delivery:
+    return delivery_from_dict(loads(text, "delivery"))
 
 
-def task_from_json(text: str) -> Any:
-    from shared.notify.base import TaskRef
+def task_to_json(task: TaskRef) -> str:
+    return dumps({"format": FORMAT, **asdict(task)})
 
-    document = loads(text, "task")
-    try:
-        return TaskRef(**{f.name: str(document[f.name]) for f in fields(TaskRef)})
-    except KeyError as exc:
-        raise CodecError(f"task: missing {exc}") from None
+
+def task_from_json(text: str) -> TaskRef:
+    return TaskRef(**_record(_TASK_FIELDS, loads(text, "task"), "task"))
 
 
 def task_key(destination: str, finding_key: str) -> str:
+    # Unambiguous: destination names cannot contain '|' (shared.notify.destinations._NAME).
     return f"{destination}|{finding_key}"

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, etag TEXT NOT NULL, status TEXT NOT NULL, next_attempt_at REAL NOT NULL,
     created_at REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (created_at, id, next_attempt_at) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS tasks (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
@@ -259,11 +260,14 @@ class SqliteStateStore:
         return added
 
     def due_deliveries(self, now: float, limit: int = 100) -> list[tuple[Delivery, str]]:
+        # The partial index deliveries_pending holds pending rows only, already in created_at
+        # order: the sweep walks the backlog and stops at ``limit``, never the done/failed history.
+        # (SQLite uses a partial index only when the query repeats its WHERE term literally.)
         with self._reading() as db:
             rows = db.execute(
-                "SELECT data, etag FROM deliveries WHERE status = ? AND next_attempt_at <= ?"
-                " ORDER BY created_at, id LIMIT ?",
-                (DeliveryStatus.PENDING.value, now, limit),
+                "SELECT data, etag FROM deliveries INDEXED BY deliveries_pending"
+                " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY created_at, id LIMIT ?",
+                (now, max(limit, 0)),
             ).fetchall()
         return [(codec.delivery_from_json(data), etag) for data, etag in rows]
 
@@ -324,7 +328,11 @@ def _unavailable_on_error(path: str) -> Iterator[None]:
 
 
 if TYPE_CHECKING:
+    from shared.notify.base import OutboxStore
     from shared.state.base import StateStore
 
     def _conforms(store: SqliteStateStore) -> StateStore:  # mypy proves the Protocol is met
+        return store
+
+    def _conforms_outbox(store: SqliteStateStore) -> OutboxStore:
         return store

@@ -1,8 +1,9 @@
 """Azure Table storage implementation of StateStore (the function app; Azurite locally).
 
 Tables (created on first use, never at import): ``{prefix}state`` (accounts and profiles),
-``{prefix}index`` (reverse indexes), ``{prefix}pending`` (coalescing markers) and
-``{prefix}events`` (processed event ids).
+``{prefix}index`` (reverse indexes), ``{prefix}pending`` (coalescing markers),
+``{prefix}events`` (processed event ids) and ``{prefix}outbox`` (deliveries with their pending
+index, and remediation task references; see the outbox section below).
 
 Keys: ARM ids contain '/', which PartitionKey/RowKey forbid, so rows are keyed by sha256 of the
 lower-cased id and keep the original id in a property.
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -36,7 +38,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableEntity, TableServiceClient, TransactionOperation, UpdateMode
 
 from shared.changes import Provenance, Target, TargetKind
 from shared.notify.base import Delivery, DeliveryStatus, TaskRef
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.core.pipeline import PipelineResponse
 
+    from shared.notify.base import OutboxStore
     from shared.state.base import StateStore
 
 DEFAULT_PREFIX = "nspdrift"
@@ -64,6 +67,12 @@ _DELIVERY_PK = "delivery"
 _TASK_PK = "task"
 _PROFILE_PK = "profile"
 _PENDING_PK = "pending"
+_DUE_PREFIX = "~due|"  # index rows of pending deliveries; '~' sorts after the hex delivery ids
+_DUE_END = "~due}"  # '|' + 1: the exclusive upper bound of the index rows' RowKey range
+_DELIVERY_ID = re.compile(r"^[0-9a-f]{1,64}$")
+
+# One operation of an entity-group transaction: (operation, entity, keyword arguments).
+_Operation = tuple[TransactionOperation, Mapping[str, Any], Mapping[str, Any]]
 
 _STRING_CHARS = 32_000  # one string property: 64 KiB of UTF-16, with room to spare
 _CHUNK_BYTES = 64_000  # one binary property: at most 64 KiB
@@ -131,8 +140,12 @@ def _storage_errors(what: str) -> Iterator[None]:
 
 def _odata_double(value: float) -> str:
     # Formatted here rather than passed as a filter parameter: the SDK renders 0.0 and 1.0 as
-    # false/true (it tests ``val in [True, False]`` before ``isinstance(val, float)``).
-    return f"{float(value):.6f}"
+    # false/true (it tests ``val in [True, False]`` before ``isinstance(val, float)``). repr is the
+    # shortest text that parses back to the same double, so "le now" is exact to the last bit
+    # (a fixed 6 decimals could round now down past a row due at exactly now); Decimal spells it
+    # without an exponent, and a literal without a '.' would be read as an integer.
+    text = format(Decimal(repr(float(value))), "f")
+    return text if "." in text else f"{text}.0"
 
 
 def _etag(entity: TableEntity) -> str:
@@ -473,10 +486,19 @@ class TableStateStore:
         return sorted(markers, key=lambda m: m.due)
 
     # -- outbox ----------------------------------------------------------------------------------------
-    # Deliveries live in one partition with Status and NextAttemptAt columns, so "due" is a filtered
-    # query of that partition and a delivery id stays unique for ever (insert-if-absent). Done rows
-    # stay as the history of what was sent; at this product's volume (alerts, not telemetry) the
-    # filter is cheap, and purge_deliveries trims the history.
+    # Layout (table ``{prefix}outbox``, partition ``delivery``):
+    #   RowKey <delivery_id>        the delivery itself, whatever its status, kept for ever: its
+    #                               existence is what makes add_deliveries insert-if-absent, so a
+    #                               DONE delivery can never be recorded (and sent) again.
+    #   RowKey ~due|<delivery_id>   a small index row that exists exactly while the delivery is
+    #                               PENDING, with its NextAttemptAt and CreatedAt.
+    # A sweep range-queries the index rows only, so its cost follows the backlog, not the history.
+    # Why an index row in the same partition rather than moving finished rows to another partition:
+    # a PartitionKey cannot change in a replace (a move is insert + delete, two requests, and the
+    # delivery id would be free in between for a re-insert), while rows of one partition can be
+    # written in one entity-group transaction. So every write is atomic over both rows: add =
+    # create(delivery) + upsert(index); update = replace(delivery, If-Match) + upsert or delete(index).
+    # The delivery's ETag is the one callers hold; the index row's ETag is never handed out.
     def _delivery_entity(self, delivery: Delivery) -> dict[str, Any]:
         return {
             "PartitionKey": _DELIVERY_PK,
@@ -488,39 +510,93 @@ class TableStateStore:
             **pack(codec.delivery_to_json(delivery), f"delivery {delivery.delivery_id}"),
         }
 
+    @staticmethod
+    def _index_op(delivery: Delivery) -> _Operation:
+        """Write the index row of a pending delivery, or delete that of one that no longer is."""
+        keys = {"PartitionKey": _DELIVERY_PK, "RowKey": _DUE_PREFIX + delivery.delivery_id}
+        if delivery.status is not DeliveryStatus.PENDING:
+            return (TransactionOperation.DELETE, keys, {})
+        row = {
+            **keys,
+            "DeliveryId": delivery.delivery_id,
+            "NextAttemptAt": float(delivery.next_attempt_at),
+            "CreatedAt": float(delivery.created_at),
+        }
+        return (TransactionOperation.UPSERT, row, {"mode": UpdateMode.REPLACE})
+
+    def _transact(self, operations: list[_Operation], what: str) -> list[Mapping[str, Any]]:
+        """One entity-group transaction; 409/412 on any operation -> ConflictError, 404 re-raised."""
+        with _storage_errors(what):
+            return list(self._table(self._outbox_table).submit_transaction(operations))
+
     def add_deliveries(self, deliveries: list[Delivery]) -> int:
         added = 0
         for delivery in deliveries:
+            operations: list[_Operation] = [(TransactionOperation.CREATE, self._delivery_entity(delivery), {})]
+            if delivery.status is DeliveryStatus.PENDING:
+                operations.append(self._index_op(delivery))
             try:
-                with _storage_errors(f"write {self._outbox_table}"):
-                    self._table(self._outbox_table).create_entity(self._delivery_entity(delivery))
-            except (ResourceExistsError, ConflictError):
-                continue  # recorded before: the same transition decided again
+                self._transact(operations, f"add delivery {delivery.delivery_id}")
+            except ConflictError:
+                continue  # recorded before (the same transition decided again), maybe already sent
             added += 1
         return added
 
     def due_deliveries(self, now: float, limit: int = 100) -> list[tuple[Delivery, str]]:
+        if limit <= 0:
+            return []
         query = (
-            f"PartitionKey eq '{_DELIVERY_PK}' and Status eq '{DeliveryStatus.PENDING.value}'"
+            f"PartitionKey eq '{_DELIVERY_PK}' and RowKey ge '{_DUE_PREFIX}' and RowKey lt '{_DUE_END}'"
             f" and NextAttemptAt le {_odata_double(now)}"
         )
         with _storage_errors(f"read {self._outbox_table}"):
-            rows = list(self._table(self._outbox_table).query_entities(query))
-        found = [(codec.delivery_from_json(unpack(row, "delivery")), _etag(row)) for row in rows]
-        found.sort(key=lambda pair: (pair[0].created_at, pair[0].delivery_id))
-        return found[:limit]
+            index = list(
+                self._table(self._outbox_table).query_entities(query, select=["RowKey", "DeliveryId", "CreatedAt"])
+            )
+        index.sort(key=lambda row: (float(row["CreatedAt"]), str(row["DeliveryId"])))
+        found: list[tuple[Delivery, str]] = []
+        for row in index:
+            if len(found) == limit:
+                break
+            current = self.get_delivery(str(row["DeliveryId"]))
+            if current is None or current[0].status is not DeliveryStatus.PENDING:
+                # Only reachable through a row deleted or edited outside this class: drop the orphan
+                # (conditional, so an index row rewritten since the query is left alone).
+                self._delete_if(self._outbox_table, _DELIVERY_PK, str(row["RowKey"]), _etag(row), "drop index row")
+                continue
+            if current[0].next_attempt_at <= now:  # else leased by another worker since the query
+                found.append(current)
+        return found
 
     def update_delivery(self, delivery: Delivery, etag: str) -> str:
-        return self._replace(
-            self._outbox_table, self._delivery_entity(delivery), etag, f"delivery {delivery.delivery_id}"
+        what = f"update delivery {delivery.delivery_id}"
+        replace_op: _Operation = (
+            TransactionOperation.UPDATE,
+            self._delivery_entity(delivery),
+            {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
         )
+        pending = delivery.status is DeliveryStatus.PENDING
+        try:
+            results = self._transact([replace_op, self._index_op(delivery)], what)
+        except HttpResponseError as exc:
+            if exc.status_code != 404:
+                raise
+            if pending:  # only the delivery row can be missing
+                raise ConflictError(f"{what}: the row was deleted concurrently") from exc
+            # The delivery was not pending (FAILED settled again, say), so there is no index row to
+            # delete; or the delivery row itself is gone, which the plain replace reports as a conflict.
+            return self._replace(self._outbox_table, self._delivery_entity(delivery), etag, what)
+        return str(results[0]["etag"])
 
     def get_delivery(self, delivery_id: str) -> tuple[Delivery, str] | None:
+        if not _DELIVERY_ID.match(delivery_id):
+            return None  # not an id this store could have written (and never an index row's key)
         row = self._read(self._outbox_table, _DELIVERY_PK, delivery_id)
-        return (codec.delivery_from_json(unpack(row, "delivery")), _etag(row)) if row else None
+        return (codec.delivery_from_json(unpack(row, f"delivery row {delivery_id}")), _etag(row)) if row else None
 
     def count_deliveries(self, status: DeliveryStatus | None = None) -> int:
-        query = f"PartitionKey eq '{_DELIVERY_PK}'"
+        """Counts the delivery rows (history included): a report, not part of the sweep."""
+        query = f"PartitionKey eq '{_DELIVERY_PK}' and RowKey lt '{_DUE_PREFIX}'"
         if status is not None:
             query += f" and Status eq '{status.value}'"
         with _storage_errors(f"read {self._outbox_table}"):
@@ -551,4 +627,7 @@ def _client_options(overrides: Mapping[str, Any]) -> dict[str, Any]:
 if TYPE_CHECKING:
 
     def _conforms(store: TableStateStore) -> StateStore:  # mypy proves the Protocol is met
+        return store
+
+    def _conforms_outbox(store: TableStateStore) -> OutboxStore:
         return store

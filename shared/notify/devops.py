@@ -1,0 +1,243 @@
+"""Azure DevOps Boards: one work item per open finding (REST api-version 7.1, PAT over Basic auth).
+
+``opened`` creates the work item unless one is already open for the finding, in which case it only
+comments: the stored TaskRef says so, and when the ref was lost (a crash between the create and
+the store write) a WIQL query by the finding's tag finds the item again, so a re-delivery never
+opens a second one. ``changed`` comments (and opens one if the finding has just risen to the
+destination's floor); ``resolved`` moves the item to the done state and comments.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from shared.model import Severity
+from shared.notify import http
+from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef
+from shared.notify.explain import why_and_how
+from shared.output import portal_url
+from shared.rules import RULES_BY_ID
+
+API_VERSION = "7.1"
+COMMENTS_API_VERSION = "7.1-preview.4"  # the comments API has no GA 7.1 version
+JSON_PATCH = "application/json-patch+json"
+SEVERITY_FIELD = "Microsoft.VSTS.Common.Severity"
+PRIORITY_FIELD = "Microsoft.VSTS.Common.Priority"
+_SEVERITY_VALUE = {"critical": "1 - Critical", "high": "2 - High", "medium": "3 - Medium", "low": "4 - Low"}
+_PRIORITY = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 4}
+_GONE = (404, 410)  # the work item was deleted: nothing left to update
+
+
+def finding_tag(finding_key: str) -> str:
+    """A short, stable tag naming the finding (a lost task ref is found again by it)."""
+    return "nsp-drift-" + hashlib.sha256(finding_key.encode()).hexdigest()[:12]
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value if value is not None else ""), quote=True)
+
+
+def _name(resource_id: object) -> str:
+    return str(resource_id or "").rstrip("/").rsplit("/", 1)[-1] or "-"
+
+
+def work_item_title(t: Mapping[str, Any]) -> str:
+    return f"[nsp-drift] {t.get('title') or t.get('rule')}: {_name(t.get('resource'))}"[:255]
+
+
+def description_html(t: Mapping[str, Any], tag: str) -> str:
+    why, how = why_and_how(str(t.get("rule", "")))
+    resource, perimeter = str(t.get("resource") or ""), str(t.get("perimeter") or "")
+    items = [f'Resource: <a href="{_e(portal_url(resource))}">{_e(_name(resource))}</a> (<code>{_e(resource)}</code>)']
+    if perimeter:
+        items.append(f'Perimeter: <a href="{_e(portal_url(perimeter))}">{_e(_name(perimeter))}</a>')
+    items += [
+        f"Rule: <code>{_e(t.get('rule'))}</code>, severity <b>{_e(t.get('severity'))}</b>",
+        f"Changed by: {_e(t.get('changed_by') or 'unknown')} at {_e(t.get('when') or '-')}",
+        f"Event ids: {_e(', '.join(map(str, t.get('event_ids') or [])) or '-')}",
+    ]
+    parts = [f"<p>{_e(t.get('summary'))}</p>", "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"]
+    if why:
+        parts.append(f"<h3>Why it matters</h3><p>{_e(why)}</p>")
+    if how:
+        parts.append(f"<h3>How to fix</h3><p>{_e(how)}</p>")
+    parts.append(f"<p><small>Finding key <code>{_e(t.get('key'))}</code> (tag <code>{_e(tag)}</code>)</small></p>")
+    return "".join(parts)
+
+
+def comment_html(t: Mapping[str, Any]) -> str:
+    kind = str(t.get("transition", ""))
+    text = f"<p><b>{_e(kind.capitalize())}</b> ({_e(t.get('severity'))}): {_e(t.get('summary'))}</p>"
+    before, after = t.get("before") or {}, t.get("after") or {}
+    if kind == "changed" and isinstance(before, Mapping) and isinstance(after, Mapping):
+        rows = [
+            f"<li>{_e(k)}: {_e(before.get(k, '-'))} &rarr; {_e(after.get(k, '-'))}</li>"
+            for k in sorted(set(before) | set(after))
+            if before.get(k) != after.get(k)
+        ]
+        text += "<ul>" + "".join(rows[:20]) + "</ul>" if rows else ""
+    events = ", ".join(map(str, t.get("event_ids") or [])) or "-"
+    return text + f"<p>By {_e(t.get('changed_by') or 'unknown')} at {_e(t.get('when') or '-')}; events {_e(events)}</p>"
+
+
+def opens_task(t: Mapping[str, Any], floor: Severity) -> bool:
+    """A ``changed`` finding with no task gets one if it is a catalogue finding at/above the floor
+    (its severity rose past it); perimeter-level changes have no finding to track."""
+    if str(t.get("rule", "")) not in RULES_BY_ID:
+        return False
+    try:
+        return Severity.parse(str(t.get("severity", "info"))) >= floor
+    except ValueError:
+        return False
+
+
+class AzureDevOpsSender:
+    """Work items in one project, authenticated with a PAT (scope: Work Items, read & write)."""
+
+    def __init__(
+        self,
+        name: str,
+        organization: str,
+        project: str,
+        token: str,
+        *,
+        work_item_type: str = "Task",
+        area_path: str = "",
+        assigned_to: str = "",
+        tags: tuple[str, ...] = (),
+        done_state: str = "Done",
+        base_url: str = "https://dev.azure.com",
+        min_severity: Severity = Severity.INFO,
+        retry: http.RetrySettings | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        # Project and type names may contain spaces ("User Story"): percent-encode path segments.
+        self._project_url = f"{base_url.rstrip('/')}/{quote(organization, safe='')}/{quote(project, safe='')}"
+        self._wit = f"{self._project_url}/_apis/wit"
+        self._token = token
+        self._type = work_item_type
+        self._area, self._assignee, self._tags, self._done = area_path, assigned_to, tags, done_state
+        self._floor = min_severity
+        self._retry = retry
+        self._timeout = timeout
+        # Severity/Priority exist on Bug but not on every type of every process: once the API says
+        # a field is unknown (TF51535), stop sending the classification fields.
+        self._classify = True
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f":{self._token}".encode()).decode()}
+
+    def _call(self, method: str, url: str, body: Any, content_type: str = "application/json") -> http.HttpResult:
+        return http.request(
+            method,
+            url,
+            body,
+            self._headers(),
+            content_type=content_type,
+            timeout=self._timeout,
+            retry=self._retry,
+            secrets=(self._token,),
+        )
+
+    # -- the API calls ----------------------------------------------------------------------------
+
+    def find_open(self, finding_key: str) -> tuple[http.HttpResult, TaskRef | None]:
+        """The open work item tagged for this finding, if any (WIQL)."""
+        closed = ", ".join(
+            "'" + s.replace("'", "''") + "'" for s in dict.fromkeys((self._done, "Done", "Closed", "Removed"))
+        )
+        tag = finding_tag(finding_key)
+        # Not injectable: the tag is hex from a hash, state names have their quotes doubled.
+        query = (
+            "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "  # noqa: S608
+            f"AND [System.Tags] CONTAINS '{tag}' AND [System.State] NOT IN ({closed}) ORDER BY [System.Id]"
+        )
+        result = self._call("POST", f"{self._wit}/wiql?api-version={API_VERSION}", {"query": query})
+        if not result.ok:
+            return result, None
+        answer = result.json()
+        found = answer.get("workItems") if isinstance(answer, dict) else None
+        if not found:
+            return result, None
+        item_id = str(found[0].get("id"))
+        return result, TaskRef(self.name, finding_key, item_id, f"{self._project_url}/_workitems/edit/{item_id}")
+
+    def _create_ops(self, t: Mapping[str, Any], finding_key: str) -> list[dict[str, Any]]:
+        tag = finding_tag(finding_key)
+        fields: dict[str, Any] = {
+            "System.Title": work_item_title(t),
+            "System.Description": description_html(t, tag),
+            "System.Tags": "; ".join(dict.fromkeys(["nsp-drift", tag, *self._tags])),
+        }
+        if self._area:
+            fields["System.AreaPath"] = self._area
+        if self._assignee:
+            fields["System.AssignedTo"] = self._assignee
+        severity = str(t.get("severity", "medium")).lower()
+        if self._classify:
+            fields[PRIORITY_FIELD] = _PRIORITY.get(severity, 3)
+            fields[SEVERITY_FIELD] = _SEVERITY_VALUE.get(severity, "4 - Low")
+        return [{"op": "add", "path": f"/fields/{k}", "value": v} for k, v in fields.items()]
+
+    def create(self, t: Mapping[str, Any], finding_key: str) -> Outcome:
+        url = f"{self._wit}/workitems/${quote(self._type, safe='')}?api-version={API_VERSION}"
+        result = self._call("POST", url, self._create_ops(t, finding_key), JSON_PATCH)
+        if result.status == 400 and self._classify and b"TF51535" in result.body:
+            self._classify = False
+            result = self._call("POST", url, self._create_ops(t, finding_key), JSON_PATCH)
+        if not result.ok:
+            return result.outcome()
+        item = result.json()
+        if not isinstance(item, dict) or item.get("id") is None:
+            # e.g. 203 with a sign-in page: the organization does not accept this PAT as is.
+            error = f"HTTP {result.status} from Azure DevOps without a work item (check the PAT and organization)"
+            return Outcome(ok=False, status=result.status, error=error)
+        item_id = str(item["id"])
+        link = item.get("_links", {}).get("html", {}).get("href") or f"{self._project_url}/_workitems/edit/{item_id}"
+        return result.outcome(TaskRef(self.name, finding_key, item_id, str(link), "open"))
+
+    def comment(self, task: TaskRef, text: str) -> http.HttpResult:
+        url = f"{self._wit}/workItems/{quote(task.external_id, safe='')}/comments?api-version={COMMENTS_API_VERSION}"
+        return self._call("POST", url, {"text": text})
+
+    def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
+        closed = TaskRef(task.destination, task.finding_key, task.external_id, task.url, "closed")
+        # State first, then the comment: a retry after a failed comment repeats a no-op state
+        # change instead of posting the comment twice.
+        url = f"{self._wit}/workitems/{quote(task.external_id, safe='')}?api-version={API_VERSION}"
+        ops = [{"op": "add", "path": "/fields/System.State", "value": self._done}]
+        result = self._call("PATCH", url, ops, JSON_PATCH)
+        if result.status in _GONE:
+            return Outcome(ok=True, status=result.status, task=closed)
+        if not result.ok:
+            return result.outcome()
+        return self.comment(task, comment_html(t)).outcome(closed)
+
+    # -- the decision -----------------------------------------------------------------------------
+
+    def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome:
+        t, key = delivery.transition, delivery.finding_key
+        kind = str(t.get("transition", ""))
+        stored = tasks.get_task(self.name, key)
+        if kind == "resolved":
+            if stored is None or stored.state != "open":
+                return Outcome(ok=True)  # no task of ours is open for it: nothing to close
+            return self.close(stored, t)
+        task = stored if stored is not None and stored.state == "open" else None
+        if stored is None:
+            lookup, task = self.find_open(key)
+            if not lookup.ok:
+                return lookup.outcome()  # never create blind: that is how duplicates are made
+        if task is not None:
+            result = self.comment(task, comment_html(t))
+            if result.status not in _GONE:
+                return result.outcome(task)  # returned even if stored: a recovered ref gets saved
+        if kind == "changed" and not opens_task(t, self._floor):
+            return Outcome(ok=True)
+        return self.create(t, key)

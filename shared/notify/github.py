@@ -1,0 +1,213 @@
+"""GitHub issues: one issue per open finding (REST, API version 2022-11-28, token as Bearer).
+
+Same life cycle as the Azure DevOps sender: ``opened`` creates the issue unless one is open for the
+finding (the stored TaskRef, or, when it was lost, the open issue carrying the finding's label);
+``changed`` comments; ``resolved`` closes as completed and comments.
+
+GitHub signals rate limits with 403 as well as 429: a 403 with ``x-ratelimit-remaining: 0`` or a
+``retry-after`` header is reported as retryable with the wait it asks for, so the outbox tries
+again later rather than dropping the task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from shared.model import Severity
+from shared.notify import http
+from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef
+from shared.notify.explain import why_and_how
+from shared.output import portal_url
+from shared.rules import RULES_BY_ID
+
+API_VERSION = "2022-11-28"
+MEDIA_TYPE = "application/vnd.github+json"
+_GONE = (404, 410)  # deleted or transferred issue, or issues disabled
+
+
+def finding_label(finding_key: str) -> str:
+    """A short, stable label naming the finding (a lost task ref is found again by it)."""
+    return "nsp-drift-" + hashlib.sha256(finding_key.encode()).hexdigest()[:12]
+
+
+def _code(value: object) -> str:
+    # Inline code: no Markdown, links or @mentions are rendered from values we do not control.
+    return "`" + str(value if value is not None else "").replace("`", "'") + "`"
+
+
+def _name(resource_id: object) -> str:
+    return str(resource_id or "").rstrip("/").rsplit("/", 1)[-1] or "-"
+
+
+def issue_title(t: Mapping[str, Any]) -> str:
+    return f"[nsp-drift] {t.get('title') or t.get('rule')}: {_name(t.get('resource'))}"[:250]
+
+
+def issue_body(t: Mapping[str, Any], label: str) -> str:
+    why, how = why_and_how(str(t.get("rule", "")))
+    resource, perimeter = str(t.get("resource") or ""), str(t.get("perimeter") or "")
+    lines = [
+        str(t.get("summary", "")),
+        "",
+        f"- **Resource:** [{_name(resource)}]({portal_url(resource)}) {_code(resource)}",
+    ]
+    if perimeter:
+        lines.append(f"- **Perimeter:** [{_name(perimeter)}]({portal_url(perimeter)})")
+    lines += [
+        f"- **Rule:** {_code(t.get('rule'))}, severity **{t.get('severity')}**",
+        f"- **Changed by:** {_code(t.get('changed_by') or 'unknown')} at {t.get('when') or '-'}",
+        f"- **Event ids:** {_code(', '.join(map(str, t.get('event_ids') or [])) or '-')}",
+    ]
+    if why:
+        lines += ["", "### Why it matters", why]
+    if how:
+        lines += ["", "### How to fix", how]
+    lines += ["", f"<sub>Finding key {_code(t.get('key'))} (label {_code(label)})</sub>"]
+    return "\n".join(lines)
+
+
+def comment_body(t: Mapping[str, Any]) -> str:
+    kind = str(t.get("transition", ""))
+    lines = [f"**{kind.capitalize()}** ({t.get('severity')}): {t.get('summary')}"]
+    before, after = t.get("before") or {}, t.get("after") or {}
+    if kind == "changed" and isinstance(before, Mapping) and isinstance(after, Mapping):
+        keys = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+        lines += [f"- {k}: {_code(before.get(k, '-'))} → {_code(after.get(k, '-'))}" for k in keys[:20]]
+    events = ", ".join(map(str, t.get("event_ids") or [])) or "-"
+    lines.append(f"By {_code(t.get('changed_by') or 'unknown')} at {t.get('when') or '-'}; events {_code(events)}")
+    return "\n".join(lines)
+
+
+def _opens_task(t: Mapping[str, Any], floor: Severity) -> bool:
+    """A ``changed`` finding with no issue gets one if it rose to the floor (catalogue rules only)."""
+    if str(t.get("rule", "")) not in RULES_BY_ID:
+        return False
+    try:
+        return Severity.parse(str(t.get("severity", "info"))) >= floor
+    except ValueError:
+        return False
+
+
+def _outcome(result: http.HttpResult, task: TaskRef | None = None, now: float | None = None) -> Outcome:
+    outcome = result.outcome(task)
+    if result.status == 403 and ("retry-after" in result.headers or result.headers.get("x-ratelimit-remaining") == "0"):
+        wait = http.parse_retry_after(result.headers.get("retry-after"))
+        if wait is None:
+            try:  # primary limit: wait until the window resets
+                wait = max(float(result.headers["x-ratelimit-reset"]) - (time.time() if now is None else now), 1.0)
+            except (KeyError, ValueError):
+                wait = 60.0  # GitHub's advice for a secondary limit without a hint: at least a minute
+        return replace(outcome, retryable=True, retry_after=wait)
+    return outcome
+
+
+class GitHubIssuesSender:
+    """Issues in one repository (a fine-grained PAT or app token with Issues: read & write)."""
+
+    def __init__(
+        self,
+        name: str,
+        repository: str,
+        token: str,
+        *,
+        labels: tuple[str, ...] = (),
+        assignees: tuple[str, ...] = (),
+        api_url: str = "https://api.github.com",
+        min_severity: Severity = Severity.INFO,
+        retry: http.RetrySettings | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        owner, _, repo = repository.partition("/")
+        self._repo = f"{api_url.rstrip('/')}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}"
+        self._token = token
+        self._labels, self._assignees = labels, assignees
+        self._floor = min_severity
+        self._retry = retry
+        self._timeout = timeout
+
+    def _call(self, method: str, url: str, body: Any = None) -> http.HttpResult:
+        headers = {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": MEDIA_TYPE,
+            "X-GitHub-Api-Version": API_VERSION,
+        }
+        return http.request(
+            method, url, body, headers, timeout=self._timeout, retry=self._retry, secrets=(self._token,)
+        )
+
+    def find_open(self, finding_key: str) -> tuple[http.HttpResult, TaskRef | None]:
+        """The open issue labelled for this finding, if any (the list API, not the lagging search API)."""
+        query = urlencode({"labels": finding_label(finding_key), "state": "open", "per_page": "10"})
+        result = self._call("GET", f"{self._repo}/issues?{query}")
+        if not result.ok:
+            return result, None
+        listed = result.json()
+        issues = (
+            [i for i in listed if isinstance(i, dict) and "pull_request" not in i] if isinstance(listed, list) else []
+        )
+        if not issues:
+            return result, None
+        first = min(issues, key=lambda i: int(i.get("number", 0)))
+        return result, TaskRef(self.name, finding_key, str(first.get("number")), str(first.get("html_url", "")))
+
+    def create(self, t: Mapping[str, Any], finding_key: str) -> Outcome:
+        label = finding_label(finding_key)
+        body = {
+            "title": issue_title(t),
+            "body": issue_body(t, label),
+            "labels": list(dict.fromkeys(["nsp-drift", label, *self._labels])),
+            "assignees": list(self._assignees),
+        }
+        result = self._call("POST", f"{self._repo}/issues", body)
+        if not result.ok:
+            return _outcome(result)
+        issue = result.json()
+        if not isinstance(issue, dict) or issue.get("number") is None:
+            return Outcome(ok=False, status=result.status, error=f"HTTP {result.status} from GitHub without an issue")
+        task = TaskRef(self.name, finding_key, str(issue.get("number")), str(issue.get("html_url", "")), "open")
+        return _outcome(result, task)
+
+    def comment(self, task: TaskRef, text: str) -> http.HttpResult:
+        return self._call("POST", f"{self._repo}/issues/{quote(task.external_id, safe='')}/comments", {"body": text})
+
+    def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
+        closed = TaskRef(task.destination, task.finding_key, task.external_id, task.url, "closed")
+        # Close first, then comment: a retry after a failed comment re-closes (a no-op) instead of
+        # posting the comment twice.
+        result = self._call(
+            "PATCH",
+            f"{self._repo}/issues/{quote(task.external_id, safe='')}",
+            {"state": "closed", "state_reason": "completed"},
+        )
+        if result.status in _GONE:
+            return Outcome(ok=True, status=result.status, task=closed)
+        if not result.ok:
+            return _outcome(result)
+        return _outcome(self.comment(task, comment_body(t)), closed)
+
+    def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome:
+        t, key = delivery.transition, delivery.finding_key
+        kind = str(t.get("transition", ""))
+        stored = tasks.get_task(self.name, key)
+        if kind == "resolved":
+            if stored is None or stored.state != "open":
+                return Outcome(ok=True)  # no issue of ours is open for it: nothing to close
+            return self.close(stored, t)
+        task = stored if stored is not None and stored.state == "open" else None
+        if stored is None:
+            lookup, task = self.find_open(key)
+            if not lookup.ok:
+                return _outcome(lookup)  # never create blind: that is how duplicates are made
+        if task is not None:
+            result = self.comment(task, comment_body(t))
+            if result.status not in _GONE:
+                return _outcome(result, task)  # returned even if stored: a recovered ref gets saved
+        if kind == "changed" and not _opens_task(t, self._floor):
+            return Outcome(ok=True)
+        return self.create(t, key)
