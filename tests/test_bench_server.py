@@ -312,32 +312,22 @@ def test_budget_keys_and_retry_after() -> None:
 
 def test_sync_policy_paces_on_the_header() -> None:
     from azure.core import PipelineClient
-    from azure.core.pipeline.transport import HttpTransport
     from azure.core.rest import HttpRequest
 
-    from shared.adapters.estate import Reply, _SyncResponse
+    from shared.adapters.estate import EstateTransport, Reply
 
-    class Transport(HttpTransport):  # type: ignore[type-arg]
-        def __enter__(self) -> Transport:
-            return self
+    class ThreeLeft(Estate):
+        """Every read answers 200 and says three reads are left in the bucket."""
 
-        def __exit__(self, *args: object) -> None:
-            return None
+        def answer(self, method: str, url: str, body: Any = None) -> Reply:
+            return Reply(200, b"{}", {HEADER: "3"})
 
-        def open(self) -> None:
-            return None
-
-        def close(self) -> None:
-            return None
-
-        def send(self, request: Any, **kwargs: Any) -> Any:
-            return _SyncResponse(request, Reply(200, b"{}", {HEADER: "3"}))
 
     slept: list[float] = []
     budget = ReadBudget(capacity=250, refill_per_second=25, reserve=25, clock=Clock())
     client: PipelineClient[Any, Any] = PipelineClient(
         "https://management.azure.com",
-        transport=Transport(),
+        transport=EstateTransport(ThreeLeft({})),
         policies=[SyncArmReadPacing(budget, sleep=slept.append)],
     )
     url = f"https://management.azure.com{ACCOUNT_PATH}/st1"

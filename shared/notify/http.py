@@ -224,29 +224,3 @@ def post_json(
     secrets: tuple[str, ...] = (),
 ) -> HttpResult:
     return request("POST", url, body, headers, content_type=content_type, timeout=timeout, retry=retry, secrets=secrets)
-
-
-def patch_json(
-    url: str,
-    body: Any,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
-    *,
-    content_type: str = "application/json",
-    retry: RetrySettings | None = None,
-    secrets: tuple[str, ...] = (),
-) -> HttpResult:
-    return request(
-        "PATCH", url, body, headers, content_type=content_type, timeout=timeout, retry=retry, secrets=secrets
-    )
-
-
-def get_json(
-    url: str,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
-    *,
-    retry: RetrySettings | None = None,
-    secrets: tuple[str, ...] = (),
-) -> HttpResult:
-    return request("GET", url, None, headers, timeout=timeout, retry=retry, secrets=secrets)
