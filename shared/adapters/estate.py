@@ -89,6 +89,15 @@ def _is_collection_path(lower_path: str) -> bool:
     return len(tail) >= 2 and (len(tail) - 1) % 2 == 1
 
 
+def _nested(body: Any, *path: str) -> str:
+    """A string deep in a body, or "" when any step is missing or not an object."""
+    for key in path:
+        if not isinstance(body, Mapping):
+            return ""
+        body = body.get(key)
+    return body if isinstance(body, str) else ""
+
+
 def _collection_scope(lower_path: str) -> str:
     """The scope a collection lists: its parent resource, or the subscription / resource group
     for ``{scope}/providers/{namespace}/{type}``."""
@@ -134,11 +143,7 @@ class Estate:
             sub_level = f"/subscriptions/{parsed.subscription}/providers/{parsed.full_type}".lower()
             self._collections.setdefault(sub_level, []).append(lower)
         if parsed.full_type == "microsoft.dataprotection/backupvaults/backupinstances":
-            source = (
-                body.get("properties", {}).get("dataSourceInfo", {}).get("resourceID", "")
-                if isinstance(body.get("properties"), Mapping)
-                else ""
-            )
+            source = _nested(body, "properties", "dataSourceInfo", "resourceID")
             if source:
                 self._backup_by_datasource.setdefault(arm_ids.normalise(source).lower(), []).append(lower)
 
