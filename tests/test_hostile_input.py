@@ -83,7 +83,12 @@ def mutated_estates(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
     return estate, touched
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(mutated_estates())
 def test_odd_arm_responses_never_escape_the_scan(case: tuple[dict[str, Any], list[str]]) -> None:
     estate_json, _ = case
