@@ -125,11 +125,20 @@ class Transition:
     flags: tuple[str, ...] = ()  # e.g. "weakening", "broad", "public", "subscription", "service-tag", "new-fqdn"
     evidence: dict[str, Any] = field(default_factory=dict, hash=False)
     provenance: Provenance = field(default_factory=Provenance)
+    # Which occurrence of ``key`` this is: a finding's opening count (1 for its first opening,
+    # 2 when it comes back after a resolution, also on a recreated account); for account-level
+    # perimeter changes the count of changes of that key; for profile rule changes the profile's
+    # accessRulesVersion. Derived from stored state, so a re-detection after a crash repeats it.
+    occurrence: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        """Same (what, how, which state) -> same key, so a receiver can drop a re-send."""
-        basis = f"{self.key}|{self.kind.value}|{sorted(self.after.items())!r}|{sorted(self.before.items())!r}"
+        """Same (what, how, which state, which occurrence) -> same key, so a receiver can drop a
+        re-send, while a finding that comes back (occurrence 2) is a new delivery everywhere."""
+        basis = (
+            f"{self.key}|{self.kind.value}|{sorted(self.after.items())!r}|{sorted(self.before.items())!r}"
+            f"|{self.occurrence}"
+        )
         return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
@@ -152,6 +161,7 @@ def transition_to_dict(t: Transition) -> dict[str, Any]:
         "before": t.before,
         "after": t.after,
         "key": t.key,
+        "occurrence": t.occurrence,
         "idempotency_key": t.idempotency_key,
     }
 

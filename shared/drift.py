@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from shared.adapters.resource_graph import summary_digest, summary_of_snapshot
@@ -89,13 +89,16 @@ def profile_state_of(view: PerimeterView) -> ProfileState:
 @dataclass(frozen=True)
 class AccountDecision:
     transitions: tuple[Transition, ...]
-    new_state: AccountState | None  # None: forget the account (deleted)
+    # None: forget the account (deleted, with no occurrence history to keep). A deleted account
+    # that had findings becomes a tombstone (``AccountState.deleted_at``) keeping its occurrences.
+    new_state: AccountState | None
 
 
 def _finding_transition(
     kind: TransitionKind,
     record: Mapping[str, Any],
     provenance: Provenance,
+    occurrence: int,
     summary: str = "",
     before: Mapping[str, Any] | None = None,
 ) -> Transition:
@@ -114,6 +117,7 @@ def _finding_transition(
         else {},
         evidence=dict(record.get("evidence") or {}),
         provenance=provenance,
+        occurrence=occurrence,
     )
 
 
@@ -123,30 +127,39 @@ def _finding_transitions(
     provenance: Provenance,
     partial: bool,
     rules: frozenset[str] | None,
+    history: dict[str, int],
 ) -> tuple[list[Transition], tuple[dict[str, Any], ...]]:
     """Opened/resolved/changed findings, and the findings to store.
 
     Findings of rules outside ``rules`` (None = all) are carried over untouched: an evaluation
     caused by, say, a perimeter change does not attribute a VM deletion to the perimeter's editor;
-    that change is reported by its own event (or the sweep)."""
+    that change is reported by its own event (or the sweep).
+
+    ``history`` (finding key -> latest occurrence) is updated in place: each opening is the next
+    occurrence of its key; changed and resolved carry the occurrence of the opening they belong to
+    (a finding stored before occurrences were recorded is occurrence 1)."""
 
     def in_scope(record: Mapping[str, Any]) -> bool:
         return rules is None or record["rule"] in rules
 
     before = {f["key"]: f for f in (prev.findings if prev else ())}
     after = {f["key"]: f for f in (curr.findings if curr else ()) if in_scope(f)}
+    for key in before:  # stored before occurrences were recorded: the open finding is its first
+        history.setdefault(key, 1)
     carried = {k: f for k, f in before.items() if not in_scope(f)}
     out: list[Transition] = []
     for key, record in after.items():
         old = before.get(key)
         if old is None:
-            out.append(_finding_transition(TransitionKind.OPENED, record, provenance))
+            history[key] = history.get(key, 0) + 1
+            out.append(_finding_transition(TransitionKind.OPENED, record, provenance, history[key]))
         elif old["severity"] != record["severity"]:
             out.append(
                 _finding_transition(
                     TransitionKind.CHANGED,
                     record,
                     provenance,
+                    history[key],
                     f"{record['summary']} (severity {old['severity']} -> {record['severity']})",
                     before={"severity": old["severity"], "summary": old["summary"]},
                 )
@@ -164,11 +177,22 @@ def _finding_transitions(
                 TransitionKind.RESOLVED,
                 record,
                 provenance,
+                history[key],
                 f"Resolved ({why}): {record['summary']}",
                 before={"severity": record["severity"], "summary": record["summary"]},
             )
         )
     return out, tuple(kept.values())
+
+
+def _numbered(transitions: Iterable[Transition], history: dict[str, int]) -> list[Transition]:
+    """Each change of an account-level key (association, access mode) is its next occurrence, so
+    a mode moved Enforced -> Learning a second time is not taken for a re-send of the first."""
+    out = []
+    for transition in transitions:
+        history[transition.key] = history.get(transition.key, 0) + 1
+        out.append(replace(transition, occurrence=history[transition.key]))
+    return out
 
 
 def _association_transitions(prev: AccountState | None, curr: AccountState, provenance: Provenance) -> list[Transition]:
@@ -295,26 +319,42 @@ def decide_account(
 ) -> AccountDecision:
     """``evaluation`` None means the account no longer exists. ``rules`` limits which findings may
     open or resolve (None = all); ``associations`` False keeps the stored associations as they are
-    (an evaluation caused by a VM or backup change does not speak for the perimeter)."""
+    (an evaluation caused by a VM or backup change does not speak for the perimeter).
+
+    ``prev`` may be the tombstone of a deleted account: the account is then seen for the first
+    time (its association is a baseline, not drift), but its findings continue the occurrence
+    numbers of the deleted one, so a recreated account's finding is a new occurrence."""
     curr = account_state_of(evaluation, evaluated_at) if evaluation is not None else None
     partial = bool(evaluation and evaluation.snapshot.incomplete)
     if curr is None and rules is not None and prev is not None:
         # A scoped evaluation found the account gone: leave the verdict to its own delete event.
         return AccountDecision((), prev)
-    transitions, kept = _finding_transitions(prev, curr, provenance, partial, rules)
+    history = dict(prev.occurrences) if prev is not None else {}
+    live = prev if prev is not None and not prev.is_tombstone else None
+    transitions, kept = _finding_transitions(live, curr, provenance, partial, rules, history)
     if curr is None:
-        return AccountDecision(tuple(transitions), None)
-    if rules is not None and prev is not None:
-        curr = AccountState(**{**asdict_shallow(curr), **_carried_references(prev, rules)})
+        return AccountDecision(tuple(transitions), _tombstone(prev, history, evaluated_at))
+    if rules is not None and live is not None:
+        curr = AccountState(**{**asdict_shallow(curr), **_carried_references(live, rules)})
     perimeter_unknown = bool(evaluation and "networkSecurityPerimeterConfigurations" in evaluation.snapshot.incomplete)
-    if (not associations or perimeter_unknown) and prev is not None:
+    if (not associations or perimeter_unknown) and live is not None:
         # The perimeter side was not read (or this evaluation may not judge it): an unreadable
         # configuration is not a removed association.
-        curr = AccountState(**{**asdict_shallow(curr), "associations": prev.associations})
-    elif prev is not None or curr.associations:
-        transitions.extend(_association_transitions(prev, curr, provenance))
-    new_state = AccountState(**{**asdict_shallow(curr), "findings": kept})
+        curr = AccountState(**{**asdict_shallow(curr), "associations": live.associations})
+    elif live is not None or curr.associations:
+        transitions.extend(_numbered(_association_transitions(live, curr, provenance), history))
+    new_state = AccountState(**{**asdict_shallow(curr), "findings": kept, "occurrences": history})
     return AccountDecision(tuple(transitions), new_state)
+
+
+def _tombstone(prev: AccountState | None, history: dict[str, int], deleted_at: str) -> AccountState | None:
+    """What to keep of a deleted account: nothing if nothing ever transitioned, else its
+    occurrence history (an existing tombstone stays as it is: no rewrite on a repeated delete)."""
+    if prev is None or not history:
+        return None
+    if prev.is_tombstone:
+        return prev
+    return AccountState(account_id=prev.account_id, occurrences=history, deleted_at=deleted_at)
 
 
 # The reverse-index fields each rule's findings stand on: a scoped evaluation that may not judge
@@ -386,6 +426,10 @@ def decide_profile(
     ):
         return ()
     params = params or RuleParams()
+    # ARM raises accessRulesVersion on every rule change: the same rule added again later (after a
+    # removal) is a new occurrence, while a re-read of the same version repeats the same key.
+    version = curr.access_rules_version
+    occurrence = version if isinstance(version, int) and not isinstance(version, bool) and version > 0 else 1
     before = {str(r["name"]).lower(): r for r in prev.rules}
     after = {str(r["name"]).lower(): r for r in curr.rules}
     out = []
@@ -417,6 +461,7 @@ def decide_profile(
                     "seenVia": account_id,
                 },
                 provenance=provenance,
+                occurrence=occurrence,
             )
         )
     return tuple(out)

@@ -11,10 +11,11 @@ from shared.changes import (
     PERIMETER_RULES_CHANGED,
     Actor,
     Provenance,
+    TargetKind,
     TransitionKind,
 )
 from shared.config import RulesConfig
-from shared.drift import account_state_of, decide_account, decide_profile, profile_state_of
+from shared.drift import AccountDecision, account_state_of, decide_account, decide_profile, profile_state_of
 from shared.evaluate import evaluate
 from shared.model import (
     AccessMode,
@@ -119,12 +120,89 @@ def test_partial_read_never_resolves() -> None:
     assert [f["rule"] for f in decision.new_state.findings] == ["sftp-enabled"]
 
 
-def test_account_deleted_resolves_everything_and_forgets_it() -> None:
+def test_account_deleted_resolves_everything_and_keeps_only_a_tombstone() -> None:
     before = state(snapshot(is_sftp_enabled=True, is_nfs_v3_enabled=True))
-    decision = decide_account(before, None, WHO, "t")
+    decision = decide_account(before, None, WHO, "t-deleted")
     assert kinds(decision) == [("resolved", "blob-nfsv3-enabled"), ("resolved", "sftp-enabled")]
     assert all("account deleted" in t.summary for t in decision.transitions)
-    assert decision.new_state is None
+    tombstone = decision.new_state
+    assert tombstone is not None and tombstone.is_tombstone and tombstone.deleted_at == "t-deleted"
+    assert (tombstone.findings, tombstone.associations, tombstone.referenced()[TargetKind.PERIMETER]) == ((), (), set())
+    assert sorted(tombstone.occurrences.values()) == [1, 1]
+    # Deleted again (a re-delivered delete event): nothing to say, nothing to rewrite.
+    assert decide_account(tombstone, None, WHO, "later") == AccountDecision((), tombstone)
+    # An account that never had a finding leaves nothing behind.
+    assert decide_account(state(snapshot()), None, WHO, "t").new_state is None
+
+
+def test_a_finding_that_comes_back_is_the_next_occurrence() -> None:
+    on, off = evaluated(snapshot(is_sftp_enabled=True)), evaluated(snapshot())
+    stored = decide_account(None, off, WHO, "t0").new_state
+    seen: list[tuple[str, int]] = []
+    keys = []
+    for evaluation in (on, off, on, off, on):
+        decision = decide_account(stored, evaluation, WHO, "t")
+        seen += [(t.kind.value, t.occurrence) for t in decision.transitions]
+        keys += [t.idempotency_key for t in decision.transitions]
+        stored = decision.new_state
+    assert seen == [("opened", 1), ("resolved", 1), ("opened", 2), ("resolved", 2), ("opened", 3)]
+    assert len(set(keys)) == 5  # every transition is a new delivery
+    assert stored is not None and list(stored.occurrences.values()) == [3]
+
+
+def test_severity_change_carries_the_occurrence_of_its_opening() -> None:
+    from shared.model import BackupInstance
+
+    operational = BackupInstance(
+        "/x/backupInstances/bi1",
+        "Microsoft.Storage/storageAccounts/blobServices",
+        "p",
+        "ProtectionConfigured",
+        ("OperationalStore",),
+    )
+    vaulted = replace(operational, datastore_types=("OperationalStore", "VaultStore"))
+    low, high, none = (evaluated(snapshot(backup_instances=b)) for b in ((operational,), (vaulted,), ()))
+    stored = decide_account(None, none, WHO, "t").new_state
+    occurrences = []
+    for evaluation in (low, none, low, high):
+        decision = decide_account(stored, evaluation, WHO, "t")
+        occurrences += [(t.kind.value, t.occurrence) for t in decision.transitions]
+        stored = decision.new_state
+    assert occurrences == [("opened", 1), ("resolved", 1), ("opened", 2), ("changed", 2)]
+
+
+def test_a_recreated_account_continues_the_occurrences_of_the_deleted_one() -> None:
+    first = decide_account(None, evaluated(snapshot(is_sftp_enabled=True)), WHO, "t1")
+    assert [t.occurrence for t in first.transitions] == [1]
+    tombstone = decide_account(first.new_state, None, WHO, "t2").new_state
+    recreated = decide_account(tombstone, evaluated(snapshot(is_sftp_enabled=True)), WHO, "t3")
+    # Its association is seen for the first time (a baseline, not drift); its finding is occurrence 2.
+    assert [(t.kind.value, t.rule_id, t.occurrence) for t in recreated.transitions] == [("opened", "sftp-enabled", 2)]
+    assert recreated.new_state is not None and not recreated.new_state.is_tombstone
+    assert recreated.new_state.associations and recreated.new_state.deleted_at == ""
+    assert recreated.transitions[0].idempotency_key != first.transitions[0].idempotency_key
+    # A scoped evaluation (a VM change) that finds the account gone leaves the tombstone alone.
+    assert decide_account(tombstone, None, WHO, "t4", rules=frozenset({"unmanaged-disk"})).new_state == tombstone
+
+
+def test_state_stored_before_occurrences_existed_counts_its_open_findings_as_first() -> None:
+    old = replace(state(snapshot(is_sftp_enabled=True)), occurrences={})  # what main wrote
+    resolved = decide_account(old, evaluated(snapshot()), WHO, "t")
+    assert [(t.kind.value, t.occurrence) for t in resolved.transitions] == [("resolved", 1)]
+    reopened = decide_account(resolved.new_state, evaluated(snapshot(is_sftp_enabled=True)), WHO, "t")
+    assert [(t.kind.value, t.occurrence) for t in reopened.transitions] == [("opened", 2)]
+
+
+def test_repeated_access_mode_changes_are_new_occurrences() -> None:
+    enforced, learning = snapshot(), snapshot(perimeters=(view(AccessMode.LEARNING),))
+    stored = decide_account(None, evaluated(enforced), WHO, "t").new_state
+    changes = []
+    for snap in (learning, enforced, learning):
+        decision = decide_account(stored, evaluated(snap), WHO, "t")
+        changes += [t for t in decision.transitions if t.rule_id == PERIMETER_MODE_CHANGED]
+        stored = decision.new_state
+    assert [t.occurrence for t in changes] == [1, 2, 3]
+    assert changes[0].after == changes[2].after and changes[0].idempotency_key != changes[2].idempotency_key
 
 
 def test_first_sight_opens_findings_but_association_is_baseline() -> None:
@@ -227,3 +305,15 @@ def test_idempotency_key_is_stable_and_distinguishes_transitions() -> None:
     assert a.idempotency_key == b.idempotency_key
     resolved = decide_account(state(snapshot(is_sftp_enabled=True)), evaluated(snapshot()), WHO, "t").transitions[0]
     assert resolved.idempotency_key != a.idempotency_key
+    assert replace(a, occurrence=2).idempotency_key != a.idempotency_key  # a recurrence is a new delivery
+
+
+def test_profile_rule_added_again_after_removal_is_a_new_occurrence() -> None:
+    empty, with_rule = (), (rule("partner", "52.0.0.0/24"),)
+    v1, v2, v3 = (profile_state_of(view(rules=r, version=n)) for r, n in ((empty, 1), (with_rule, 2), (empty, 3)))
+    v4 = profile_state_of(view(rules=with_rule, version=4))
+    (added,) = decide_profile(v1, v2, ACCOUNT, WHO)
+    (again,) = decide_profile(v3, v4, ACCOUNT, WHO)
+    assert (added.occurrence, again.occurrence) == (2, 4) and added.after == again.after
+    assert added.idempotency_key != again.idempotency_key
+    assert decide_profile(v1, v2, ACCOUNT, Provenance(source="sweep"))[0].idempotency_key == added.idempotency_key

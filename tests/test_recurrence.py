@@ -61,7 +61,7 @@ def servers() -> Iterator[dict[str, FakeServer]]:
         yield fakes
 
 
-def destinations(fakes: Mapping[str, FakeServer]) -> tuple[list[DestinationConfig], dict[str, str]]:
+def destinations(fakes: Mapping[str, FakeServer]) -> tuple[tuple[DestinationConfig, ...], dict[str, str]]:
     env = {
         "HOOK_URL": f"{fakes['hook'].url}/hook",
         "HOOK_SECRET": HOOK_SECRET,
@@ -169,9 +169,7 @@ ON = merge(perimeter(NAME), member(NAME, isSftpEnabled=True))
 GONE = perimeter()
 
 
-def test_sftp_on_off_on_reaches_every_destination_each_time(
-    store: StateStore, servers: dict[str, FakeServer]
-) -> None:
+def test_sftp_on_off_on_reaches_every_destination_each_time(store: StateStore, servers: dict[str, FakeServer]) -> None:
     scenario = Scenario(store, servers, OFF)
     steps = [scenario.step(ON, event("write", 1)), scenario.step(OFF, event("write", 2))]
     steps.append(scenario.step(ON, event("write", 3)))
@@ -210,9 +208,7 @@ def test_sftp_on_off_on_reaches_every_destination_each_time(
     assert delivered(servers) == before
 
 
-def test_a_deleted_and_recreated_account_is_a_new_occurrence(
-    store: StateStore, servers: dict[str, FakeServer]
-) -> None:
+def test_a_deleted_and_recreated_account_is_a_new_occurrence(store: StateStore, servers: dict[str, FakeServer]) -> None:
     scenario = Scenario(store, servers, OFF)
     opened = scenario.step(ON, event("write", 1))
     deleted = scenario.step(GONE, event("delete", 2))
@@ -251,7 +247,7 @@ def test_a_crash_before_the_state_write_re_detects_the_same_occurrence(
         pass
 
     real_put = store.put_account
-    crashes = []
+    crashes: list[str] = []
 
     def crash_once(state: Any, etag: Any) -> str:
         if not crashes:

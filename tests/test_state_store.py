@@ -8,6 +8,7 @@ connections to one SQLite file.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -148,6 +149,69 @@ def test_account_round_trips_and_ignores_id_casing(store: StateStore) -> None:
     assert stored.value == state
     assert stored.etag == etag
     assert store.all_account_ids() == [state.account_id]
+
+
+def test_occurrences_and_tombstones_round_trip_and_tombstones_are_not_listed(store: StateStore) -> None:
+    live = account_state("stlive01", occurrences={"k-sftp": 3, "k-mode": 1})
+    store.put_account(live, None)
+    doomed = account_state("stgone01")
+    etag = store.put_account(doomed, None)
+    tombstone = AccountState(doomed.account_id, occurrences={"k-sftp": 2}, deleted_at="2026-11-25T07:00:00+00:00")
+    store.put_account(tombstone, etag)
+
+    assert store.get_account(live.account_id).value == live  # type: ignore[union-attr]
+    assert store.get_account(doomed.account_id).value == tombstone  # type: ignore[union-attr]
+    assert store.all_account_ids() == [live.account_id]  # the tombstone is no account to sweep
+    assert store.accounts_for(TargetKind.PERIMETER, PERIMETER) == [live.account_id]
+    assert store.accounts_for(TargetKind.VIRTUAL_MACHINE, VM) == [live.account_id]
+
+
+def test_account_state_written_before_occurrences_existed_still_reads() -> None:
+    """The exact document main (02faea9) stored: no occurrences, no deleted_at."""
+    from shared.state import codec
+
+    aid = account_id("stold01")
+    text = (
+        '{"account_id":"' + aid + '","associations":[],"backup_instance_ids":[],'
+        '"evaluated_at":"2026-11-25T06:00:00+00:00","findings":[{"key":"k1","rule":"sftp-enabled"}],'
+        '"format":1,"key_vault_name":"","snapshot_digest":"ab","summary_digest":"cd","vm_ids":[]}'
+    )
+    state = codec.account_from_json(text)
+    assert state.occurrences == {} and state.deleted_at == "" and not state.is_tombstone
+    assert state.findings == ({"key": "k1", "rule": "sftp-enabled"},)
+    for bad, message in (({"k1": 0}, "positive integer"), ({"k1": "2"}, "positive integer"), ([1], "expected dict")):
+        document = {**json.loads(codec.account_to_json(state)), "occurrences": bad}
+        with pytest.raises(codec.CodecError, match=message):
+            codec.account_from_dict(document)
+
+
+@pytest.mark.azurite
+def test_table_rows_written_before_tombstones_existed_are_listed(azurite: Azurite) -> None:
+    """A row as main wrote it (no ``Deleted`` property) is a live account."""
+    from shared.state import codec
+    from shared.state.table_store import pack
+
+    prefix = unique_name("t")
+    store = TableStateStore.from_connection_string(azurite.connection_string, prefix)
+    try:
+        store.put_account(account_state("stnew01"), None)  # creates the tables
+        old = account_state("stold01")
+        document = {
+            "account": {k: v for k, v in codec.account_to_dict(old).items() if k not in {"occurrences", "deleted_at"}},
+            "unindex": [],
+        }
+        entity = {
+            "PartitionKey": "account",
+            "RowKey": hashlib.sha256(codec.account_key(old.account_id).encode()).hexdigest(),
+            "AccountId": old.account_id,
+            **pack(codec.dumps(document), "old row"),
+        }
+        service = TableServiceClient.from_connection_string(azurite.connection_string)
+        service.get_table_client(f"{prefix}state").create_entity(entity)
+        assert sorted(store.all_account_ids()) == sorted([account_id("stnew01"), old.account_id])
+        assert store.get_account(old.account_id).value == old  # type: ignore[union-attr]
+    finally:
+        store.close()
 
 
 def test_missing_rows_read_as_none(store: StateStore) -> None:

@@ -52,6 +52,17 @@ class AccountState:
     evaluated_at: str = ""
     snapshot_digest: str = ""  # sha256 of the snapshot, to skip no-op writes
     summary_digest: str = ""  # digest of the Resource Graph summary fields (the graph sweep's change test)
+    # Transition key -> its latest occurrence (a finding's opening count; shared.drift). Kept after
+    # a finding resolves, and after the account is deleted (in its tombstone), so that a finding
+    # that comes back is a new occurrence with a new idempotency key.
+    occurrences: dict[str, int] = field(default_factory=dict)
+    # Set when the account was deleted: the row is a tombstone that only carries ``occurrences``.
+    # Stores leave tombstones out of ``all_account_ids``; ``accounts_for`` never sees them (no refs).
+    deleted_at: str = ""
+
+    @property
+    def is_tombstone(self) -> bool:
+        return bool(self.deleted_at)
 
     def referenced(self) -> dict[TargetKind, set[str]]:
         """The resources this account depends on, for the reverse indexes (lower-case ids)."""
@@ -107,7 +118,9 @@ class StateStore(Protocol):
         instance id, or key vault *name* for KEY_VAULT)."""
         ...
 
-    def all_account_ids(self) -> list[str]: ...
+    def all_account_ids(self) -> list[str]:
+        """Ids of the stored accounts, without the tombstones of deleted ones."""
+        ...
 
     # -- idempotency ------------------------------------------------------------------------
     def record_events(self, event_ids: Sequence[str]) -> set[str]:

@@ -103,7 +103,20 @@ def account_from_dict(document: Mapping[str, Any], what: str = "account") -> Acc
         evaluated_at=_get(document, "evaluated_at", str, what),
         snapshot_digest=_get(document, "snapshot_digest", str, what),
         summary_digest=str(document.get("summary_digest", "")),  # absent in states written before it existed
+        occurrences=_occurrences(document, what),
+        deleted_at=_get(document, "deleted_at", str, what) if "deleted_at" in document else "",
     )
+
+
+def _occurrences(document: Mapping[str, Any], what: str) -> dict[str, int]:
+    """Absent in states written before occurrences existed: every finding then is occurrence 1."""
+    if "occurrences" not in document:
+        return {}
+    values = _get(document, "occurrences", dict, what)
+    for key, count in values.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise CodecError(f"{what}.occurrences[{key!r}]: expected a positive integer, got {count!r}")
+    return dict(values)
 
 
 def account_to_json(state: AccountState) -> str:

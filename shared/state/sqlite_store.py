@@ -168,7 +168,12 @@ class SqliteStateStore:
 
     def all_account_ids(self) -> list[str]:
         with self._reading() as db:
-            return [r[0] for r in db.execute("SELECT account_id FROM accounts ORDER BY key").fetchall()]
+            # Tombstones of deleted accounts (shared.drift) keep their occurrences but are not listed.
+            query = (
+                "SELECT account_id FROM accounts"
+                " WHERE coalesce(json_extract(data, '$.deleted_at'), '') = '' ORDER BY key"
+            )
+            return [r[0] for r in db.execute(query).fetchall()]
 
     # -- idempotency ----------------------------------------------------------------------------------
     def record_events(self, event_ids: Sequence[str]) -> set[str]:

@@ -306,6 +306,7 @@ class TableStateStore:
             "PartitionKey": _ACCOUNT_PK,
             "RowKey": _sha(codec.account_key(state.account_id)),
             "AccountId": state.account_id,
+            "Deleted": state.is_tombstone,  # read by all_account_ids without decoding the row
             **pack(codec.dumps(document), f"account {state.account_id}"),
         }
 
@@ -354,9 +355,10 @@ class TableStateStore:
     def all_account_ids(self) -> list[str]:
         with _storage_errors(f"read {self._state_table}"):
             rows = self._table(self._state_table).query_entities(
-                "PartitionKey eq @pk", parameters={"pk": _ACCOUNT_PK}, select=["AccountId"]
+                "PartitionKey eq @pk", parameters={"pk": _ACCOUNT_PK}, select=["AccountId", "Deleted"]
             )
-            return [str(row["AccountId"]) for row in rows]
+            # Rows written before tombstones existed have no Deleted property: live accounts.
+            return [str(row["AccountId"]) for row in rows if row.get("Deleted") is not True]
 
     def _index_add(self, account_id: str, refs: set[tuple[TargetKind, str]]) -> None:
         with _storage_errors(f"write {self._index_table}"):
