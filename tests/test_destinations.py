@@ -60,6 +60,7 @@ FULL = [
         "assigned_to": "secops@contoso.com",
         "tags": ["security", "nsp"],
         "done_state": "Closed",
+        "reopen_state": "Active",
         "base_url": "https://dev.azure.com",
         "min_severity": "high",
         "rules": ["sftp-enabled", "static-website", EVALUATION_POISONED],
@@ -122,6 +123,7 @@ def test_a_full_configuration_parses() -> None:
     )
     assert boards.rules == frozenset({"sftp-enabled", "static-website", EVALUATION_POISONED})
     assert boards.options["tags"] == ("security", "nsp") and boards.options["done_state"] == "Closed"
+    assert boards.options["reopen_state"] == "Active"
     assert issues.rules is None and issues.options["api_url"] == "https://github.example.com/api/v3"
     assert [c.where for c in (secops, siem, boards, issues)] == [f"{SETTING}[{i}]" for i in range(4)]
     with pytest.raises(TypeError):

@@ -336,10 +336,101 @@ def test_azure_devops_work_item_life_cycle(ado: FakeAzureDevOps) -> None:
     assert ado.items[1]["fields"]["System.State"] == "Done" and "Resolved" in ado.items[1]["comments"][-1]
     assert tasks.get_task("boards", key) == resolved.task
 
-    # Re-opened later: a new work item (the old one is closed).
-    again = send(sender, delivery("boards", make_transition("sftp-enabled", "opened"), idempotency_key="x"), tasks)
-    assert again.task is not None and again.task.external_id == "2" and len(ado.items) == 2
+    # The finding comes back (occurrence 2): its work item is reopened, not a second one opened.
+    again = send(sender, delivery("boards", make_transition("sftp-enabled", "opened", occurrence=2)), tasks)
+    assert again.task is not None and (again.task.external_id, again.task.state) == ("1", "open")
+    assert list(ado.items) == [1] and ado.items[1]["fields"]["System.State"] == "To Do"
+    assert "occurrence 2" in ado.items[1]["comments"][-1]
     assert ado.failures == []
+
+
+def test_a_recurring_finding_reopens_its_work_item_in_the_types_first_proposed_state(ado: FakeAzureDevOps) -> None:
+    sender, tasks = boards(ado), MemoryTasks()
+    for occurrence in (1, 2, 3):
+        send(sender, delivery("boards", make_transition("sftp-enabled", "opened", occurrence=occurrence)), tasks)
+        assert ado.items[1]["fields"]["System.State"] == "To Do"
+        send(sender, delivery("boards", make_transition("sftp-enabled", "resolved", occurrence=occurrence)), tasks)
+        assert ado.items[1]["fields"]["System.State"] == "Done"
+    assert list(ado.items) == [1]
+    comments = ado.items[1]["comments"]
+    assert [c.split("</b>")[0].rsplit(">", 1)[-1] for c in comments] == [
+        "Resolved",
+        "Reopened",
+        "Resolved",
+        "Reopened",
+        "Resolved",
+    ]
+    assert "occurrence 2" in comments[1] and "occurrence 3" in comments[3]
+    # The reopen state is read once from the Work Item Type States API, then remembered.
+    states_calls = [r for r in ado.received if r.route.endswith("/workitemtypes/User%20Story/states")]
+    assert len(states_calls) == 1 and states_calls[0].query == {"api-version": "7.1"}
+    patches = [r.json() for r in ado.received if r.method == "PATCH"]
+    assert patches[1] == [{"op": "add", "path": "/fields/System.State", "value": "To Do"}]
+    assert {r.headers["content-type"] for r in ado.received if r.method == "PATCH"} == {"application/json-patch+json"}
+    assert ado.failures == []
+
+
+def test_reopen_in_an_agile_process_and_with_a_configured_state(ado: FakeAzureDevOps) -> None:
+    agile = (("New", "Proposed"), ("Active", "InProgress"), ("Resolved", "Resolved"), ("Closed", "Completed"))
+    ado.states_by_type = {"Task": (*agile, ("Removed", "Removed"))}
+    sender, tasks = boards(ado, work_item_type="Task", done_state="Closed"), MemoryTasks()
+    send(sender, delivery("boards", make_transition("static-website")), tasks)
+    assert ado.items[1]["fields"]["System.State"] == "New"
+    send(sender, delivery("boards", make_transition("static-website", "resolved")), tasks)
+    send(sender, delivery("boards", make_transition("static-website", occurrence=2)), tasks)
+    assert ado.items[1]["fields"]["System.State"] == "New"
+
+    configured, tasks = boards(ado, work_item_type="Task", done_state="Closed", reopen_state="Active"), MemoryTasks()
+    send(configured, delivery("boards", make_transition("sftp-enabled")), tasks)
+    send(configured, delivery("boards", make_transition("sftp-enabled", "resolved")), tasks)
+    send(configured, delivery("boards", make_transition("sftp-enabled", occurrence=2)), tasks)
+    assert ado.items[2]["fields"]["System.State"] == "Active" and len(ado.items) == 2
+    assert sum(r.route.endswith("/states") for r in ado.received) == 1  # only the unconfigured sender asked
+
+
+def test_a_work_item_that_cannot_be_reopened_gives_way_to_a_new_one(ado: FakeAzureDevOps) -> None:
+    sender, tasks = boards(ado), MemoryTasks()
+    send(sender, delivery("boards", make_transition("sftp-enabled")), tasks)
+    send(sender, delivery("boards", make_transition("sftp-enabled", "resolved")), tasks)
+    ado.frozen_states = {"Done"}  # a process rule forbids moving a Done item back (HTTP 400, TF401320)
+    again = send(sender, delivery("boards", make_transition("sftp-enabled", occurrence=2)), tasks)
+    assert again.task is not None and again.task.external_id == "2" and ado.items[1]["fields"]["System.State"] == "Done"
+    send(sender, delivery("boards", make_transition("sftp-enabled", "resolved", occurrence=2)), tasks)
+    ado.frozen_states = set()
+    ado.deleted.add(2)  # deleted by someone: the next occurrence opens a new item
+    third = send(sender, delivery("boards", make_transition("sftp-enabled", occurrence=3)), tasks)
+    assert third.task is not None and third.task.external_id == "3" and len(ado.items) == 3
+
+
+def test_a_lost_ref_finds_the_closed_work_item_by_its_tag_and_reopens_it(ado: FakeAzureDevOps) -> None:
+    sender, tasks = boards(ado), MemoryTasks()
+    send(sender, delivery("boards", make_transition("sftp-enabled")), tasks)
+    send(sender, delivery("boards", make_transition("sftp-enabled", "resolved")), tasks)
+    tasks.forget()
+    ado.received.clear()
+    again = send(sender, delivery("boards", make_transition("sftp-enabled", occurrence=2)), tasks)
+    assert again.task is not None and (again.task.external_id, again.task.state) == ("1", "open")
+    assert ado.items[1]["fields"]["System.State"] == "To Do" and len(ado.items) == 1
+    listed = [r for r in ado.received if r.method == "GET" and r.route.endswith("/_apis/wit/workitems")]
+    assert listed[0].query == {
+        "ids": "1",
+        "fields": "System.Id,System.State",
+        "errorPolicy": "Omit",
+        "api-version": "7.1",
+    }
+
+
+def test_a_retryable_failure_to_read_the_states_changes_nothing(ado: FakeAzureDevOps) -> None:
+    sender, tasks = boards(ado), MemoryTasks()
+    send(sender, delivery("boards", make_transition("sftp-enabled")), tasks)
+    send(sender, delivery("boards", make_transition("sftp-enabled", "resolved")), tasks)
+    for _ in range(4):
+        ado.script.then(503)
+    outcome = send(sender, delivery("boards", make_transition("sftp-enabled", occurrence=2)), tasks)
+    assert not outcome.ok and outcome.retryable and outcome.task is None
+    assert ado.items[1]["fields"]["System.State"] == "Done" and len(ado.items) == 1
+    assert send(sender, delivery("boards", make_transition("sftp-enabled", occurrence=2)), tasks).ok
+    assert ado.items[1]["fields"]["System.State"] == "To Do"
 
 
 def test_azure_devops_checks_the_pat(ado: FakeAzureDevOps) -> None:
@@ -434,7 +525,7 @@ def test_github_issue_life_cycle(gh: FakeGitHub) -> None:
     issue = gh.issues[1]
     assert issue["labels"] == ["nsp-drift", label, "security"] and issue["assignees"] == ["octocat"]
     assert issue["title"].startswith("[nsp-drift] Static website") and "### How to fix" in issue["body"]
-    assert gh.received[0].query == {"labels": label, "state": "open", "per_page": "10"}
+    assert gh.received[0].query == {"labels": label, "state": "all", "per_page": "10"}
     for request in gh.received:
         assert request.headers["authorization"] == f"Bearer {GH_TOKEN}"
         assert request.headers["accept"] == "application/vnd.github+json"
@@ -453,6 +544,31 @@ def test_github_issue_life_cycle(gh: FakeGitHub) -> None:
     assert closed.task is not None and closed.task.state == "closed"
     assert issue["state"] == "closed" and issue["state_reason"] == "completed"
     assert issue["comments"][-1].startswith("**Resolved**") and len(issue["comments"]) == 4
+    assert gh.failures == []
+
+
+def test_a_recurring_finding_reopens_its_issue(gh: FakeGitHub) -> None:
+    sender, tasks = issues(gh), MemoryTasks()
+    send(sender, delivery("issues", make_transition("static-website")), tasks)
+    send(sender, delivery("issues", make_transition("static-website", "resolved")), tasks)
+    reopened = send(sender, delivery("issues", make_transition("static-website", occurrence=2)), tasks)
+    assert reopened.task is not None and (reopened.task.external_id, reopened.task.state) == ("1", "open")
+    issue = gh.issues[1]
+    assert list(gh.issues) == [1] and issue["state"] == "open" and issue["state_reason"] == "reopened"
+    assert issue["comments"][-1].startswith("**Reopened**: the finding is back (occurrence 2).")
+    patch = [r.json() for r in gh.received if r.method == "PATCH"][-1]
+    assert patch == {"state": "open", "state_reason": "reopened"}
+    # Resolved again, then the ref is lost: the label (state=all) finds the closed issue to reopen.
+    send(sender, delivery("issues", make_transition("static-website", "resolved", occurrence=2)), tasks)
+    tasks.forget()
+    third = send(sender, delivery("issues", make_transition("static-website", occurrence=3)), tasks)
+    assert third.task is not None and third.task.external_id == "1" and issue["state"] == "open"
+    assert "occurrence 3" in issue["comments"][-1] and list(gh.issues) == [1]
+    # Deleted while closed: the next occurrence opens a new issue.
+    send(sender, delivery("issues", make_transition("static-website", "resolved", occurrence=3)), tasks)
+    del gh.issues[1]
+    fourth = send(sender, delivery("issues", make_transition("static-website", occurrence=4)), tasks)
+    assert fourth.task is not None and fourth.task.external_id == "2" and gh.issues[2]["state"] == "open"
     assert gh.failures == []
 
 

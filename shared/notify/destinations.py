@@ -80,6 +80,7 @@ _FIELDS: dict[str, dict[str, str]] = {  # key -> kind of value; required keys ar
         "assigned_to": "text",
         "tags": "tags",
         "done_state": "text",
+        "reopen_state": "text",
         "base_url": "url",
     },
     "github": {
@@ -397,6 +398,7 @@ def build_sender(config: DestinationConfig, env: Mapping[str, str], **sender_kwa
             assigned_to=str(o.get("assigned_to", "")),
             tags=tuple(o.get("tags", ())),
             done_state=str(o.get("done_state", "Done")),
+            reopen_state=str(o.get("reopen_state", "")),
             base_url=str(o.get("base_url", "https://dev.azure.com")),
             min_severity=config.min_severity,
             **sender_kwargs,

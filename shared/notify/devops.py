@@ -5,6 +5,12 @@ comments: the stored TaskRef says so, and when the ref was lost (a crash between
 the store write) a WIQL query by the finding's tag finds the item again, so a re-delivery never
 opens a second one. ``changed`` comments (and opens one if the finding has just risen to the
 destination's floor); ``resolved`` moves the item to the done state and comments.
+
+A finding that comes back (its next occurrence) reopens its closed work item: the state moves to
+``reopen_state`` (default: the work item type's first state of category "Proposed", read once from
+the Work Item Type States API) and a comment says which occurrence it is. One item per finding
+keeps its whole history in one place. A new item is opened instead when the old one was deleted
+or the process does not allow moving it back (HTTP 400).
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from shared.model import Severity
 from shared.notify import http
@@ -31,6 +38,9 @@ PRIORITY_FIELD = "Microsoft.VSTS.Common.Priority"
 _SEVERITY_VALUE = {"critical": "1 - Critical", "high": "2 - High", "medium": "3 - Medium", "low": "4 - Low"}
 _PRIORITY = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 4}
 _GONE = (404, 410)  # the work item was deleted: nothing left to update
+_MAX_IDS = 200  # Work Items - List accepts at most 200 ids
+
+log = logging.getLogger(__name__)
 
 
 def finding_tag(finding_key: str) -> str:
@@ -111,6 +121,7 @@ class AzureDevOpsSender:
         assigned_to: str = "",
         tags: tuple[str, ...] = (),
         done_state: str = "Done",
+        reopen_state: str = "",
         base_url: str = "https://dev.azure.com",
         min_severity: Severity = Severity.INFO,
         retry: http.RetrySettings | None = None,
@@ -123,6 +134,7 @@ class AzureDevOpsSender:
         self._token = token
         self._type = work_item_type
         self._area, self._assignee, self._tags, self._done = area_path, assigned_to, tags, done_state
+        self._reopen_state = reopen_state  # "" = the type's first "Proposed" state, read when first needed
         self._floor = min_severity
         self._retry = retry
         self._timeout = timeout
@@ -147,26 +159,47 @@ class AzureDevOpsSender:
 
     # -- the API calls ----------------------------------------------------------------------------
 
-    def find_open(self, finding_key: str) -> tuple[http.HttpResult, TaskRef | None]:
-        """The open work item tagged for this finding, if any (WIQL)."""
-        closed = ", ".join(
-            "'" + s.replace("'", "''") + "'" for s in dict.fromkeys((self._done, "Done", "Closed", "Removed"))
-        )
+    def _closed_states(self) -> set[str]:
+        return {self._done, "Done", "Closed"}
+
+    def find_task(self, finding_key: str) -> tuple[http.HttpResult, TaskRef | None]:
+        """The work item tagged for this finding: an open one if any, else the latest closed one
+        (to reopen). WIQL returns ids only; their states come from one Work Items - List call,
+        made only when the tag matched something."""
         tag = finding_tag(finding_key)
-        # Not injectable: the tag is hex from a hash, state names have their quotes doubled.
+        # Not injectable: the tag is hex from a hash.
         query = (
             "SELECT [System.Id] FROM WorkItems WHERE [System.TeamProject] = @project "  # noqa: S608
-            f"AND [System.Tags] CONTAINS '{tag}' AND [System.State] NOT IN ({closed}) ORDER BY [System.Id]"
+            f"AND [System.Tags] CONTAINS '{tag}' AND [System.State] NOT IN ('Removed') ORDER BY [System.Id]"
         )
         result = self._call("POST", f"{self._wit}/wiql?api-version={API_VERSION}", {"query": query})
         if not result.ok:
             return result, None
         answer = result.json()
         found = answer.get("workItems") if isinstance(answer, dict) else None
-        if not found:
+        ids = [str(i.get("id")) for i in found or [] if isinstance(i, dict) and i.get("id") is not None]
+        if not ids:
             return result, None
-        item_id = str(found[0].get("id"))
-        return result, TaskRef(self.name, finding_key, item_id, f"{self._project_url}/_workitems/edit/{item_id}")
+        fields = urlencode(
+            {"ids": ",".join(ids[-_MAX_IDS:]), "fields": "System.Id,System.State", "errorPolicy": "Omit"}
+        )
+        listed = self._call("GET", f"{self._wit}/workitems?{fields}&api-version={API_VERSION}", None)
+        if not listed.ok:
+            return listed, None
+        page = listed.json()
+        items = page.get("value") if isinstance(page, dict) else None
+        states = {
+            int(i["id"]): str((i.get("fields") or {}).get("System.State", ""))
+            for i in items or []
+            if isinstance(i, dict) and isinstance(i.get("id"), int)
+        }
+        if not states:
+            return listed, None
+        closed = self._closed_states()
+        open_ids = sorted(i for i, state in states.items() if state not in closed)
+        item_id, state = (open_ids[0], "open") if open_ids else (max(states), "closed")
+        url = f"{self._project_url}/_workitems/edit/{item_id}"
+        return listed, TaskRef(self.name, finding_key, str(item_id), url, state)
 
     def _create_ops(self, t: Mapping[str, Any], finding_key: str) -> list[dict[str, Any]]:
         tag = finding_tag(finding_key)
@@ -219,6 +252,46 @@ class AzureDevOpsSender:
             return result.outcome()
         return self.comment(task, comment_html(t)).outcome(closed)
 
+    def _reopen_target(self) -> tuple[http.HttpResult | None, str]:
+        """The state a reopened item moves to: configured, or the type's first "Proposed" state."""
+        if self._reopen_state:
+            return None, self._reopen_state
+        url = f"{self._wit}/workitemtypes/{quote(self._type, safe='')}/states?api-version={API_VERSION}"
+        result = self._call("GET", url, None)
+        answer = result.json() if result.ok else None
+        states = answer.get("value") if isinstance(answer, dict) else None
+        for state in states or []:
+            if isinstance(state, dict) and state.get("category") == "Proposed" and state.get("name"):
+                self._reopen_state = str(state["name"])
+                return result, self._reopen_state
+        return result, ""
+
+    def reopen(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
+        """The finding is back: move its closed item to the reopen state, then comment (state
+        first, as in ``close``: a retry repeats a no-op state change, not the comment)."""
+        lookup, state = self._reopen_target()
+        if not state:
+            if lookup is not None and lookup.retryable:
+                return lookup.outcome()
+            log.warning("%s: no reopen state for %s; opening a new work item", self.name, self._type)
+            return self.create(t, task.finding_key)
+        url = f"{self._wit}/workitems/{quote(task.external_id, safe='')}?api-version={API_VERSION}"
+        result = self._call("PATCH", url, [{"op": "add", "path": "/fields/System.State", "value": state}], JSON_PATCH)
+        if result.status in _GONE or result.status == 400:
+            # Deleted, or the process does not allow moving it back: a new item for this occurrence.
+            log.warning(
+                "%s: work item %s cannot be reopened (HTTP %s); opening a new one",
+                self.name,
+                task.external_id,
+                result.status,
+            )
+            return self.create(t, task.finding_key)
+        if not result.ok:
+            return result.outcome()
+        note = f"<p><b>Reopened</b>: the finding is back (occurrence {_e(t.get('occurrence', '?'))}).</p>"
+        reopened = TaskRef(task.destination, task.finding_key, task.external_id, task.url, "open")
+        return self.comment(task, note + comment_html(t)).outcome(reopened)
+
     # -- the decision -----------------------------------------------------------------------------
 
     def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome:
@@ -229,15 +302,18 @@ class AzureDevOpsSender:
             if stored is None or stored.state != "open":
                 return Outcome(ok=True)  # no task of ours is open for it: nothing to close
             return self.close(stored, t)
-        task = stored if stored is not None and stored.state == "open" else None
+        task = stored
         if stored is None:
-            lookup, task = self.find_open(key)
+            lookup, task = self.find_task(key)
             if not lookup.ok:
                 return lookup.outcome()  # never create blind: that is how duplicates are made
-        if task is not None:
+        if task is not None and task.state == "open":
             result = self.comment(task, comment_html(t))
             if result.status not in _GONE:
                 return result.outcome(task)  # returned even if stored: a recovered ref gets saved
+            task = None
         if kind == "changed" and not opens_task(t, self._floor):
             return Outcome(ok=True)
+        if task is not None:  # closed: the finding came back (a new occurrence)
+            return self.reopen(task, t)
         return self.create(t, key)

@@ -2,7 +2,9 @@
 
 Same life cycle as the Azure DevOps sender: ``opened`` creates the issue unless one is open for the
 finding (the stored TaskRef, or, when it was lost, the open issue carrying the finding's label);
-``changed`` comments; ``resolved`` closes as completed and comments.
+``changed`` comments; ``resolved`` closes as completed and comments. A finding that comes back
+(its next occurrence) reopens its closed issue (``state: open``, ``state_reason: reopened``) with a
+comment naming the occurrence; a new issue is opened only if the old one is gone.
 
 GitHub signals rate limits with 403 as well as 429: a 403 with ``x-ratelimit-remaining: 0`` or a
 ``retry-after`` header is reported as retryable with the wait it asks for, so the outbox tries
@@ -93,6 +95,13 @@ def _opens_task(t: Mapping[str, Any], floor: Severity) -> bool:
         return False
 
 
+def _number(issue: Mapping[str, Any]) -> int:
+    try:
+        return int(issue.get("number", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _outcome(result: http.HttpResult, task: TaskRef | None = None, now: float | None = None) -> Outcome:
     outcome = result.outcome(task)
     if result.status == 403 and ("retry-after" in result.headers or result.headers.get("x-ratelimit-remaining") == "0"):
@@ -141,9 +150,10 @@ class GitHubIssuesSender:
             method, url, body, headers, timeout=self._timeout, retry=self._retry, secrets=(self._token,)
         )
 
-    def find_open(self, finding_key: str) -> tuple[http.HttpResult, TaskRef | None]:
-        """The open issue labelled for this finding, if any (the list API, not the lagging search API)."""
-        query = urlencode({"labels": finding_label(finding_key), "state": "open", "per_page": "10"})
+    def find_task(self, finding_key: str) -> tuple[http.HttpResult, TaskRef | None]:
+        """The issue labelled for this finding (the list API, not the lagging search API): an open
+        one if any, else the latest closed one (to reopen)."""
+        query = urlencode({"labels": finding_label(finding_key), "state": "all", "per_page": "10"})
         result = self._call("GET", f"{self._repo}/issues?{query}")
         if not result.ok:
             return result, None
@@ -153,8 +163,10 @@ class GitHubIssuesSender:
         )
         if not issues:
             return result, None
-        first = min(issues, key=lambda i: int(i.get("number", 0)))
-        return result, TaskRef(self.name, finding_key, str(first.get("number")), str(first.get("html_url", "")))
+        opened = [i for i in issues if i.get("state") == "open"]
+        found = min(opened, key=_number) if opened else max(issues, key=_number)
+        state = "open" if opened else "closed"
+        return result, TaskRef(self.name, finding_key, str(found.get("number")), str(found.get("html_url", "")), state)
 
     def create(self, t: Mapping[str, Any], finding_key: str) -> Outcome:
         label = finding_label(finding_key)
@@ -191,6 +203,21 @@ class GitHubIssuesSender:
             return _outcome(result)
         return _outcome(self.comment(task, comment_body(t)), closed)
 
+    def reopen(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
+        """The finding is back: reopen its issue, then comment (state first, as in ``close``)."""
+        result = self._call(
+            "PATCH",
+            f"{self._repo}/issues/{quote(task.external_id, safe='')}",
+            {"state": "open", "state_reason": "reopened"},
+        )
+        if result.status in _GONE:
+            return self.create(t, task.finding_key)  # deleted or transferred: a new issue for this occurrence
+        if not result.ok:
+            return _outcome(result)
+        note = f"**Reopened**: the finding is back (occurrence {t.get('occurrence', '?')}).\n\n"
+        reopened = TaskRef(task.destination, task.finding_key, task.external_id, task.url, "open")
+        return _outcome(self.comment(task, note + comment_body(t)), reopened)
+
     def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome:
         t, key = delivery.transition, delivery.finding_key
         kind = str(t.get("transition", ""))
@@ -199,15 +226,18 @@ class GitHubIssuesSender:
             if stored is None or stored.state != "open":
                 return Outcome(ok=True)  # no issue of ours is open for it: nothing to close
             return self.close(stored, t)
-        task = stored if stored is not None and stored.state == "open" else None
+        task = stored
         if stored is None:
-            lookup, task = self.find_open(key)
+            lookup, task = self.find_task(key)
             if not lookup.ok:
                 return _outcome(lookup)  # never create blind: that is how duplicates are made
-        if task is not None:
+        if task is not None and task.state == "open":
             result = self.comment(task, comment_body(t))
             if result.status not in _GONE:
                 return _outcome(result, task)  # returned even if stored: a recovered ref gets saved
+            task = None
         if kind == "changed" and not _opens_task(t, self._floor):
             return Outcome(ok=True)
+        if task is not None:  # closed: the finding came back (a new occurrence)
+            return self.reopen(task, t)
         return self.create(t, key)

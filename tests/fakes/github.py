@@ -1,7 +1,9 @@
-"""A fake GitHub issues API: create, list by label and state, comment, close.
+"""A fake GitHub issues API: create, list by label and state, comment, close and reopen.
 
 Checks what we rely on: ``Authorization: Bearer <token>`` (401 otherwise), the GitHub media type
-and the pinned API version header.
+and the pinned API version header; an update's ``state`` and ``state_reason`` are validated as
+GitHub does (422), and a state change without a reason gets GitHub's default (``completed`` on
+close, ``reopened`` on reopen).
 """
 
 from __future__ import annotations
@@ -44,9 +46,19 @@ class FakeGitHub(FakeServer):
             self.issues[number]["comments"].append(body)
             return reply(201, {"id": len(self.issues[number]["comments"]), "body": body})
         if number is not None and not match["comments"] and request.method == "PATCH":
-            self.issues[number].update(request.json())
-            return reply(200, self._public(number))
+            return self._update(number, request.json())
         return reply(404, {"message": "Not Found"})
+
+    def _update(self, number: int, body: dict[str, Any]) -> Reply:
+        issue = self.issues[number]
+        state, reason = body.get("state", issue["state"]), body.get("state_reason")
+        reasons = {"closed": {"completed", "not_planned", "duplicate"}, "open": {"reopened"}}
+        if state not in reasons or (reason is not None and reason not in reasons[state]):
+            return reply(422, {"message": "Validation Failed", "errors": [{"resource": "Issue", "field": "state"}]})
+        if state != issue["state"]:
+            body = {**body, "state_reason": reason or ("completed" if state == "closed" else "reopened")}
+        issue.update(body)
+        return reply(200, self._public(number))
 
     def _public(self, number: int) -> dict[str, Any]:
         issue = self.issues[number]
