@@ -433,6 +433,35 @@ def test_a_retryable_failure_to_read_the_states_changes_nothing(ado: FakeAzureDe
     assert ado.items[1]["fields"]["System.State"] == "To Do"
 
 
+@pytest.mark.parametrize("tracker", ["ado", "gh"])
+def test_an_older_occurrence_delivered_late_never_closes_or_reopens_the_task(tracker: str, request: Any) -> None:
+    """Out of order (a retried "resolved" #1 after "opened" #2): the task follows the newest occurrence."""
+    server = request.getfixturevalue(tracker)
+    sender = boards(server) if tracker == "ado" else issues(server)
+    name, tasks = sender.name, MemoryTasks()
+
+    def state() -> str:
+        if tracker == "ado":
+            return "closed" if server.items[1]["fields"]["System.State"] == "Done" else "open"
+        return str(server.issues[1]["state"])
+
+    def deliver(kind: str, occurrence: int) -> Outcome:
+        return send(sender, delivery(name, make_transition("sftp-enabled", kind, occurrence=occurrence)), tasks)
+
+    deliver("opened", 1)
+    assert deliver("opened", 2).ok and state() == "open"  # resolved #1 is still being retried
+    assert tasks.get_task(name, make_transition()["key"]).occurrence == 2  # type: ignore[union-attr]
+    hits = server.hits
+    assert deliver("resolved", 1) == Outcome(ok=True) and state() == "open" and server.hits == hits
+    deliver("resolved", 2)
+    assert state() == "closed"
+    hits = server.hits
+    assert deliver("opened", 2) == Outcome(ok=True) and state() == "closed"  # a late re-send of #2
+    assert deliver("changed", 1) == Outcome(ok=True) and server.hits == hits
+    assert deliver("opened", 3).task.state == "open" and state() == "open"  # type: ignore[union-attr]
+    assert len(server.items if tracker == "ado" else server.issues) == 1
+
+
 def test_azure_devops_checks_the_pat(ado: FakeAzureDevOps) -> None:
     outcome = send(boards(ado, token="wrong-token-0123456789"), delivery("boards", make_transition()), MemoryTasks())
     assert outcome.status == 401 and not outcome.retryable and not outcome.ok
@@ -555,7 +584,7 @@ def test_a_recurring_finding_reopens_its_issue(gh: FakeGitHub) -> None:
     assert reopened.task is not None and (reopened.task.external_id, reopened.task.state) == ("1", "open")
     issue = gh.issues[1]
     assert list(gh.issues) == [1] and issue["state"] == "open" and issue["state_reason"] == "reopened"
-    assert issue["comments"][-1].startswith("**Reopened**: the finding is back (occurrence 2).")
+    assert issue["comments"][-1].startswith("**Reopened**: the finding is open again (occurrence 2).")
     patch = [r.json() for r in gh.received if r.method == "PATCH"][-1]
     assert patch == {"state": "open", "state_reason": "reopened"}
     # Resolved again, then the ref is lost: the label (state=all) finds the closed issue to reopen.

@@ -275,6 +275,18 @@ def test_tasks_upsert_and_get(store: OutboxStore) -> None:
     assert store.get_task("boards", "k1") == TaskRef("boards", "k1", "17", "https://dev.azure.com/x/17", "closed")
     assert store.get_task("issues", "k1") == TaskRef("issues", "k1", "4", "https://github.com/x/y/issues/4")
     assert store.get_task("boards", "k2") is None
+    reopened = TaskRef("boards", "k1", "17", "https://dev.azure.com/x/17", "open", occurrence=3)
+    store.put_task(reopened)
+    assert store.get_task("boards", "k1") == reopened
+
+
+def test_a_task_ref_stored_before_occurrences_existed_reads_as_occurrence_0() -> None:
+    from shared.state import codec
+
+    old = '{"destination":"boards","external_id":"17","finding_key":"k1","format":1,"state":"closed","url":"u"}'
+    assert codec.task_from_json(old) == TaskRef("boards", "k1", "17", "u", "closed", occurrence=0)
+    with pytest.raises(codec.CodecError, match=r"task\.occurrence"):
+        codec.task_from_json(old.replace('"format":1', '"format":1,"occurrence":-1'))
 
 
 # -- counts ------------------------------------------------------------------------------------------------

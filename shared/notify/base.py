@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +56,22 @@ class TaskRef:
     external_id: str  # work item id / issue number
     url: str = ""
     state: str = "open"  # "open" | "closed"
+    # The finding's occurrence the task was last opened, reopened or commented for (0: unknown, a
+    # ref stored before occurrences existed or found again by its tag). A late delivery of an older
+    # occurrence (a retried "resolved" #1 after "opened" #2) must not close or reopen the task.
+    occurrence: int = 0
+
+
+def occurrence_of(transition: Mapping[str, Any]) -> int:
+    """The transition's occurrence (0 when a payload from before occurrences existed has none)."""
+    value = transition.get("occurrence", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def is_stale(task: TaskRef, transition: Mapping[str, Any]) -> bool:
+    """A delivery of an older occurrence than the task already stands for (sent out of order)."""
+    occurrence = occurrence_of(transition)
+    return bool(occurrence and task.occurrence and occurrence < task.occurrence)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ import hashlib
 import html
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from shared.model import Severity
 from shared.notify import http
-from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef
+from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef, is_stale, occurrence_of
 from shared.notify.explain import why_and_how
 from shared.output import portal_url
 from shared.rules import RULES_BY_ID
@@ -233,14 +234,14 @@ class AzureDevOpsSender:
             return Outcome(ok=False, status=result.status, error=error)
         item_id = str(item["id"])
         link = item.get("_links", {}).get("html", {}).get("href") or f"{self._project_url}/_workitems/edit/{item_id}"
-        return result.outcome(TaskRef(self.name, finding_key, item_id, str(link), "open"))
+        return result.outcome(TaskRef(self.name, finding_key, item_id, str(link), "open", occurrence_of(t)))
 
     def comment(self, task: TaskRef, text: str) -> http.HttpResult:
         url = f"{self._wit}/workItems/{quote(task.external_id, safe='')}/comments?api-version={COMMENTS_API_VERSION}"
         return self._call("POST", url, {"text": text})
 
     def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
-        closed = TaskRef(task.destination, task.finding_key, task.external_id, task.url, "closed")
+        closed = replace(task, state="closed", occurrence=max(task.occurrence, occurrence_of(t)))
         # State first, then the comment: a retry after a failed comment repeats a no-op state
         # change instead of posting the comment twice.
         url = f"{self._wit}/workitems/{quote(task.external_id, safe='')}?api-version={API_VERSION}"
@@ -288,8 +289,8 @@ class AzureDevOpsSender:
             return self.create(t, task.finding_key)
         if not result.ok:
             return result.outcome()
-        note = f"<p><b>Reopened</b>: the finding is back (occurrence {_e(t.get('occurrence', '?'))}).</p>"
-        reopened = TaskRef(task.destination, task.finding_key, task.external_id, task.url, "open")
+        note = f"<p><b>Reopened</b>: the finding is open again (occurrence {occurrence_of(t) or '?'}).</p>"
+        reopened = replace(task, state="open", occurrence=occurrence_of(t))
         return self.comment(task, note + comment_html(t)).outcome(reopened)
 
     # -- the decision -----------------------------------------------------------------------------
@@ -298,6 +299,8 @@ class AzureDevOpsSender:
         t, key = delivery.transition, delivery.finding_key
         kind = str(t.get("transition", ""))
         stored = tasks.get_task(self.name, key)
+        if stored is not None and is_stale(stored, t):
+            return Outcome(ok=True)  # an older occurrence delivered late: the task has moved on
         if kind == "resolved":
             if stored is None or stored.state != "open":
                 return Outcome(ok=True)  # no task of ours is open for it: nothing to close
@@ -310,10 +313,13 @@ class AzureDevOpsSender:
         if task is not None and task.state == "open":
             result = self.comment(task, comment_html(t))
             if result.status not in _GONE:
-                return result.outcome(task)  # returned even if stored: a recovered ref gets saved
+                # Returned even if stored: a recovered ref gets saved, with the latest occurrence.
+                return result.outcome(replace(task, occurrence=max(task.occurrence, occurrence_of(t))))
             task = None
         if kind == "changed" and not opens_task(t, self._floor):
             return Outcome(ok=True)
-        if task is not None:  # closed: the finding came back (a new occurrence)
+        if task is not None:  # closed: the finding came back (a new occurrence) ...
+            if occurrence_of(t) and task.occurrence >= occurrence_of(t):
+                return Outcome(ok=True)  # ... unless it was closed for this very occurrence (a late re-send)
             return self.reopen(task, t)
         return self.create(t, key)

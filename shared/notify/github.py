@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode
 
 from shared.model import Severity
 from shared.notify import http
-from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef
+from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef, is_stale, occurrence_of
 from shared.notify.explain import why_and_how
 from shared.output import portal_url
 from shared.rules import RULES_BY_ID
@@ -182,14 +182,15 @@ class GitHubIssuesSender:
         issue = result.json()
         if not isinstance(issue, dict) or issue.get("number") is None:
             return Outcome(ok=False, status=result.status, error=f"HTTP {result.status} from GitHub without an issue")
-        task = TaskRef(self.name, finding_key, str(issue.get("number")), str(issue.get("html_url", "")), "open")
+        number, link = str(issue.get("number")), str(issue.get("html_url", ""))
+        task = TaskRef(self.name, finding_key, number, link, "open", occurrence_of(t))
         return _outcome(result, task)
 
     def comment(self, task: TaskRef, text: str) -> http.HttpResult:
         return self._call("POST", f"{self._repo}/issues/{quote(task.external_id, safe='')}/comments", {"body": text})
 
     def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
-        closed = TaskRef(task.destination, task.finding_key, task.external_id, task.url, "closed")
+        closed = replace(task, state="closed", occurrence=max(task.occurrence, occurrence_of(t)))
         # Close first, then comment: a retry after a failed comment re-closes (a no-op) instead of
         # posting the comment twice.
         result = self._call(
@@ -214,14 +215,16 @@ class GitHubIssuesSender:
             return self.create(t, task.finding_key)  # deleted or transferred: a new issue for this occurrence
         if not result.ok:
             return _outcome(result)
-        note = f"**Reopened**: the finding is back (occurrence {t.get('occurrence', '?')}).\n\n"
-        reopened = TaskRef(task.destination, task.finding_key, task.external_id, task.url, "open")
+        note = f"**Reopened**: the finding is open again (occurrence {occurrence_of(t) or '?'}).\n\n"
+        reopened = replace(task, state="open", occurrence=occurrence_of(t))
         return _outcome(self.comment(task, note + comment_body(t)), reopened)
 
     def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome:
         t, key = delivery.transition, delivery.finding_key
         kind = str(t.get("transition", ""))
         stored = tasks.get_task(self.name, key)
+        if stored is not None and is_stale(stored, t):
+            return Outcome(ok=True)  # an older occurrence delivered late: the issue has moved on
         if kind == "resolved":
             if stored is None or stored.state != "open":
                 return Outcome(ok=True)  # no issue of ours is open for it: nothing to close
@@ -234,10 +237,13 @@ class GitHubIssuesSender:
         if task is not None and task.state == "open":
             result = self.comment(task, comment_body(t))
             if result.status not in _GONE:
-                return _outcome(result, task)  # returned even if stored: a recovered ref gets saved
+                # Returned even if stored: a recovered ref gets saved, with the latest occurrence.
+                return _outcome(result, replace(task, occurrence=max(task.occurrence, occurrence_of(t))))
             task = None
         if kind == "changed" and not _opens_task(t, self._floor):
             return Outcome(ok=True)
-        if task is not None:  # closed: the finding came back (a new occurrence)
+        if task is not None:  # closed: the finding came back (a new occurrence) ...
+            if occurrence_of(t) and task.occurrence >= occurrence_of(t):
+                return Outcome(ok=True)  # ... unless it was closed for this very occurrence (a late re-send)
             return self.reopen(task, t)
         return self.create(t, key)

@@ -21,7 +21,7 @@ FORMAT = 1  # bumped when the JSON layout changes incompatibly; decoders reject 
 
 _ACTOR_FIELDS = tuple(f.name for f in fields(Actor))
 _ASSOCIATION_FIELDS = tuple(f.name for f in fields(AssociationState))
-_TASK_FIELDS = tuple(f.name for f in fields(TaskRef))
+_TASK_FIELDS = tuple(f.name for f in fields(TaskRef) if f.name != "occurrence")  # the string fields
 
 
 class CodecError(ValueError):
@@ -299,7 +299,11 @@ def task_to_json(task: TaskRef) -> str:
 
 
 def task_from_json(text: str) -> TaskRef:
-    return TaskRef(**_record(_TASK_FIELDS, loads(text, "task"), "task"))
+    document = loads(text, "task")
+    occurrence = document.get("occurrence", 0)  # absent in refs stored before occurrences existed
+    if not isinstance(occurrence, int) or isinstance(occurrence, bool) or occurrence < 0:
+        raise CodecError(f"task.occurrence: expected a non-negative integer, got {occurrence!r}")
+    return TaskRef(**_record(_TASK_FIELDS, document, "task"), occurrence=occurrence)
 
 
 def task_key(destination: str, finding_key: str) -> str:
