@@ -61,6 +61,11 @@ param maximumInstanceCount int = 40
 @maxValue(600)
 param coalesceSeconds int = 30
 
+@description('NSP_DRIFT_DISPATCH_BUDGET_SECONDS: time budget of one delivery run (10-240); the rest waits for the next run.')
+@minValue(10)
+@maxValue(240)
+param dispatchBudgetSeconds int = 120
+
 @description('NSP_DRIFT_STATE_TABLE_PREFIX: prefix of the state tables (letters and digits, starting with a letter).')
 @minLength(1)
 @maxLength(41)
@@ -202,6 +207,7 @@ module appSettings 'app/appsettings.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     monitoredSubscriptionIds: monitored
     coalesceSeconds: coalesceSeconds
+    dispatchBudgetSeconds: dispatchBudgetSeconds
     stateTablePrefix: stateTablePrefix
     sweepSchedule: sweepSchedule
     fullSweepSchedule: fullSweepSchedule

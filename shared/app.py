@@ -65,7 +65,7 @@ def build_context(settings: Settings, sink: TransitionSink | None = None) -> App
         queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential_sync())
     dispatcher = None
     if sink is None:
-        sink, dispatcher = _delivery(store)
+        sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds)
     if settings.estate_path:
         from shared.adapters.estate import Estate
         from shared.wiring import EstateClients
@@ -87,7 +87,7 @@ def build_context(settings: Settings, sink: TransitionSink | None = None) -> App
     return AppContext(settings, store, pipeline, queue, dispatcher)
 
 
-def _delivery(store: Any) -> tuple[TransitionSink, Any]:
+def _delivery(store: Any, budget_seconds: float) -> tuple[TransitionSink, Any]:
     """The outbox and its dispatcher when destinations are configured, else a logging sink."""
     from shared.notify.destinations import DestinationError, build_senders, load_destinations
     from shared.notify.dispatch import Dispatcher, OutboxSink
@@ -99,7 +99,7 @@ def _delivery(store: Any) -> tuple[TransitionSink, Any]:
         senders, digests = build_senders(destinations)
     except DestinationError as exc:
         raise SettingsError(str(exc)) from None
-    return OutboxSink(store, destinations), Dispatcher(store, senders, digests)
+    return OutboxSink(store, destinations), Dispatcher(store, senders, digests, budget_seconds=budget_seconds)
 
 
 def context() -> AppContext:

@@ -187,7 +187,7 @@ def replay(
         if dispatcher is not None:
             report = dispatcher.dispatch_due(include_digests=True)
             result.deliveries = dict(report.by_destination)
-            result.undelivered = report.retried + report.failed
+            result.undelivered = report.retried + report.failed + report.deferred + report.held
         return result
     finally:
         store.close()

@@ -24,6 +24,8 @@ DOCUMENTED: dict[str, str] = {
     "NSP_DRIFT_SUBSCRIPTIONS": "Comma-separated subscription ids in scope "
     "(events from others are dropped; the sweep lists these)",
     "NSP_DRIFT_COALESCE_SECONDS": "Coalescing window per target in seconds (default 30, 0-600)",
+    "NSP_DRIFT_DISPATCH_BUDGET_SECONDS": "Time budget of one delivery run in seconds (default 120, 10-240): after it a "
+    "run takes no new delivery and leaves the rest to the next run, so an invocation ends well inside functionTimeout",
     "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
     "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the Resource Graph sweep: lists accounts, re-reads those whose "
     "summary changed, retries deliveries, sends digests (e.g. 0 */15 * * * *)",
@@ -52,6 +54,7 @@ class Settings:
     table_service_uri: str = ""
     queue_service_uri: str = ""
     estate_path: str = ""
+    dispatch_budget_seconds: float = 120.0
     rules: RulesConfig = field(default_factory=RulesConfig)
 
 
@@ -61,6 +64,18 @@ def _subscriptions(raw: str) -> tuple[str, ...]:
     if bad:
         raise SettingsError(f"NSP_DRIFT_SUBSCRIPTIONS: {bad[0]!r} is not a subscription id (a GUID)")
     return subs
+
+
+def _seconds(name: str, raw: str, bounds: tuple[float, float, float], why: str) -> float:
+    """``raw`` seconds of setting ``name``; ``bounds``: (default, lowest, highest)."""
+    default, low, high = bounds
+    try:
+        value = float(raw) if raw.strip() else default
+    except ValueError:
+        raise SettingsError(f"{name}: expected seconds, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise SettingsError(f"{name}: must be between {low:g} and {high:g} ({why})")
+    return value
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +88,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ) from None
     if not 0 <= window <= 600:
         raise SettingsError("NSP_DRIFT_COALESCE_SECONDS: must be between 0 and 600 (queue visibility delay)")
+    budget = _seconds(
+        "NSP_DRIFT_DISPATCH_BUDGET_SECONDS",
+        env.get("NSP_DRIFT_DISPATCH_BUDGET_SECONDS", ""),
+        (120.0, 10.0, 240.0),
+        "it must end, with its last send, well inside functionTimeout",
+    )
     prefix = env.get("NSP_DRIFT_STATE_TABLE_PREFIX", "nspdrift") or "nspdrift"
     if not _TABLE_PREFIX.match(prefix):
         raise SettingsError("NSP_DRIFT_STATE_TABLE_PREFIX: letters and digits only, starting with a letter")
@@ -99,5 +120,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         table_service_uri=table_uri,
         queue_service_uri=queue_uri,
         estate_path=estate,
+        dispatch_budget_seconds=budget,
         rules=rules,
     )

@@ -253,8 +253,9 @@ def test_crash_between_send_and_mark_done_resends_with_the_same_webhook_id(store
         with pytest.raises(SystemExit):
             CrashAfterSend(store, {"siem": sender}, {}, clock=lambda: clock[0]).dispatch_due()
         assert Dispatcher(store, {"siem": sender}, {}, clock=lambda: clock[0]).dispatch_due().sent == 0  # leased
-        clock[0] += 121  # the lease expired: another worker picks it up
-        assert Dispatcher(store, {"siem": sender}, {}, clock=lambda: clock[0]).dispatch_due().sent == 1
+        later = Dispatcher(store, {"siem": sender}, {}, clock=lambda: clock[0])
+        clock[0] += later.lease + 1  # the lease expired: another worker picks it up
+        assert later.dispatch_due().sent == 1
     ids = [r.headers["webhook-id"] for r in sink.received]
     assert len(ids) == 2 and len(set(ids)) == 1  # sent twice, same id: the receiver keeps one
 

@@ -29,6 +29,11 @@ param monitoredSubscriptionIds array
 @maxValue(600)
 param coalesceSeconds int = 30
 
+@description('NSP_DRIFT_DISPATCH_BUDGET_SECONDS (10-240): time budget of one delivery run.')
+@minValue(10)
+@maxValue(240)
+param dispatchBudgetSeconds int = 120
+
 @description('NSP_DRIFT_STATE_TABLE_PREFIX: letters and digits, starting with a letter.')
 param stateTablePrefix string = 'nspdrift'
 
@@ -79,6 +84,7 @@ var baseSettings = {
   PYTHON_ISOLATE_WORKER_DEPENDENCIES: '1'
   NSP_DRIFT_SUBSCRIPTIONS: join(monitoredSubscriptionIds, ',')
   NSP_DRIFT_COALESCE_SECONDS: string(coalesceSeconds)
+  NSP_DRIFT_DISPATCH_BUDGET_SECONDS: string(dispatchBudgetSeconds)
   NSP_DRIFT_STATE_TABLE_PREFIX: stateTablePrefix
   NSP_DRIFT_SWEEP_SCHEDULE: sweepSchedule
   NSP_DRIFT_FULL_SWEEP_SCHEDULE: fullSweepSchedule

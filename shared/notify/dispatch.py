@@ -68,13 +68,20 @@ class OutboxSink:
             log.info("outbox: %d delivery(ies) recorded, %d new", len(deliveries), added)
 
 
+DEFAULT_LEASE_SECONDS = 300.0
+DEFAULT_BUDGET_SECONDS = 120.0
+
+
 @dataclass
 class DispatchReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
     digests: int = 0
-    skipped: int = 0
+    skipped: int = 0  # leased by another worker meanwhile
+    deferred: int = 0  # due, left for the next run because the time budget was used up
+    held: int = 0  # due, left for a later run because their destination just failed retryably
+    held_back: dict[str, int] = field(default_factory=dict)  # destination -> deliveries held
     by_destination: dict[str, int] = field(default_factory=dict)
 
 
@@ -84,7 +91,32 @@ def backoff_seconds(attempts: int, retry_after: float | None) -> float:
     return max(delay, retry_after or 0.0)
 
 
+@dataclass
+class _Run:
+    """One dispatch run: when it started, and the destinations it has stopped trying."""
+
+    started: float
+    held: dict[str, float] = field(default_factory=dict)  # destination -> not before (epoch s)
+    seen: set[str] = field(default_factory=set)  # delivery ids already handled in this run
+
+
 class Dispatcher:
+    """Sends what is due, within a time budget, each delivery under a lease of its own.
+
+    * A lease is ``lease_seconds`` from the clock *when it is taken* (just before its send), so
+      however long a run has been going, no lease is already expired when written. It must
+      outlast the longest single send: a task send makes up to four API calls, each with its own
+      retry layer (about 40 s at worst), hence 300 s.
+    * A run stops taking new deliveries once ``budget_seconds`` have passed since it started and
+      leaves the rest due (unleased) for the next run, so an invocation ends well inside
+      ``functionTimeout`` (host.json: 10 min): budget + the last send's lease < 10 min.
+    * After a retryable failure (timeout, 429, 5xx) a destination is not tried again in the same
+      run: its other due deliveries are held back until the failed one's next attempt, which keeps
+      their order and keeps them from standing in front of other destinations' deliveries.
+    * Immediate deliveries are read apart from quiet-mode (digest) ones, so a backlog of digest
+      items never hides an alert; digests go out only when asked (``include_digests``: the sweep).
+    """
+
     def __init__(
         self,
         store: OutboxStore,
@@ -92,9 +124,14 @@ class Dispatcher:
         digest_senders: Mapping[str, DigestSender] | None = None,
         clock: Callable[[], float] = time.time,
         max_attempts: int = 10,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         batch: int = 100,
+        budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+        digest_batch: int = 100,
+        digest_limit: int = 1000,
     ) -> None:
+        if budget_seconds <= 0 or lease_seconds <= 0:
+            raise ValueError("budget_seconds and lease_seconds must be positive")
         self.store = store
         self.senders = senders
         self.digest_senders = digest_senders or {}
@@ -102,15 +139,119 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.lease = lease_seconds
         self.batch = batch
+        self.budget = budget_seconds
+        self.digest_batch = digest_batch  # transitions per digest message
+        self.digest_limit = digest_limit  # digest items looked at per run
 
-    def _lease(self, delivery: Delivery, etag: str, now: float) -> tuple[Delivery, str] | None:
-        leased = replace(delivery, attempts=delivery.attempts + 1, next_attempt_at=now + self.lease)
+    # -- the run -------------------------------------------------------------------------------------
+
+    def dispatch_due(self, include_digests: bool = False) -> DispatchReport:
+        report = DispatchReport()
+        run = _Run(started=self.clock())
+        finished = self._dispatch_immediate(run, report)
+        if include_digests and finished:
+            self._dispatch_digests(run, report)
+        if report.deferred:
+            log.info(
+                "dispatch: time budget of %.0f s used up; %d due delivery(ies) left for the next run",
+                self.budget,
+                report.deferred,
+            )
+        if report.held_back:
+            log.warning(
+                "dispatch: held back after a retryable failure: %s",
+                ", ".join(f"{name} ({count})" for name, count in sorted(report.held_back.items())),
+            )
+        return report
+
+    def _out_of_time(self, run: _Run) -> bool:
+        return self.clock() - run.started >= self.budget
+
+    def _dispatch_immediate(self, run: _Run, report: DispatchReport) -> bool:
+        """Batches of due immediate deliveries until none is left or the budget is used up.
+        Returns False when the budget ran out."""
+        while True:
+            page = self.store.due_deliveries(self.clock(), self.batch, digest=False)
+            due = [(d, e) for d, e in page if d.delivery_id not in run.seen]
+            if not due:
+                return True
+            for index, (item, etag) in enumerate(due):
+                if self._out_of_time(run):
+                    report.deferred += len(due) - index
+                    return False
+                run.seen.add(item.delivery_id)
+                if item.digest:  # a store must not return these here; never send one alone
+                    continue
+                if item.destination in run.held:
+                    self._hold(item, etag, run.held[item.destination], report)
+                    continue
+                leased = self._lease(item, etag)
+                if leased is None:
+                    report.skipped += 1
+                    continue
+                delivery, lease_etag = leased
+                sender = self.senders.get(delivery.destination)
+                if sender is None:
+                    outcome = Outcome(ok=False, error=f"destination {delivery.destination!r} is no longer configured")
+                else:
+                    outcome = _safe_send(sender.send, delivery, self.store)
+                final = self._settle(delivery, lease_etag, outcome, self.clock(), report)
+                self._maybe_hold_destination(run, delivery.destination, outcome, final)
+            if len(page) < self.batch:
+                return True  # that was the whole backlog
+
+    def _dispatch_digests(self, run: _Run, report: DispatchReport) -> None:
+        due = self.store.due_deliveries(self.clock(), self.digest_limit, digest=True)
+        by_destination: dict[str, list[tuple[Delivery, str]]] = defaultdict(list)
+        for item, etag in due:
+            if item.digest and item.delivery_id not in run.seen:
+                by_destination[item.destination].append((item, etag))
+        left = sum(len(items) for items in by_destination.values())
+        for destination, items in by_destination.items():
+            for start in range(0, len(items), max(self.digest_batch, 1)):
+                chunk = items[start : start + max(self.digest_batch, 1)]
+                if self._out_of_time(run):
+                    report.deferred += left
+                    return
+                left -= len(chunk)
+                if destination in run.held:
+                    for item, etag in chunk:
+                        self._hold(item, etag, run.held[destination], report)
+                    continue
+                self._dispatch_digest(run, destination, chunk, report)
+
+    # -- one delivery / one digest ---------------------------------------------------------------------
+
+    def _lease(self, delivery: Delivery, etag: str) -> tuple[Delivery, str] | None:
+        # From the clock now, not when the run or the batch began: the lease covers this send.
+        leased = replace(delivery, attempts=delivery.attempts + 1, next_attempt_at=self.clock() + self.lease)
         try:
             return leased, self.store.update_delivery(leased, etag)
         except ConflictError:
             return None  # another worker has it
 
-    def _settle(self, delivery: Delivery, etag: str, outcome: Outcome, now: float, report: DispatchReport) -> None:
+    def _hold(self, delivery: Delivery, etag: str, until: float, report: DispatchReport) -> None:
+        """Leave a delivery for a later run (its destination is failing); attempts are not spent."""
+        if delivery.next_attempt_at >= until:
+            return
+        try:
+            self.store.update_delivery(replace(delivery, next_attempt_at=until), etag)
+        except ConflictError:
+            report.skipped += 1  # another worker took it meanwhile
+            return
+        report.held += 1
+        report.held_back[delivery.destination] = report.held_back.get(delivery.destination, 0) + 1
+
+    def _maybe_hold_destination(self, run: _Run, destination: str, outcome: Outcome, final: Delivery) -> None:
+        if outcome.ok or not outcome.retryable:
+            return  # a permanent refusal is about that delivery, not the destination
+        if final.status is DeliveryStatus.PENDING:
+            until = final.next_attempt_at  # the others go no sooner than the failed one: order is kept
+        else:  # out of attempts: still a failing destination
+            until = self.clock() + backoff_seconds(1, outcome.retry_after)
+        run.held[destination] = max(run.held.get(destination, 0.0), until)
+
+    def _settle(self, delivery: Delivery, etag: str, outcome: Outcome, now: float, report: DispatchReport) -> Delivery:
         if outcome.task is not None:
             self.store.put_task(outcome.task)
         if outcome.ok:
@@ -140,35 +281,19 @@ class Dispatcher:
             self.store.update_delivery(final, etag)
         except ConflictError:
             log.warning("delivery %s changed under us; it will be looked at again", delivery.delivery_id)
-
-    def dispatch_due(self, include_digests: bool = False) -> DispatchReport:
-        report = DispatchReport()
-        now = self.clock()
-        digests: dict[str, list[tuple[Delivery, str]]] = defaultdict(list)
-        for due, due_etag in self.store.due_deliveries(now, self.batch):
-            if due.digest:
-                if include_digests:
-                    digests[due.destination].append((due, due_etag))
-                continue
-            sender = self.senders.get(due.destination)
-            leased = self._lease(due, due_etag, now)
-            if leased is None:
-                report.skipped += 1
-                continue
-            delivery, etag = leased
-            if sender is None:
-                outcome = Outcome(ok=False, error=f"destination {delivery.destination!r} is no longer configured")
-            else:
-                outcome = _safe_send(sender.send, delivery, self.store)
-            self._settle(delivery, etag, outcome, self.clock(), report)
-        for destination, items in digests.items():
-            self._dispatch_digest(destination, items, now, report)
-        return report
+        return final
 
     def _dispatch_digest(
-        self, destination: str, items: list[tuple[Delivery, str]], now: float, report: DispatchReport
+        self, run: _Run, destination: str, items: list[tuple[Delivery, str]], report: DispatchReport
     ) -> None:
-        leased = [x for x in (self._lease(d, e, now) for d, e in items) if x is not None]
+        leased = []
+        for item, etag in items:
+            run.seen.add(item.delivery_id)
+            taken = self._lease(item, etag)
+            if taken is None:
+                report.skipped += 1
+            else:
+                leased.append(taken)
         if not leased:
             return
         sender = self.digest_senders.get(destination)
@@ -178,10 +303,11 @@ class Dispatcher:
             try:
                 outcome = sender([d for d, _ in leased])
             except Exception as exc:  # a sender bug must not lose the batch: retry later
-                outcome = Outcome(ok=False, retryable=True, error=type(exc).__name__)
+                log.exception("digest sender for %s raised", destination)
+                outcome = Outcome(ok=False, retryable=True, error=f"digest sender raised {type(exc).__name__}")
         report.digests += 1 if outcome.ok else 0
-        for delivery, etag in leased:
-            self._settle(delivery, etag, outcome, self.clock(), report)
+        finals = [self._settle(delivery, etag, outcome, self.clock(), report) for delivery, etag in leased]
+        self._maybe_hold_destination(run, destination, outcome, finals[0])
 
 
 def _safe_send(send: Callable[[Delivery, Any], Outcome], delivery: Delivery, tasks: Any) -> Outcome:

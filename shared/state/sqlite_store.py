@@ -48,11 +48,19 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE INDEX IF NOT EXISTS pending_by_due ON pending (due);
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, etag TEXT NOT NULL, status TEXT NOT NULL, next_attempt_at REAL NOT NULL,
-    created_at REAL NOT NULL, data TEXT NOT NULL);
+    created_at REAL NOT NULL, data TEXT NOT NULL, digest INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (created_at, id, next_attempt_at) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS tasks (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
+
+# Immediate and quiet-mode (digest) deliveries are read apart, each kind in created_at order, so
+# the limit of one kind's sweep is never used up by the other's rows. Created after _migrate: a
+# file written before the digest column existed gets the column first.
+_KIND_INDEX = (
+    "CREATE INDEX IF NOT EXISTS deliveries_pending_by_kind"
+    " ON deliveries (digest, created_at, id, next_attempt_at) WHERE status = 'pending'"
+)
 
 _MEMORY = ":memory:"
 
@@ -74,6 +82,8 @@ class SqliteStateStore:
                 # WAL lets readers (a CLI report) run while the evaluator writes.
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            self._migrate(self._db)
+            self._db.execute(_KIND_INDEX)
 
     # -- plumbing -----------------------------------------------------------------------------------
     @contextmanager
@@ -91,6 +101,23 @@ class SqliteStateStore:
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock, _unavailable_on_error(self._path):
             yield self._db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring a file written by an older version up to date (idempotent, safe between processes)."""
+        if "digest" in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "digest" not in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}:
+                db.execute("ALTER TABLE deliveries ADD COLUMN digest INTEGER NOT NULL DEFAULT 0")
+                rows = db.execute("SELECT id, data FROM deliveries WHERE status = 'pending'").fetchall()
+                quiet = [(row_id,) for row_id, data in rows if codec.delivery_from_json(data).digest]
+                db.executemany("UPDATE deliveries SET digest = 1 WHERE id = ?", quiet)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     @staticmethod
     def _next_etag(db: sqlite3.Connection) -> str:
@@ -250,8 +277,8 @@ class SqliteStateStore:
             for delivery in deliveries:
                 etag = self._next_etag(db)
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO deliveries (id, etag, status, next_attempt_at, created_at, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO deliveries (id, etag, status, next_attempt_at, created_at, data, digest)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         delivery.delivery_id,
                         etag,
@@ -259,21 +286,31 @@ class SqliteStateStore:
                         delivery.next_attempt_at,
                         delivery.created_at,
                         codec.delivery_to_json(delivery),
+                        int(delivery.digest),
                     ),
                 )
                 added += cursor.rowcount
         return added
 
-    def due_deliveries(self, now: float, limit: int = 100) -> list[tuple[Delivery, str]]:
-        # The partial index deliveries_pending holds pending rows only, already in created_at
-        # order: the sweep walks the backlog and stops at ``limit``, never the done/failed history.
-        # (SQLite uses a partial index only when the query repeats its WHERE term literally.)
+    def due_deliveries(self, now: float, limit: int = 100, digest: bool | None = None) -> list[tuple[Delivery, str]]:
+        # The partial indexes hold pending rows only, already in created_at order (per kind in
+        # deliveries_pending_by_kind): the sweep walks the backlog and stops at ``limit``, never
+        # the done/failed history. (SQLite uses a partial index only when the query repeats its
+        # WHERE term literally.)
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT data, etag FROM deliveries INDEXED BY deliveries_pending"
-                " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY created_at, id LIMIT ?",
-                (now, max(limit, 0)),
-            ).fetchall()
+            if digest is None:
+                rows = db.execute(
+                    "SELECT data, etag FROM deliveries INDEXED BY deliveries_pending"
+                    " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY created_at, id LIMIT ?",
+                    (now, max(limit, 0)),
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT data, etag FROM deliveries INDEXED BY deliveries_pending_by_kind"
+                    " WHERE status = 'pending' AND digest = ? AND next_attempt_at <= ?"
+                    " ORDER BY created_at, id LIMIT ?",
+                    (int(digest), now, max(limit, 0)),
+                ).fetchall()
         return [(codec.delivery_from_json(data), etag) for data, etag in rows]
 
     def update_delivery(self, delivery: Delivery, etag: str) -> str:
@@ -282,12 +319,13 @@ class SqliteStateStore:
             self._check_etag(row[0] if row else None, etag, f"delivery {delivery.delivery_id}")
             new_etag = self._next_etag(db)
             db.execute(
-                "UPDATE deliveries SET etag = ?, status = ?, next_attempt_at = ?, data = ? WHERE id = ?",
+                "UPDATE deliveries SET etag = ?, status = ?, next_attempt_at = ?, data = ?, digest = ? WHERE id = ?",
                 (
                     new_etag,
                     delivery.status.value,
                     delivery.next_attempt_at,
                     codec.delivery_to_json(delivery),
+                    int(delivery.digest),
                     delivery.delivery_id,
                 ),
             )

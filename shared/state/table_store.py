@@ -523,6 +523,7 @@ class TableStateStore:
             "DeliveryId": delivery.delivery_id,
             "NextAttemptAt": float(delivery.next_attempt_at),
             "CreatedAt": float(delivery.created_at),
+            "Digest": delivery.digest,  # immediate and quiet-mode deliveries are swept apart
         }
         return (TransactionOperation.UPSERT, row, {"mode": UpdateMode.REPLACE})
 
@@ -544,7 +545,7 @@ class TableStateStore:
             added += 1
         return added
 
-    def due_deliveries(self, now: float, limit: int = 100) -> list[tuple[Delivery, str]]:
+    def due_deliveries(self, now: float, limit: int = 100, digest: bool | None = None) -> list[tuple[Delivery, str]]:
         if limit <= 0:
             return []
         query = (
@@ -553,8 +554,16 @@ class TableStateStore:
         )
         with _storage_errors(f"read {self._outbox_table}"):
             index = list(
-                self._table(self._outbox_table).query_entities(query, select=["RowKey", "DeliveryId", "CreatedAt"])
+                self._table(self._outbox_table).query_entities(
+                    query, select=["RowKey", "DeliveryId", "CreatedAt", "Digest"]
+                )
             )
+        if digest is not None:
+            # The kind is filtered here, before the limit, so one kind's backlog never uses up the
+            # other's sweep. (Not in the query: index rows written before the Digest property
+            # existed lack it, and a filter on a missing property drops the row; those are sorted
+            # out below by reading their delivery.)
+            index = [row for row in index if row.get("Digest") in (digest, None)]
         index.sort(key=lambda row: (float(row["CreatedAt"]), str(row["DeliveryId"])))
         found: list[tuple[Delivery, str]] = []
         for row in index:
@@ -566,6 +575,8 @@ class TableStateStore:
                 # (conditional, so an index row rewritten since the query is left alone).
                 self._delete_if(self._outbox_table, _DELIVERY_PK, str(row["RowKey"]), _etag(row), "drop index row")
                 continue
+            if digest is not None and current[0].digest is not digest:
+                continue  # an index row from before the Digest property, of the other kind
             if current[0].next_attempt_at <= now:  # else leased by another worker since the query
                 found.append(current)
         return found
