@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -22,6 +23,7 @@ from shared.notify.github import GitHubIssuesSender
 from shared.notify.teams import TeamsSender
 from shared.notify.webhook import WebhookSender
 from tests.fakes import FakeServer, Received, Reply, reply
+from tests.fakes.echo import CredentialEcho
 from tests.fakes.transitions import delivery, make_transition
 
 TEAMS_SIG = "Zq9xW2cV8bN4mK7jH3gF6dS1aP0oI5uYt"
@@ -278,3 +280,131 @@ def test_configuration_errors_never_echo_a_secret() -> None:
 class _NoTasks:
     def get_task(self, destination: str, finding_key: str) -> None:
         return None
+
+
+# -- derived forms (issue 11, defect 8) -------------------------------------------------------------------
+
+ADO_PAT52 = "x7kq2m5n8p4r6t1w0y3z5a7c9e2g4i6k8m0o2q4s6u8w0y2abcde"  # 52 characters, like an ADO PAT
+
+
+def b64(data: str | bytes, urlsafe: bool = False) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(raw).decode()
+
+
+def pieces(form: str, width: int = 16) -> list[str]:
+    """Every ``width``-character window of ``form``: a partial leak counts as a leak."""
+    return [form[i : i + width] for i in range(max(len(form) - width + 1, 1))]
+
+
+def leaks(blob: str, forms: dict[str, str]) -> list[str]:
+    return [name for name, form in forms.items() if any(piece in blob for piece in pieces(form))]
+
+
+def pat_forms(token: str) -> dict[str, str]:
+    basic = b64(f":{token}")
+    return {
+        "token": token,
+        "basic": basic,
+        "basic-unpadded": basic.rstrip("="),
+        "basic-urlencoded": quote(basic, safe=""),
+        "basic-urlsafe": b64(f":{token}", urlsafe=True),
+        "basic-with-user": b64(f"nsp-drift:{token}"),
+        "base64": b64(token),
+        "base64-unpadded": b64(token).rstrip("="),
+        "urlencoded": quote(token, safe=""),
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "form"),
+    [
+        ("azure-devops", "bare"),
+        ("azure-devops", "unpadded"),
+        ("azure-devops", "urlencoded"),
+        ("azure-devops", "dotnet-json"),
+        ("azure-devops", "decoded"),
+        ("github", "bare"),
+        ("github", "urlencoded"),
+        ("github", "base64-of-bearer"),
+    ],
+)
+def test_a_401_echoing_the_credential_in_any_encoding_leaks_nothing(
+    kind: str, form: str, redacted_logs: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Issue 11, defect 8: a 401 body echoing base64(":" + PAT) without the word "Basic" put it in
+    the stored last_error and the log line. On 02faea9: leaked (the stored error held the Basic
+    value); now: masked in both."""
+    from shared.state.sqlite_store import SqliteStateStore
+
+    token = ADO_PAT52 if kind == "azure-devops" else GH_TOKEN
+    store = SqliteStateStore(str(tmp_path / "echo.sqlite"))
+    with CredentialEcho(form) as echo:
+        entry: dict[str, Any] = {"name": "tasks", "type": kind, "token_setting": "TASKS_TOKEN"}
+        if kind == "azure-devops":
+            entry.update(organization="contoso", project="Platform", base_url=echo.url)
+        else:
+            entry.update(repository="contoso/sec", api_url=echo.url)
+        built, digests = build_senders(parse_destinations([entry]), {"TASKS_TOKEN": token}, retry=FAST)
+        item = delivery("tasks", make_transition("sftp-enabled"))
+        store.add_deliveries([item])
+        report = Dispatcher(store, built, digests).dispatch_due()
+        assert echo.hits >= 1
+    assert report.failed == 1
+    stored = store.get_delivery(item.delivery_id)
+    assert stored is not None
+    error = stored[0].last_error
+    assert stored[0].last_status == 401 and "TF400813" in error and redact.MASK in error
+    logged = [r.getMessage() for r in redacted_logs.records]
+    assert any("failed for good (status 401)" in line for line in logged)
+    blob = "\n".join([error, redacted_logs.text, *logged])
+    assert leaks(blob, pat_forms(token)) == []
+
+
+def webhook_secret_forms(secret: str) -> dict[str, str]:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    return {
+        "secret": secret,
+        "without-prefix": secret.removeprefix("whsec_"),
+        "urlencoded": quote(secret, safe=""),
+        "key-text": key.decode(),
+        "key-hex": key.hex(),
+        "key-base64-unpadded": b64(key).rstrip("="),
+        "key-base64-urlsafe": b64(key, urlsafe=True),
+        "secret-base64": b64(secret),
+    }
+
+
+def teams_url_forms(url: str) -> dict[str, str]:
+    return {"url": url, "urlencoded": quote(url, safe=""), "quote-plus": quote_plus(url), "base64": b64(url)}
+
+
+@pytest.mark.parametrize(
+    ("secret", "forms"),
+    [
+        (ADO_PAT52, pat_forms(ADO_PAT52)),
+        (GH_TOKEN, pat_forms(GH_TOKEN)),
+        (HOOK_SECRET, webhook_secret_forms(HOOK_SECRET)),
+        ("https://h" + teams_path(), teams_url_forms("https://h" + teams_path())),
+    ],
+    ids=["ado-pat", "github-token", "whsec", "teams-url"],
+)
+@pytest.mark.parametrize("how", ["registered", "passed"])
+def test_every_derived_form_of_a_secret_is_masked(secret: str, forms: dict[str, str], how: str) -> None:
+    if how == "registered":
+        redact.register_secret(secret)
+        passed: tuple[str, ...] = ()
+    else:
+        passed = (secret,)
+    for name, form in forms.items():
+        for text in (form, f"echo {form} end", f'{{"detail":"{form}"}}'):
+            masked = redact.redact(text, secrets=passed)
+            assert leaks(masked, {name: form}) == [], f"{name} leaked from {text[:40]!r}: {masked[:80]!r}"
+            assert redact.MASK in masked
+
+
+def test_derived_forms_do_not_mask_ordinary_text() -> None:
+    redact.register_secret(ADO_PAT52)
+    redact.register_secret(HOOK_SECRET)
+    text = "HTTP 401 from dev.azure.com: TF400813: The user is not authorized. Delivery to boards failed (status 401)"
+    assert redact.redact(text) == text

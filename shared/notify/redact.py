@@ -11,10 +11,14 @@ shapes secrets come in (catches a token we were never told about, e.g. one a ser
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import logging
 import re
 import threading
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 # Shorter values would mask ordinary words; every real secret we handle is far longer.
@@ -44,11 +48,71 @@ _known_lock = threading.Lock()
 _known: set[str] = set()
 
 
+def _base64_forms(data: bytes) -> set[str]:
+    """``data`` in base64 as it may be seen: standard and URL-safe, with and without padding, and
+    the part of it that any prefix leaves intact (``base64("user:" + token)`` for every user: a
+    prefix of k bytes changes only the first characters, by k mod 3)."""
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(data).decode()
+        forms |= {whole, whole.rstrip("=")}
+        for offset in (1, 2):
+            shifted = encode(b"\0" * offset + data).decode()
+            start = -(-offset * 8 // 6)  # the characters holding bits of the prefix
+            end = (offset + len(data)) * 8 // 6  # the last character holding only bits of data
+            forms.add(shifted[start:end])
+        forms.add(whole[: len(data) * 8 // 6])  # what any suffix leaves intact
+    return forms
+
+
+def _texts_of(value: str) -> tuple[list[str], list[bytes]]:
+    """The secret's textual forms and the byte strings whose encodings must be masked."""
+    texts, blobs = [value], [value.encode(), b":" + value.encode()]  # ":" + PAT: Basic with no user
+    if value.startswith("whsec_"):  # Standard Webhooks: the key is the base64 after the prefix
+        rest = value.removeprefix("whsec_")
+        texts.append(rest)
+        try:
+            key = base64.b64decode(rest, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if key:
+            blobs.append(key)
+            texts += [key.hex(), key.hex().upper()]
+            try:
+                decoded = key.decode()
+            except UnicodeDecodeError:
+                decoded = ""
+            if decoded.isprintable():
+                texts.append(decoded)
+    return texts, blobs
+
+
+@functools.lru_cache(maxsize=256)
+def derived_forms(value: str) -> frozenset[str]:
+    """Every form of a secret that a log line, an error body or an echo may carry: the value, its
+    base64 (the Basic credential ``base64(":" + PAT)`` among them; padded or not, URL-safe, and its
+    part inside a longer base64), hex of a decoded ``whsec_`` key, and each of these URL-encoded
+    and JSON-escaped (.NET writes '+' as \\u002B, other writers '/' as \\/). Forms shorter than
+    MIN_SECRET_LENGTH are left out: they would mask ordinary words."""
+    texts, blobs = _texts_of(value)
+    forms = set(texts)
+    for blob in blobs:
+        forms |= _base64_forms(blob)
+        forms.add(blob.hex())
+    for form in list(forms):
+        forms |= {quote(form, safe=""), quote_plus(form), quote(form, safe="/:")}
+        forms |= {form.replace("+", "\\u002B"), form.replace("+", "\\u002b"), form.replace("/", "\\/")}
+        forms |= {form.replace("&", "\\u0026"), form.replace("=", "\\u003D"), form.replace("=", "\\u003d")}
+    return frozenset(f for f in forms if len(f) >= MIN_SECRET_LENGTH)
+
+
 def register_secret(value: str) -> None:
-    """Remember a secret value (from settings) so it is masked wherever it appears, in any logger."""
+    """Remember a secret value (from settings) so it is masked wherever it appears, in any logger,
+    in any of its derived forms (``derived_forms``: the Basic value of a PAT, URL-encoded ...)."""
     if value and len(value) >= MIN_SECRET_LENGTH:
+        forms = derived_forms(value)
         with _known_lock:
-            _known.add(value)
+            _known.update(forms)
 
 
 def forget_secrets() -> None:
@@ -63,7 +127,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         return text
     with _known_lock:
         values = {*_known}
-    values.update(s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH)
+    for secret in secrets:
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
+            values.update(derived_forms(secret))
     # Longest first: a URL containing a registered token is masked whole, not around the token.
     for value in sorted(values, key=len, reverse=True):
         text = text.replace(value, MASK)
