@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from shared.model import Severity
-from shared.notify import http
+from shared.notify import http, limits
 from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef, is_stale, occurrence_of
 from shared.notify.explain import why_and_how
 from shared.output import portal_url
@@ -61,6 +61,11 @@ def work_item_title(t: Mapping[str, Any]) -> str:
     return f"[nsp-drift] {t.get('title') or t.get('rule')}: {_name(t.get('resource'))}"[:255]
 
 
+def _event_ids(t: Mapping[str, Any]) -> str:
+    shown, left = limits.listed_event_ids(t.get("event_ids"))
+    return _e(", ".join(shown) or "-") + (f" {limits.more_event_ids(left)}" if left else "")
+
+
 def description_html(t: Mapping[str, Any], tag: str) -> str:
     why, how = why_and_how(str(t.get("rule", "")))
     resource, perimeter = str(t.get("resource") or ""), str(t.get("perimeter") or "")
@@ -70,15 +75,15 @@ def description_html(t: Mapping[str, Any], tag: str) -> str:
     items += [
         f"Rule: <code>{_e(t.get('rule'))}</code>, severity <b>{_e(t.get('severity'))}</b>",
         f"Changed by: {_e(t.get('changed_by') or 'unknown')} at {_e(t.get('when') or '-')}",
-        f"Event ids: {_e(', '.join(map(str, t.get('event_ids') or [])) or '-')}",
+        f"Event ids: {_event_ids(t)}",
     ]
     parts = [f"<p>{_e(t.get('summary'))}</p>", "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"]
     if why:
         parts.append(f"<h3>Why it matters</h3><p>{_e(why)}</p>")
     if how:
         parts.append(f"<h3>How to fix</h3><p>{_e(how)}</p>")
-    parts.append(f"<p><small>Finding key <code>{_e(t.get('key'))}</code> (tag <code>{_e(tag)}</code>)</small></p>")
-    return "".join(parts)
+    trailer = f"<p><small>Finding key <code>{_e(t.get('key'))}</code> (tag <code>{_e(tag)}</code>)</small></p>"
+    return limits.cap_text("".join(parts), limits.DEVOPS_MAX_TEXT, html=True, tail=trailer)
 
 
 def comment_html(t: Mapping[str, Any]) -> str:
@@ -87,13 +92,18 @@ def comment_html(t: Mapping[str, Any]) -> str:
     before, after = t.get("before") or {}, t.get("after") or {}
     if kind == "changed" and isinstance(before, Mapping) and isinstance(after, Mapping):
         rows = [
-            f"<li>{_e(k)}: {_e(before.get(k, '-'))} &rarr; {_e(after.get(k, '-'))}</li>"
+            f"<li>{_e(k)}: {_e(_value(before.get(k, '-')))} &rarr; {_e(_value(after.get(k, '-')))}</li>"
             for k in sorted(set(before) | set(after))
             if before.get(k) != after.get(k)
         ]
-        text += "<ul>" + "".join(rows[:20]) + "</ul>" if rows else ""
-    events = ", ".join(map(str, t.get("event_ids") or [])) or "-"
-    return text + f"<p>By {_e(t.get('changed_by') or 'unknown')} at {_e(t.get('when') or '-')}; events {_e(events)}</p>"
+        more = [f"<li>... and {len(rows) - 20} more changed fields</li>"] if len(rows) > 20 else []
+        text += "<ul>" + "".join(rows[:20] + more) + "</ul>" if rows else ""
+    by = f"<p>By {_e(t.get('changed_by') or 'unknown')} at {_e(t.get('when') or '-')}; events {_event_ids(t)}</p>"
+    return limits.cap_text(text + by, limits.DEVOPS_MAX_COMMENT, html=True)
+
+
+def _value(value: object) -> str:
+    return limits.cut_value(str(value))
 
 
 def opens_task(t: Mapping[str, Any], floor: Severity) -> bool:

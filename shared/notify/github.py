@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from shared.model import Severity
-from shared.notify import http
+from shared.notify import http, limits
 from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef, is_stale, occurrence_of
 from shared.notify.explain import why_and_how
 from shared.output import portal_url
@@ -50,6 +50,11 @@ def issue_title(t: Mapping[str, Any]) -> str:
     return f"[nsp-drift] {t.get('title') or t.get('rule')}: {_name(t.get('resource'))}"[:250]
 
 
+def _event_ids(t: Mapping[str, Any]) -> str:
+    shown, left = limits.listed_event_ids(t.get("event_ids"))
+    return _code(", ".join(shown) or "-") + (f" {limits.more_event_ids(left)}" if left else "")
+
+
 def issue_body(t: Mapping[str, Any], label: str) -> str:
     why, how = why_and_how(str(t.get("rule", "")))
     resource, perimeter = str(t.get("resource") or ""), str(t.get("perimeter") or "")
@@ -63,14 +68,14 @@ def issue_body(t: Mapping[str, Any], label: str) -> str:
     lines += [
         f"- **Rule:** {_code(t.get('rule'))}, severity **{t.get('severity')}**",
         f"- **Changed by:** {_code(t.get('changed_by') or 'unknown')} at {t.get('when') or '-'}",
-        f"- **Event ids:** {_code(', '.join(map(str, t.get('event_ids') or [])) or '-')}",
+        f"- **Event ids:** {_event_ids(t)}",
     ]
     if why:
         lines += ["", "### Why it matters", why]
     if how:
         lines += ["", "### How to fix", how]
-    lines += ["", f"<sub>Finding key {_code(t.get('key'))} (label {_code(label)})</sub>"]
-    return "\n".join(lines)
+    trailer = f"\n\n<sub>Finding key {_code(t.get('key'))} (label {_code(label)})</sub>"
+    return limits.cap_text("\n".join(lines), limits.GITHUB_MAX_BODY, tail=trailer)
 
 
 def comment_body(t: Mapping[str, Any]) -> str:
@@ -79,10 +84,14 @@ def comment_body(t: Mapping[str, Any]) -> str:
     before, after = t.get("before") or {}, t.get("after") or {}
     if kind == "changed" and isinstance(before, Mapping) and isinstance(after, Mapping):
         keys = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
-        lines += [f"- {k}: {_code(before.get(k, '-'))} → {_code(after.get(k, '-'))}" for k in keys[:20]]
-    events = ", ".join(map(str, t.get("event_ids") or [])) or "-"
-    lines.append(f"By {_code(t.get('changed_by') or 'unknown')} at {t.get('when') or '-'}; events {_code(events)}")
-    return "\n".join(lines)
+        lines += [f"- {k}: {_code(_value(before.get(k, '-')))} → {_code(_value(after.get(k, '-')))}" for k in keys[:20]]
+        lines += [f"- ... and {len(keys) - 20} more changed fields"] if len(keys) > 20 else []
+    lines.append(f"By {_code(t.get('changed_by') or 'unknown')} at {t.get('when') or '-'}; events {_event_ids(t)}")
+    return limits.cap_text("\n".join(lines), limits.GITHUB_MAX_BODY)
+
+
+def _value(value: object) -> str:
+    return limits.cut_value(str(value))
 
 
 def _opens_task(t: Mapping[str, Any], floor: Severity) -> bool:

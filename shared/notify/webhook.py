@@ -27,7 +27,7 @@ from shared.changes import (
     PERIMETER_MODE_CHANGED,
     PERIMETER_RULES_CHANGED,
 )
-from shared.notify import http
+from shared.notify import http, limits
 from shared.notify.base import Delivery, Outcome, TaskLookup
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -95,14 +95,19 @@ def cloud_event(event_type: str, event_id: str, subject: str, time_iso: str, dat
     }
 
 
+_ENVELOPE_ROOM = 4_000  # bytes for the CloudEvent attributes around ``data``
+
+
 def build_event(transition: Mapping[str, Any], idempotency_key: str, now: float) -> dict[str, Any]:
+    """At most limits.WEBHOOK_MAX_BYTES on the wire: ``data`` is the transition with at most 100
+    event ids (``event_ids_omitted`` counts the rest), shortened further (``truncated``) if need be."""
     # ``time`` is when the change happened (the event's time); a sweep has none, so: now.
     return cloud_event(
         event_type(transition),
         idempotency_key,
-        str(transition.get("resource", "")),
+        str(transition.get("resource", ""))[:1000],
         str(transition.get("when") or _iso(now)),
-        dict(transition),
+        limits.bounded_transition(transition, limits.WEBHOOK_MAX_BYTES - _ENVELOPE_ROOM),
     )
 
 
@@ -112,8 +117,14 @@ def digest_id(idempotency_keys: Sequence[str]) -> str:
 
 
 def build_digest_event(destination: str, transitions: Sequence[Mapping[str, Any]], now: float) -> dict[str, Any]:
+    """Every transition of the batch, each shortened to its share of limits.WEBHOOK_MAX_BYTES."""
     keys = [str(t.get("idempotency_key", "")) for t in transitions]
-    data = {"destination": destination, "count": len(transitions), "transitions": [dict(t) for t in transitions]}
+    share = (limits.WEBHOOK_MAX_BYTES - _ENVELOPE_ROOM) // max(len(transitions), 1) - 2  # a comma between
+    data = {
+        "destination": destination,
+        "count": len(transitions),
+        "transitions": [limits.bounded_transition(t, share) for t in transitions],
+    }
     return cloud_event(DIGEST_TYPE, digest_id(keys), destination, _iso(now), data)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.fakes.server import FakeServer, Received, Reply, reply
 
+MAX_BODY = 65_536  # GitHub refuses a longer issue or comment body with 422 "body is too long"
 _ISSUES = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues(?:/(?P<number>\d+)(?P<comments>/comments)?)?$")
 
 
@@ -43,6 +44,8 @@ class FakeGitHub(FakeServer):
             return reply(404, {"message": "Not Found"})
         if number is not None and match["comments"] and request.method == "POST":
             body = request.json()["body"]
+            if len(body) > MAX_BODY:
+                return _too_long()
             self.issues[number]["comments"].append(body)
             return reply(201, {"id": len(self.issues[number]["comments"]), "body": body})
         if number is not None and not match["comments"] and request.method == "PATCH":
@@ -74,6 +77,8 @@ class FakeGitHub(FakeServer):
         body = request.json()
         if not isinstance(body.get("title"), str) or not body["title"]:
             return reply(422, {"message": "Validation Failed"})
+        if len(body.get("body") or "") > MAX_BODY:
+            return _too_long()
         self._numbers += 1
         number = self._numbers
         self.issues[number] = {**body, "state": "open", "comments": []}
@@ -91,3 +96,13 @@ class FakeGitHub(FakeServer):
 
     def open_issues(self) -> list[int]:
         return [n for n, issue in self.issues.items() if issue["state"] == "open"]
+
+
+def _too_long() -> Reply:
+    error = {
+        "resource": "Issue",
+        "code": "custom",
+        "field": "body",
+        "message": f"body is too long (maximum is {MAX_BODY} characters)",
+    }
+    return reply(422, {"message": "Validation Failed", "errors": [error]})
