@@ -179,3 +179,21 @@ def test_a_webhook_digest_keeps_every_transition_and_stays_under_the_cap(count: 
     assert len(http.encode_json(event)) <= limits.WEBHOOK_MAX_BYTES
     assert event["data"]["count"] == count == len(event["data"]["transitions"])
     assert [t["idempotency_key"] for t in event["data"]["transitions"]] == [f"k{n}" for n in range(count)]
+
+
+def test_a_reopen_comment_with_its_note_stays_within_the_cap() -> None:
+    """The reopen path prepends a note to the comment: the cap is applied to what is posted."""
+    with FakeGitHub(GH_TOKEN) as github, FakeAzureDevOps(ADO_TOKEN) as ado:
+        gh = GitHubIssuesSender("issues", "contoso/sec", GH_TOKEN, api_url=github.url, retry=FAST)
+        boards = AzureDevOpsSender("boards", "contoso", "Platform", ADO_TOKEN, base_url=ado.url, retry=FAST)
+        for sender in (gh, boards):
+            opened = sender.send(delivery(sender.name, stormy()), MemoryTasks())
+            assert opened.ok and opened.task is not None
+            text = "x" * (limits.GITHUB_MAX_BODY - 10)
+            note = "<p><b>Reopened</b>: the finding is open again.</p>" if sender is boards else "**Reopened**\n\n"
+            assert sender.comment(opened.task, note + text).ok
+    (issue,) = github.issues.values()
+    (item,) = ado.items.values()
+    assert [len(c) <= limits.GITHUB_MAX_BODY for c in issue["comments"]] == [True]
+    assert [len(c) <= limits.DEVOPS_MAX_COMMENT for c in item["comments"]] == [True]
+    assert "more characters left out" in issue["comments"][0] and "more characters left out" in item["comments"][0]

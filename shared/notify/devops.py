@@ -248,7 +248,7 @@ class AzureDevOpsSender:
 
     def comment(self, task: TaskRef, text: str) -> http.HttpResult:
         url = f"{self._wit}/workItems/{quote(task.external_id, safe='')}/comments?api-version={COMMENTS_API_VERSION}"
-        return self._call("POST", url, {"text": text})
+        return self._call("POST", url, {"text": limits.cap_text(text, limits.DEVOPS_MAX_COMMENT, html=True)})
 
     def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
         closed = replace(task, state="closed", occurrence=max(task.occurrence, occurrence_of(t)))

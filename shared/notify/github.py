@@ -196,7 +196,8 @@ class GitHubIssuesSender:
         return _outcome(result, task)
 
     def comment(self, task: TaskRef, text: str) -> http.HttpResult:
-        return self._call("POST", f"{self._repo}/issues/{quote(task.external_id, safe='')}/comments", {"body": text})
+        body = limits.cap_text(text, limits.GITHUB_MAX_BODY)  # with a note prepended (reopen), still within
+        return self._call("POST", f"{self._repo}/issues/{quote(task.external_id, safe='')}/comments", {"body": body})
 
     def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
         closed = replace(task, state="closed", occurrence=max(task.occurrence, occurrence_of(t)))
