@@ -5,9 +5,10 @@
 
 Everything runs in one go against a real HTTPS ARM on loopback (bench/server.py: trustme TLS,
 injected latency, request counting, ARM's 250/25-per-second read bucket and Resource Graph's
-15-per-5-seconds quota) with the real SDK clients (``LiveClients(base_url=..., connection_verify=
-<CA>)``), so the figures are ratios and counts measured side by side; they compare across
-machines. Time-bound figures are scaled where the real limits would take too long: a full ARM
+15-per-5-seconds quota) with the real SDK clients, configured as for a custom cloud
+(``NSP_DRIFT_CLOUD``/``NSP_DRIFT_AUTHORITY_HOST`` = the server, which also issues the tokens;
+``SSL_CERT_FILE`` = its CA), so the figures are ratios and counts measured side by side; they
+compare across machines. Time-bound figures are scaled where the real limits would take too long: a full ARM
 sweep of 10,000 accounts needs at least 26,000 reads, over 17 minutes at 25 reads/s, so it is
 counted at zero latency without the bucket (requests and CPU-bound wall) and its bucket-bound time
 is computed, while the bucket itself is enforced on a 1,000-account full sweep and on the
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.estates import SUB, account_ids, build_estate
-from bench.server import ArmServer, GraphQuota, StaticToken, TokenBucket, serving
+from bench.server import ArmServer, GraphQuota, TokenBucket, serving
 from shared import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
@@ -57,18 +58,16 @@ ARM_BUCKET, ARM_RATE = 250, 25.0
 
 
 def live(server: ArmServer, read_timeout: float = 60.0, budget: Any = None) -> LiveClients:
-    """The production client factory pointed at the loopback ARM, with its own read budget
-    (ARM's 250/25 unless ``budget`` says otherwise)."""
+    """The production client factory, configured the way a custom-cloud user configures it
+    (``server.environment()``: NSP_DRIFT_CLOUD and NSP_DRIFT_AUTHORITY_HOST = the loopback server,
+    a service principal, SSL_CERT_FILE = its CA), with its own read budget (ARM's 250/25 unless
+    ``budget`` says otherwise). The environment is set while the factory reads it, then restored."""
+    from unittest import mock
+
     from shared.adapters.throttle import ReadBudget
 
-    share_tls_contexts()
-    return LiveClients(
-        base_url=server.base_url,
-        connection_verify=server.ca_path,
-        cred=StaticToken(),
-        budget=budget or ReadBudget(),
-        read_timeout=read_timeout,
-    )
+    with mock.patch.dict(os.environ, server.environment()):
+        return LiveClients(budget=budget or ReadBudget(), read_timeout=read_timeout)
 
 
 def unlimited() -> Any:
@@ -76,36 +75,6 @@ def unlimited() -> Any:
     from shared.adapters.throttle import ReadBudget
 
     return ReadBudget(capacity=1e12, refill_per_second=1e12, reserve=0)
-
-
-_tls_shared = False
-
-
-def share_tls_contexts() -> None:
-    """Make ``connection_verify=<CA path>`` cost what ``connection_verify=True`` costs in Azure.
-
-    With a path, azure-core's aiohttp transport builds a new ``ssl.SSLContext`` for every request
-    (``AioHttpTransport._build_ssl_config``), and aiohttp, which keys its connection pool on the
-    context, then opens a new TLS connection per request: three times the client CPU of an
-    evaluation, which production (the default context, shared) never pays. The benchmark process
-    memoises the context per CA path (each server has its own, so nothing is shared by mistake)."""
-    global _tls_shared
-    if _tls_shared:
-        return
-    from azure.core.pipeline.transport import _aiohttp
-
-    original = _aiohttp.AioHttpTransport._build_ssl_config
-    contexts: dict[str, Any] = {}
-
-    def build(self: Any, cert: Any, verify: Any) -> Any:
-        if isinstance(verify, str) and not cert:
-            if verify not in contexts:
-                contexts[verify] = original(self, cert, verify)
-            return contexts[verify]
-        return original(self, cert, verify)
-
-    _aiohttp.AioHttpTransport._build_ssl_config = build  # type: ignore[method-assign]
-    _tls_shared = True
 
 
 def _pipeline(clients: Any, store: Any, concurrency: int = 16) -> Pipeline:

@@ -1,7 +1,7 @@
 """A real HTTPS Azure Resource Manager on loopback, serving an estate to the real SDK clients.
 
 - TLS with certificates from ``trustme``: a CA and a server certificate for ``127.0.0.1`` and
-  ``localhost``; clients trust the CA with ``connection_verify=server.ca_path``. The handshake
+  ``localhost``; clients trust the CA the way a private cloud's users do: ``SSL_CERT_FILE=server.ca_path``. The handshake
   runs in the connection's own thread, so a slow or broken client never stalls ``accept``.
 - One thread per connection (HTTP/1.1 keep-alive), a listen backlog sized for a burst of new
   connections; ARM GETs and ``POST /providers/Microsoft.ResourceGraph/resources`` are answered
@@ -16,6 +16,13 @@
   every query answer carries ``x-ms-user-quota-remaining``/``x-ms-user-quota-resets-after``,
   and a query beyond the quota answers 429 with those headers (no ``Retry-After``, like the
   service's guidance describes).
+- The authority of a custom cloud too: ``POST /{tenant}/oauth2/v2.0/token`` (the client-credentials
+  grant azure-identity's ``ClientSecretCredential`` sends) answers an access token, so the product
+  runs unchanged with ``NSP_DRIFT_CLOUD`` and ``NSP_DRIFT_AUTHORITY_HOST`` set to ``base_url``, a
+  service principal in ``AZURE_TENANT_ID``/``AZURE_CLIENT_ID``/``AZURE_CLIENT_SECRET`` and the CA in
+  ``SSL_CERT_FILE`` (``environment()`` gives exactly that). Token requests are not ARM requests: they
+  are recorded in ``token_requests``, and every ARM request is tallied in ``authorization`` by whether
+  it carried a token this server issued.
 - Fault injection for the chaos tests (429, 500, 503, connection resets, responses slower than
   the client timeout, truncated JSON), drawn from a seeded RNG.
 
@@ -26,9 +33,11 @@ or benchmark that forgets it cannot leave it running. ``stop()`` removes the cer
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
+import secrets
 import shutil
 import socket
 import ssl
@@ -42,13 +51,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from shared.adapters.estate import Estate
-from shared.wiring import _StaticToken
 
 _GUID = re.compile(r"/subscriptions/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})")
 _RESOURCE_GRAPH = "/providers/microsoft.resourcegraph/resources"
+_TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
 READS_HEADER = "x-ms-ratelimit-remaining-subscription-reads"
 TENANT_READS_HEADER = "x-ms-ratelimit-remaining-tenant-reads"
 
@@ -188,6 +197,7 @@ class ArmServer:
         graph_quota: GraphQuota | None = None,
         max_seconds: float = 900.0,
         max_requests: int | None = None,
+        hostnames: tuple[str, ...] = (),
     ) -> None:
         import trustme
 
@@ -202,13 +212,20 @@ class ArmServer:
         self.statuses: Counter[int] = Counter()
         self.throttled = 0  # 429s from the read bucket
         self.graph_throttled = 0  # 429s from the Resource Graph quota
+        self.token_requests: list[dict[str, str]] = []  # what each token request asked for
+        self.authorization: Counter[str] = Counter()  # ARM requests by "issued" / "other" / "none"
+        self.hosts: Counter[str] = Counter()  # every request (ARM and token) by its Host header
+        self._issued: set[str] = set()
+        self.tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+        self.client_id = "0b9e6b8a-4d5f-4a8c-9a55-5d2c3f0e1a7b"
+        self.client_secret = secrets.token_urlsafe(24)
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._dir = tempfile.mkdtemp(prefix="nsp-drift-arm-")
         ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert = ca.issue_cert("127.0.0.1", "localhost", *hostnames)  # more names: reached through a proxy
         self.ca_path = str(Path(self._dir) / "ca.pem")
         ca.cert_pem.write_to_path(self.ca_path)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -221,15 +238,18 @@ class ArmServer:
             def log_message(self, *args: Any) -> None:
                 return None
 
-            def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            def _reply(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None, arm: bool = True
+            ) -> None:
                 self.send_response(status)
                 for key, value in {"Content-Type": "application/json; charset=utf-8", **(headers or {})}.items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                with outer._lock:
-                    outer.statuses[status] += 1
+                if arm:  # token answers are not ARM's
+                    with outer._lock:
+                        outer.statuses[status] += 1
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -243,8 +263,12 @@ class ArmServer:
         self._deadline: threading.Timer | None = None
 
     @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
     def base_url(self) -> str:
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        return f"https://127.0.0.1:{self.port}"
 
     def _bucket_headers(self, path: str) -> tuple[bool, dict[str, str]]:
         """Take a read token; (allowed, headers to send with the answer)."""
@@ -257,9 +281,56 @@ class ArmServer:
             headers["Retry-After"] = str(max(1, math.ceil(retry)))
         return allowed, headers
 
+    def environment(self) -> dict[str, str]:
+        """The settings a custom-cloud user sets to point nsp-drift at this server: the cloud, its
+        authority, a service principal and the CA to trust (SSL_CERT_FILE for the async ARM
+        clients, REQUESTS_CA_BUNDLE for requests-based ones)."""
+        return {
+            "NSP_DRIFT_CLOUD": self.base_url,
+            "NSP_DRIFT_AUTHORITY_HOST": self.base_url,
+            "AZURE_TENANT_ID": self.tenant_id,
+            "AZURE_CLIENT_ID": self.client_id,
+            "AZURE_CLIENT_SECRET": self.client_secret,
+            "SSL_CERT_FILE": self.ca_path,
+            "REQUESTS_CA_BUNDLE": self.ca_path,
+        }
+
+    def _token(self, handler: Any, tenant: str, payload: bytes) -> None:
+        """The client-credentials grant (Microsoft identity platform, v2.0 token endpoint)."""
+        form = {k: v[0] for k, v in parse_qs(payload.decode("utf-8", "replace")).items()}
+        with self._lock:
+            self.token_requests.append({"tenant": tenant, **{k: v for k, v in form.items() if k != "client_secret"}})
+        valid = (
+            tenant == self.tenant_id
+            and form.get("grant_type") == "client_credentials"
+            and form.get("client_id") == self.client_id
+            and secrets.compare_digest(form.get("client_secret", ""), self.client_secret)
+        )
+        if not valid:
+            body = {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}
+            handler._reply(401, json.dumps(body).encode(), arm=False)
+            return
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._issued.add(token)
+        # The success response's shape in "Microsoft identity platform and the OAuth 2.0 client
+        # credentials flow" (learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
+        answer = {"token_type": "Bearer", "expires_in": 3599, "access_token": token}
+        handler._reply(200, json.dumps(answer).encode(), arm=False)
+
     def serve(self, handler: Any, payload: bytes) -> None:
         path = handler.path
         method = handler.command
+        with self._lock:
+            self.hosts[str(handler.headers.get("Host") or "")] += 1
+        token_path = _TOKEN.match(urlsplit(path).path)
+        if method == "POST" and token_path:
+            self._token(handler, token_path.group(1), payload)
+            return
+        scheme, _, token = str(handler.headers.get("Authorization") or "").partition(" ")
+        with self._lock:
+            issued = scheme.lower() == "bearer" and token in self._issued
+            self.authorization["issued" if issued else "other" if scheme else "none"] += 1
         with self._lock:
             self.counts[f"{method} {path_template(path)}"] += 1
             fault = self.faults.draw(self._rng)
@@ -308,7 +379,7 @@ class ArmServer:
             return
         if fault == "slow":
             time.sleep(self.faults.slow_seconds)
-        url = f"https://management.azure.com{path}"
+        url = f"{self.base_url}{path}"
         reply = self.estate.answer(method, url, payload) if payload else self.estate.answer(method, url)
         body = reply.body
         if fault == "truncated" and reply.status == 200:
@@ -350,6 +421,8 @@ class ArmServer:
         with self._lock:
             self.counts.clear()
             self.statuses.clear()
+            self.authorization.clear()
+            self.hosts.clear()
             self.throttled = self.graph_throttled = 0
 
 
@@ -363,4 +436,3 @@ def serving(estate: Estate, **kwargs: Any) -> Iterator[ArmServer]:
 
 
 # The loopback ARM authenticates nobody: the same static credential as the offline estate.
-StaticToken = _StaticToken

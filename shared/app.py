@@ -61,8 +61,9 @@ def build_context(settings: Settings, sink: TransitionSink | None = None) -> App
     else:
         from shared.wiring import credential_sync
 
-        store = TableStateStore.from_service_uri(settings.table_service_uri, credential_sync(), settings.table_prefix)
-        queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential_sync())
+        credential = credential_sync(settings.cloud)
+        store = TableStateStore.from_service_uri(settings.table_service_uri, credential, settings.table_prefix)
+        queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential)
     dispatcher = None
     if sink is None:
         sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds)
@@ -74,7 +75,7 @@ def build_context(settings: Settings, sink: TransitionSink | None = None) -> App
     else:
         from shared.wiring import LiveClients
 
-        clients = LiveClients()
+        clients = LiveClients(settings.cloud)
     pipeline = Pipeline(
         clients=clients,
         store=store,

@@ -54,6 +54,17 @@ def _build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--fail-on", metavar="SEVERITY", default="high", help="exit 1 at or above this (default high)")
     scan.add_argument("--concurrency", type=int, default=8, help="accounts read at once (default 8)")
     scan.add_argument("--state", metavar="PATH", help="record the results as the baseline in this SQLite file")
+    scan.add_argument(
+        "--cloud",
+        metavar="NAME|URL",
+        help="with --subscription: AzureCloud, AzureChinaCloud, AzureUSGovernment or a custom ARM endpoint URL "
+        "(default: the NSP_DRIFT_CLOUD setting, else AzureCloud)",
+    )
+    scan.add_argument(
+        "--authority-host",
+        metavar="URL",
+        help="the authority that issues tokens for a custom --cloud URL (default: NSP_DRIFT_AUTHORITY_HOST)",
+    )
 
     replay = sub.add_parser("replay", help="run recorded events through the pipeline against an estate")
     replay.add_argument("events", metavar="EVENTS", help="JSON array of events (either schema), or 'sample'")
@@ -104,6 +115,24 @@ class _Progress:
         self.stream.flush()
 
 
+def _cloud(args: argparse.Namespace) -> Any:
+    """The cloud of a live scan: the options, else the settings (shared.cloud)."""
+    import os
+
+    from shared.cloud import AUTHORITY_SETTING, CLOUD_SETTING, CloudError, parse_cloud
+
+    name = args.cloud if args.cloud is not None else os.environ.get(CLOUD_SETTING)
+    authority = args.authority_host if args.authority_host is not None else os.environ.get(AUTHORITY_SETTING)
+    names = (
+        "--cloud" if args.cloud is not None else CLOUD_SETTING,
+        "--authority-host" if args.authority_host is not None else f"--authority-host (or {AUTHORITY_SETTING})",
+    )
+    try:
+        return parse_cloud(name, authority, names)
+    except CloudError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from shared import output, runtime
     from shared.adapters.arm_reader import ArmReader
@@ -118,6 +147,8 @@ def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--concurrency must be at least 1")
     config = _rules_config(args.config)
     today = datetime.now(UTC).date()
+    if args.estate and (args.cloud or args.authority_host):
+        raise UsageError("--cloud and --authority-host apply to --subscription scans, not to an --estate file")
 
     if args.estate:
         from shared.wiring import EstateClients
@@ -132,7 +163,7 @@ def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         from shared.wiring import LiveClients
 
-        clients = LiveClients()
+        clients = LiveClients(_cloud(args))
         subscriptions = list(args.subscription)
         progress = True
 

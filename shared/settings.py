@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared.cloud import PUBLIC, Cloud, CloudError, cloud_from_env
 from shared.config import ConfigError, RulesConfig, config_from_settings
 
 QUEUE_NAME = "nsp-drift-evaluations"  # fixed: the queue trigger binds to it by name
@@ -38,6 +39,12 @@ DOCUMENTED: dict[str, str] = {
     "NSP_DRIFT_DESTINATIONS": "Where alerts and tasks go: a JSON array (inline or a file path) of destinations; "
     "secrets are not in it, only the names of the app settings that hold them (see Alerts and tasks)",
     "AZURE_CLIENT_ID": "Client id of a user-assigned managed identity (system-assigned when unset)",
+    "NSP_DRIFT_CLOUD": "The Azure cloud to read: AzureCloud (default), AzureChinaCloud, AzureUSGovernment, or the "
+    "https URL of a custom ARM endpoint such as https://arm.contoso.example (then "
+    "NSP_DRIFT_AUTHORITY_HOST is required); it sets every SDK client's endpoint, the token scope (the endpoint + "
+    "/.default) and the authority azure-identity signs in at (see Clouds). Infra sets the deployment's own cloud",
+    "NSP_DRIFT_AUTHORITY_HOST": "The https authority host that issues tokens for a custom ARM endpoint in "
+    "NSP_DRIFT_CLOUD (e.g. https://login.microsoftonline.com, or an AD FS host); empty with a named cloud",
 }
 
 
@@ -56,6 +63,7 @@ class Settings:
     estate_path: str = ""
     dispatch_budget_seconds: float = 120.0
     rules: RulesConfig = field(default_factory=RulesConfig)
+    cloud: Cloud = PUBLIC
 
 
 def _subscriptions(raw: str) -> tuple[str, ...]:
@@ -112,6 +120,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rules = config_from_settings(env)
     except ConfigError as exc:
         raise SettingsError(str(exc)) from None
+    try:
+        cloud = cloud_from_env(env)
+    except CloudError as exc:
+        raise SettingsError(str(exc)) from None
     return Settings(
         subscriptions=_subscriptions(env.get("NSP_DRIFT_SUBSCRIPTIONS", "")),
         coalesce_seconds=window,
@@ -122,4 +134,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         estate_path=estate,
         dispatch_budget_seconds=budget,
         rules=rules,
+        cloud=cloud,
     )

@@ -2,7 +2,8 @@
 
 Two families behind the same ClientFactory interface:
 - ``LiveClients``: azure-identity credential (managed identity in Azure, the developer's login
-  locally) and the real ARM endpoint; azure-core's own retry policy is the only retry layer.
+  locally) and the ARM endpoint of the configured cloud (``NSP_DRIFT_CLOUD``), one HTTP session
+  for all of them; azure-core's own retry policy is the only retry layer.
 - ``EstateClients``: the same SDK clients over the offline estate transport (no Azure needed).
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.adapters.estate import AsyncEstateTransport, Estate, RequestLog
+from shared.cloud import Cloud, cloud_from_env
 
 # azure-core retries 408/429/5xx itself, honouring Retry-After: keep that the single layer.
 ARM_RETRY_TOTAL = 3
@@ -133,33 +135,31 @@ class EstateClients(_Factory):
 
 
 _credential_lock = threading.Lock()
-_credentials: dict[bool, Any] = {}
+_credentials: dict[tuple[bool, str], Any] = {}
 
 
-def _make_credential(aio: bool) -> Any:
-    """Managed identity in Azure (deterministic, no fallback chain); the developer's login locally."""
+def make_credential(aio: bool, cloud: Cloud, **kwargs: Any) -> Any:
+    """Managed identity in Azure (deterministic, no fallback chain); elsewhere azure-identity's
+    DefaultAzureCredential (a service principal in AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET,
+    workload identity, the developer's Azure CLI login...) signing in at the cloud's authority.
+    ``kwargs`` go to azure-identity (``transport``: the ARM clients' shared session)."""
     client_id = os.environ.get("AZURE_CLIENT_ID") or None
     in_azure = bool(os.environ.get("WEBSITE_INSTANCE_ID") or os.environ.get("IDENTITY_ENDPOINT"))
     module = importlib.import_module("azure.identity.aio" if aio else "azure.identity")
     if in_azure:
-        return module.ManagedIdentityCredential(client_id=client_id)
-    return module.DefaultAzureCredential()
+        return module.ManagedIdentityCredential(client_id=client_id, **kwargs)
+    return module.DefaultAzureCredential(authority=cloud.authority_host, **kwargs)
 
 
-def credential() -> Any:
-    """One async credential per process (ARM clients): its token cache lives in the instance."""
+def credential_sync(cloud: Cloud | None = None) -> Any:
+    """One synchronous credential per process and cloud for the Table/Queue SDKs (identity-based
+    AzureWebJobsStorage); its token cache lives in the instance."""
+    cloud = cloud or cloud_from_env(os.environ)
     with _credential_lock:
-        if True not in _credentials:
-            _credentials[True] = _make_credential(aio=True)
-        return _credentials[True]
-
-
-def credential_sync() -> Any:
-    """The synchronous twin for the Table/Queue SDKs (identity-based AzureWebJobsStorage)."""
-    with _credential_lock:
-        if False not in _credentials:
-            _credentials[False] = _make_credential(aio=False)
-        return _credentials[False]
+        key = (False, cloud.authority_host)
+        if key not in _credentials:
+            _credentials[key] = make_credential(aio=False, cloud=cloud)
+        return _credentials[key]
 
 
 _budget_lock = threading.Lock()
@@ -178,38 +178,41 @@ def read_budget() -> Any:
 
 
 class LiveClients(_Factory):
-    """Clients against Azure Resource Manager (or ``base_url``, e.g. the benchmark's server).
+    """Clients against Azure Resource Manager in ``cloud`` (default: the NSP_DRIFT_CLOUD and
+    NSP_DRIFT_AUTHORITY_HOST settings, shared.cloud): every client gets the cloud's endpoint and
+    token scope, the credential its authority.
 
-    Reads are paced on ARM's remaining-reads header (shared.adapters.throttle) inside azure-core's
-    retry policy, which stays the only retry layer."""
+    One per process: it owns the one HTTP session (shared.adapters.arm_http) that every client
+    and the credential share, and the credential (its token cache). Reads are paced on ARM's
+    remaining-reads header (shared.adapters.throttle) inside azure-core's retry policy, which stays
+    the only retry layer. The environment (cloud, credential, SSL_CERT_FILE) is read here, once."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        connection_verify: bool | str = True,
-        cred: Any = None,
-        budget: Any = None,
-        read_timeout: float = 60.0,
-    ) -> None:
+    def __init__(self, cloud: Cloud | None = None, budget: Any = None, read_timeout: float = 60.0) -> None:
+        from shared.adapters.arm_http import SharedHttp
         from shared.adapters.throttle import read_pacing_policy
 
+        self.cloud = cloud or cloud_from_env(os.environ)
+        self.http = SharedHttp()
+        self.credential = make_credential(aio=True, cloud=self.cloud, transport=self.http.transport())
         shared_budget = budget or read_budget()
 
         def build(kind: str, subscription_id: str) -> Any:
             kwargs: dict[str, Any] = {
+                **self.cloud.client_kwargs(),
                 "retry_total": ARM_RETRY_TOTAL,
-                "connection_verify": connection_verify,
                 # One policy per client (azure-core links a policy into one pipeline), one budget for all.
                 "per_retry_policies": [read_pacing_policy(shared_budget)],
                 # A hung response fails this attempt (azure-core then retries) instead of pinning
                 # an invocation for aiohttp's 5-minute default.
-                "read_timeout": read_timeout,
+                "transport": self.http.transport(read_timeout=read_timeout),
             }
-            if base_url:
-                kwargs["base_url"] = base_url
             if kind == "graph":
-                return _client_class(kind)(cred or credential(), **kwargs)
-            return _client_class(kind)(cred or credential(), subscription_id, **kwargs)
+                return _client_class(kind)(self.credential, **kwargs)
+            return _client_class(kind)(self.credential, subscription_id, **kwargs)
 
         super().__init__(build)
 
+    async def close(self) -> None:
+        await super().close()
+        await self.credential.close()
+        await self.http.close()

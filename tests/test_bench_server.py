@@ -31,7 +31,8 @@ from shared.adapters.throttle import (
     parse_retry_after,
     read_pacing_policy,
 )
-from shared.wiring import LiveClients, _StaticToken
+from shared.cloud import parse_cloud
+from shared.wiring import LiveClients
 
 SAMPLES = Path(__file__).resolve().parents[1] / "shared" / "samples"
 ACCOUNT_PATH = f"/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts"
@@ -179,9 +180,7 @@ def test_path_templates() -> None:
 
 
 def _burst(server: ArmServer, budget: ReadBudget, accounts: list[str]) -> int:
-    clients = LiveClients(
-        base_url=server.base_url, connection_verify=server.ca_path, cred=_StaticToken(), budget=budget
-    )
+    clients = live(server, budget=budget)
 
     async def burst() -> int:
         reader = ArmReader(clients)
@@ -230,7 +229,7 @@ def test_when_others_drain_the_bucket_retry_absorbs_the_429s_and_nothing_escapes
 
 def test_each_client_gets_its_own_policy_sharing_one_budget() -> None:
     budget = ReadBudget()
-    clients = LiveClients(base_url="https://127.0.0.1:9", cred=_StaticToken(), budget=budget)
+    clients = LiveClients(parse_cloud("https://127.0.0.1:9", "https://127.0.0.1:9"), budget=budget)
     storage, network = clients.storage(SUB), clients.network(SUB)
 
     def pacing_of(client: Any) -> ArmReadPacing:

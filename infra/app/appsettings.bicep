@@ -92,6 +92,11 @@ var baseSettings = {
   NSP_DRIFT_DISABLED_RULES: disabledRules
   NSP_DRIFT_SEVERITY_OVERRIDES: severityOverrides
   NSP_DRIFT_DESTINATIONS: empty(destinations) ? '' : string(destinations)
+  // The app reads the cloud it is deployed in (AzureCloud, AzureChinaCloud, AzureUSGovernment):
+  // its ARM endpoint, token scope and authority follow from the name (shared/cloud.py).
+  NSP_DRIFT_CLOUD: environment().name
+  // Only for a custom ARM endpoint in NSP_DRIFT_CLOUD (local runs, a private ARM); empty here.
+  NSP_DRIFT_AUTHORITY_HOST: ''
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' existing = {
