@@ -280,8 +280,13 @@ class ArmReader:
             raise
 
     async def list_account_ids(self, subscription_id: str) -> list[str]:
+        """Ids only, from the raw pages (no model per account: shared.adapters.raw_list)."""
+        from azure.mgmt.storage.operations._operations import build_storage_accounts_list_request
+
+        from shared.adapters.raw_list import resource_ids
+
         client = self._clients.storage(subscription_id)
-        return [_s(account.id) for account in await _collect_pages(client.storage_accounts.list())]
+        return [i async for i in resource_ids(client, build_storage_accounts_list_request(subscription_id))]
 
     async def read_account(self, account_id: str) -> StorageAccountSnapshot:
         parsed = arm_ids.parse(account_id)

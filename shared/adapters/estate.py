@@ -76,8 +76,8 @@ def _error(status: int, code: str, message: str) -> Reply:
     return Reply(status, body, {"Content-Type": "application/json; charset=utf-8", "x-ms-failure-cause": "gateway"})
 
 
-def _ok(payload: Any) -> Reply:
-    return Reply(200, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=utf-8"})
+def _ok(body: bytes) -> Reply:
+    return Reply(200, body, {"Content-Type": "application/json; charset=utf-8"})
 
 
 def _is_collection_path(lower_path: str) -> bool:
@@ -116,6 +116,9 @@ class Estate:
         self._resource_groups: set[str] = set()
         self._backup_by_datasource: dict[str, list[str]] = {}
         self._graph_rows: dict[tuple[str, frozenset[str]], list[dict[str, Any]]] = {}
+        # Each body encoded once: a GET answers with these bytes and a list page joins them, so
+        # serving a page of 10,000 accounts allocates that page once (not its text and then its bytes).
+        self._encoded: dict[str, bytes] = {}
         self._graph_lock = threading.Lock()
         self.page_size = page_size
         for raw_id, body in resources.items():
@@ -133,6 +136,7 @@ class Estate:
         canonical = arm_ids.normalise(raw_id)
         lower = canonical.lower()
         self._by_id[lower] = (canonical, body)
+        self._encoded[lower] = json.dumps(body).encode()
         self._subscriptions.add(parsed.subscription.lower())
         if parsed.resource_group:
             self._resource_groups.add(
@@ -202,18 +206,25 @@ class Estate:
         parts = lower_scope.strip("/").split("/")
         return len(parts) == 2 and parts[0] == "subscriptions" and parts[1] in self._subscriptions
 
-    def _page(self, path: str, ids: list[str], query: Mapping[str, list[str]]) -> Reply:
-        bodies = [self._by_id[i][1] for i in ids]
-        if not self.page_size:
-            return _ok({"value": bodies})
-        start = int(query.get("$skipToken", ["0"])[0] or 0)
-        page = bodies[start : start + self.page_size]
-        payload: dict[str, Any] = {"value": page}
-        if start + self.page_size < len(bodies):
-            rest = {k: v[0] for k, v in query.items() if k != "$skipToken"}
-            rest["$skipToken"] = str(start + self.page_size)
-            payload["nextLink"] = f"https://management.azure.com{path}?{urlencode(rest)}"
-        return _ok(payload)
+    def _page(self, origin: str, path: str, ids: list[str], query: Mapping[str, list[str]]) -> Reply:
+        """``{"value": [...], "nextLink": ...}`` joined from the encoded bodies in one allocation;
+        ``nextLink`` on the origin (scheme and host) the request came to, like ARM's."""
+        start, end = 0, len(ids)
+        next_link = ""
+        if self.page_size:
+            start = int(query.get("$skipToken", ["0"])[0] or 0)
+            end = min(start + self.page_size, len(ids))
+            if end < len(ids):
+                rest = {k: v[0] for k, v in query.items() if k != "$skipToken"}
+                rest["$skipToken"] = str(end)
+                next_link = f"{origin}{path}?{urlencode(rest)}"
+        parts = [b'{"value": [']
+        for n, lower in enumerate(ids[start:end]):
+            if n:
+                parts.append(b", ")
+            parts.append(self._encoded[lower])
+        parts.append(b"]" + (b', "nextLink": ' + json.dumps(next_link).encode() if next_link else b"") + b"}")
+        return _ok(b"".join(parts))
 
     def _graph_rows_of(self, name: str, subscriptions: frozenset[str]) -> list[dict[str, Any]]:
         from shared.adapters.resource_graph import project_rows
@@ -278,6 +289,7 @@ class Estate:
         """The reply ARM would give; pure with respect to the estate. ``body``: the request's
         (only a Resource Graph query POST has one)."""
         split = urlsplit(url)
+        origin = f"{split.scheme or 'https'}://{split.netloc or 'management.azure.com'}"
         path = arm_ids.normalise(unquote(split.path))
         lower = path.lower()
         query = parse_qs(split.query)
@@ -292,19 +304,19 @@ class Estate:
         if method.upper() != "GET":
             return _error(405, "MethodNotAllowed", f"The offline estate is read-only: {method} {path}")
         if lower in self._by_id:
-            return _ok(self._by_id[lower][1])
+            return _ok(self._encoded[lower])
         if lower.endswith(_BACKUP_INSTANCES) and lower.count("/providers/") >= 2:
             scope = lower[: -len(_BACKUP_INSTANCES)]
             if scope in self._by_id:
-                return self._page(path, self._backup_by_datasource.get(scope, []), query)
+                return self._page(origin, path, self._backup_by_datasource.get(scope, []), query)
         parts = lower.strip("/").split("/")
         if len(parts) >= 2 and parts[0] == "subscriptions" and parts[1] not in self._subscriptions:
             return _error(404, "SubscriptionNotFound", f"The subscription '{parts[1]}' could not be found.")
         if _is_collection_path(lower):
             if lower in self._collections:
-                return self._page(path, self._collections[lower], query)
+                return self._page(origin, path, self._collections[lower], query)
             if self._scope_exists(_collection_scope(lower)):
-                return self._page(path, [], query)
+                return self._page(origin, path, [], query)
         return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
 
 
