@@ -52,18 +52,23 @@ _context: AppContext | None = None
 
 def build_context(settings: Settings, sink: TransitionSink | None = None) -> AppContext:
     from shared.adapters.queue import EvaluationQueue
+    from shared.adapters.storage_http import storage_transport
     from shared.state.table_store import TableStateStore
     from shared.targeting import Scope
 
+    # One requests session per process for both (the environment read once per host).
+    tables, queues = {"transport": storage_transport()}, {"transport": storage_transport()}
     if settings.storage_connection:
-        store: StateStore = TableStateStore.from_connection_string(settings.storage_connection, settings.table_prefix)
-        queue = EvaluationQueue.from_connection_string(settings.storage_connection)
+        connection = settings.storage_connection
+        store: StateStore = TableStateStore.from_connection_string(connection, settings.table_prefix, **tables)
+        queue = EvaluationQueue.from_connection_string(connection, **queues)
     else:
         from shared.wiring import credential_sync
 
         credential = credential_sync(settings.cloud)
-        store = TableStateStore.from_service_uri(settings.table_service_uri, credential, settings.table_prefix)
-        queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential)
+        prefix = settings.table_prefix
+        store = TableStateStore.from_service_uri(settings.table_service_uri, credential, prefix, **tables)
+        queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential, **queues)
     dispatcher = None
     if sink is None:
         sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds)
