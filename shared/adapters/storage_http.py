@@ -12,7 +12,6 @@ closing a client leaves it open).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import MutableMapping
 from typing import Any
@@ -21,7 +20,6 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.sessions import merge_setting
-from requests.utils import get_environ_proxies
 from urllib3.util.retry import Retry
 
 
@@ -40,14 +38,18 @@ class OncePerHostSession(requests.Session):
         self.lookups = 0
 
     def _environment(self, url: str) -> tuple[dict[str, str], str | None]:
+        """(proxies, CA bundle) the environment gives ``url``, as requests itself computes them (a
+        throwaway session with ``trust_env=True``), once per scheme and host:port."""
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc.lower())  # NO_PROXY may name a host:port
         with self._env_lock:
             found = self._env.get(key)
             if found is None:
                 self.lookups += 1
-                ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
-                found = (dict(get_environ_proxies(url)), ca_bundle)
+                with requests.Session() as probe:
+                    settings = probe.merge_environment_settings(url, {}, None, None, None)
+                verify = settings["verify"]
+                found = (dict(settings["proxies"]), verify if isinstance(verify, str) else None)
                 self._env[key] = found
             return found
 
