@@ -1,7 +1,9 @@
 """A real HTTPS Azure Resource Manager on loopback, serving an estate to the real SDK clients.
 
 - TLS with certificates from ``trustme``: a CA and a server certificate for ``127.0.0.1`` and
-  ``localhost``; clients trust the CA the way a private cloud's users do: ``SSL_CERT_FILE=server.ca_path``. The handshake
+  ``localhost`` (and ``hostnames``: a named cloud's hosts, reached through a proxy that tunnels
+  there, tests/tunnel.py); clients trust the CA the way a private cloud's users do:
+  ``SSL_CERT_FILE=server.ca_path``. ``hosts`` counts requests by their Host header. The handshake
   runs in the connection's own thread, so a slow or broken client never stalls ``accept``.
 - One thread per connection (HTTP/1.1 keep-alive), a listen backlog sized for a burst of new
   connections; ARM GETs and ``POST /providers/Microsoft.ResourceGraph/resources`` are answered
