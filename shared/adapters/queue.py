@@ -51,6 +51,9 @@ def decode_message(text: str) -> tuple[Target, float]:
         document = json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"message: not JSON ({exc})") from None
+    except RecursionError:
+        # json's decoder recurses per nesting level: a hostile body must not crash the handler.
+        raise ValueError(f"message: nested too deeply to decode ({len(text)} characters)") from None
     if not isinstance(document, dict):
         raise ValueError("message: expected a JSON object")
     return _target(document.get("target")), _not_before(document.get("not_before"))
