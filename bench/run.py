@@ -47,7 +47,7 @@ from shared.pipeline import CollectingSink, Pipeline, SweepReport
 from shared.replay import MemoryQueue, record_baseline_estate
 from shared.state.sqlite_store import SqliteStateStore
 from shared.targeting import Scope
-from shared.wiring import EstateClients, LiveClients
+from shared.wiring import EstateClients, LiveClients, readers_for
 
 __all__ = ["build_estate", "live", "main"]
 
@@ -77,15 +77,14 @@ def unlimited() -> Any:
     return ReadBudget(capacity=1e12, refill_per_second=1e12, reserve=0)
 
 
-def _pipeline(clients: Any, store: Any, concurrency: int = 16) -> Pipeline:
+def _pipeline(store: Any, concurrency: int = 16, queue: MemoryQueue | None = None, sink: Any = None) -> Pipeline:
     return Pipeline(
-        clients,
-        store,
-        RulesConfig(),
-        Scope((SUB,)),
-        30.0,
-        MemoryQueue().send,
-        CollectingSink(),
+        store=store,
+        outbox=sink if sink is not None else CollectingSink(),
+        enqueue=(queue or MemoryQueue()).send,
+        config=RulesConfig(),
+        scope=Scope((SUB,)),
+        window_seconds=30.0,
         concurrency=concurrency,
     )
 
@@ -157,7 +156,7 @@ def _storm_once(latency: float, trace: bool) -> dict[str, Any]:
         record_baseline_estate(Estate(before), store, RulesConfig())
         clients = live(server)
         queue, sink = MemoryQueue(), CollectingSink()
-        pipeline = Pipeline(clients, store, RulesConfig(), Scope((SUB,)), 30.0, queue.send, sink)
+        pipeline = _pipeline(store, 8, queue, sink)
         if trace:
             tracemalloc.start()
         started = time.perf_counter()
@@ -165,7 +164,8 @@ def _storm_once(latency: float, trace: bool) -> dict[str, Any]:
         targets = queue.drain()
 
         async def go() -> None:
-            await asyncio.gather(*(pipeline.evaluate_pending(t) for t in targets))
+            readers = readers_for(clients)
+            await asyncio.gather(*(pipeline.evaluate_window(t, readers) for t in targets))
 
         runtime.run(go())
         wall = time.perf_counter() - started
@@ -259,13 +259,13 @@ def cpu(accounts: int = 200) -> dict[str, Any]:
 # -- 4. sweeps ----------------------------------------------------------------------------------
 
 
-async def graph_sweep_by_inventory(pipeline: Pipeline, subscriptions: list[str]) -> SweepReport:
+async def graph_sweep_by_inventory(pipeline: Pipeline, clients: Any, subscriptions: list[str]) -> SweepReport:
     """The Resource Graph sweep as suggested for Pipeline.sweep: the three queries concurrently,
     one thread hop for the whole stored-state comparison, VHD and backup drift included."""
     from shared.adapters.resource_graph import ResourceGraphReader, changed_accounts
 
     report = SweepReport()
-    inventory = await ResourceGraphReader(pipeline.clients.graph()).inventory(subscriptions)
+    inventory = await ResourceGraphReader(clients.graph()).inventory(subscriptions)
 
     def diff() -> dict[str, str]:
         stored = {}
@@ -278,14 +278,15 @@ async def graph_sweep_by_inventory(pipeline: Pipeline, subscriptions: list[str])
     accounts = await asyncio.to_thread(diff)
     report.listed = len(inventory.accounts)
     report.unchanged = sum(1 for s in inventory.accounts if s.id.lower() not in accounts)
-    reader = ArmReader(pipeline.clients)
+    readers = readers_for(clients)
     gate = asyncio.Semaphore(pipeline.concurrency)
     provenance = Provenance(source="sweep")
 
     async def one(account_id: str) -> None:
         async with gate:
             try:
-                report.transitions += len(await pipeline.evaluate_account(account_id, provenance, reader))
+                result = await pipeline.evaluate_account(account_id, provenance, readers)
+                report.transitions += len(result.transitions)
             except Exception as exc:
                 report.failed.append(f"{account_id}: {type(exc).__name__}")
 
@@ -295,7 +296,7 @@ async def graph_sweep_by_inventory(pipeline: Pipeline, subscriptions: list[str])
 
 
 def _sweep_run(
-    estate: Estate, store_path: str, latency: float, sweep: Callable[[Pipeline], Any], enforce: bool
+    estate: Estate, store_path: str, latency: float, sweep: Callable[[Pipeline, Any], Any], enforce: bool
 ) -> dict[str, Any]:
     """One sweep on a copy of the baseline; ``enforce``: ARM's bucket and Resource Graph's quota
     on the server, ARM's constants in the client's budget (else neither: counting only)."""
@@ -305,9 +306,9 @@ def _sweep_run(
     with serving(estate, **kwargs) as server:
         clients = live(server, budget=None if enforce else unlimited())
         store = SqliteStateStore(store_path)
-        pipeline = _pipeline(clients, store)
+        pipeline = _pipeline(store)
         started = time.perf_counter()
-        report = runtime.run(sweep(pipeline))
+        report = runtime.run(sweep(pipeline, clients))
         wall = time.perf_counter() - started
         runtime.run(clients.close())
         store.close()
@@ -355,19 +356,29 @@ def sweeps(accounts: int, latency: float, bucket_accounts: int) -> dict[str, Any
             return path
 
         out["graph_sweep"] = _sweep_run(
-            estate_after, copy_of("g1"), latency, lambda p: p.sweep([SUB], use_graph=True), enforce=True
+            estate_after,
+            copy_of("g1"),
+            latency,
+            lambda p, c: p.sweep([SUB], readers_for(c), use_graph=True),
+            enforce=True,
         )
         out["graph_sweep_inventory"] = _sweep_run(
-            estate_after, copy_of("g2"), latency, lambda p: graph_sweep_by_inventory(p, [SUB]), enforce=True
+            estate_after, copy_of("g2"), latency, lambda p, c: graph_sweep_by_inventory(p, c, [SUB]), enforce=True
         )
         out["full_arm_sweep_unthrottled"] = _sweep_run(
-            estate_after, copy_of("f1"), 0.0, lambda p: p.sweep([SUB]), enforce=False
+            estate_after, copy_of("f1"), 0.0, lambda p, c: p.sweep([SUB], readers_for(c)), enforce=False
         )
     small = build_estate(bucket_accounts)
     with tempfile.TemporaryDirectory() as tmp:
         out["full_arm_sweep_with_bucket"] = {
             "accounts": bucket_accounts,
-            **_sweep_run(Estate(small), str(Path(tmp) / "s.sqlite"), latency, lambda p: p.sweep([SUB]), enforce=True),
+            **_sweep_run(
+                Estate(small),
+                str(Path(tmp) / "s.sqlite"),
+                latency,
+                lambda p, c: p.sweep([SUB], readers_for(c)),
+                enforce=True,
+            ),
         }
     return out
 

@@ -1,7 +1,9 @@
-"""What the Functions handlers call: builds the pipeline lazily from settings, once per process.
+"""What the Functions handlers call: builds the ports lazily from settings, once per process.
 
-Each ``handle_*`` is the imperative shell around the Pipeline: decode the binding, call the
-core, decide what the runtime should see (return = acknowledge, raise = retry).
+Each ``handle_*`` is the imperative shell around the pipeline's steps: decode the binding, build
+the invocation's readers, call the step, decide what the runtime should see (return =
+acknowledge, raise = retry). The context holds clients and stores (connection pools), never
+pipeline state: the steps keep nothing between invocations.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from shared import runtime
 from shared.changes import Target
-from shared.pipeline import Pipeline, TransitionSink
+from shared.pipeline import Pipeline, Readers, TransitionSink, WindowStatus, deliver
 from shared.settings import QUEUE_NAME, Settings, SettingsError, load_settings
 from shared.state.base import StateStore, StoreUnavailable
 
@@ -41,16 +43,26 @@ class LoggingSink:
 class AppContext:
     settings: Settings
     store: StateStore
-    pipeline: Pipeline
+    pipeline: Pipeline  # the ports bundle: store, outbox, queue, clock, policy (immutable)
     queue: Any
+    clients: Any  # the process's ARM client factory (connection pools); readers are per invocation
     dispatcher: Any = None  # shared.notify.dispatch.Dispatcher when destinations are configured
+
+    def readers(self) -> Readers:
+        """Fresh readers for one invocation (their lookup caches must not outlive it)."""
+        from shared.wiring import readers_for
+
+        return readers_for(self.clients)
 
 
 _lock = threading.Lock()
 _context: AppContext | None = None
 
 
-def build_context(settings: Settings, sink: TransitionSink | None = None) -> AppContext:
+def build_context(
+    settings: Settings, sink: TransitionSink | None = None, store: StateStore | None = None, clients: Any = None
+) -> AppContext:
+    """``sink``, ``store``, ``clients``: replace what the settings would build (tests)."""
     from shared.adapters.queue import EvaluationQueue
     from shared.adapters.storage_http import storage_transport
     from shared.state.table_store import TableStateStore
@@ -60,37 +72,38 @@ def build_context(settings: Settings, sink: TransitionSink | None = None) -> App
     tables, queues = {"transport": storage_transport()}, {"transport": storage_transport()}
     if settings.storage_connection:
         connection = settings.storage_connection
-        store: StateStore = TableStateStore.from_connection_string(connection, settings.table_prefix, **tables)
+        if store is None:
+            store = TableStateStore.from_connection_string(connection, settings.table_prefix, **tables)
         queue = EvaluationQueue.from_connection_string(connection, **queues)
     else:
         from shared.wiring import credential_sync
 
         credential = credential_sync(settings.cloud)
         prefix = settings.table_prefix
-        store = TableStateStore.from_service_uri(settings.table_service_uri, credential, prefix, **tables)
+        if store is None:
+            store = TableStateStore.from_service_uri(settings.table_service_uri, credential, prefix, **tables)
         queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential, **queues)
     dispatcher = None
     if sink is None:
         sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds)
-    if settings.estate_path:
+    if clients is None and settings.estate_path:
         from shared.adapters.estate import Estate
         from shared.wiring import EstateClients
 
-        clients: Any = EstateClients(Estate.load(settings.estate_path))
-    else:
+        clients = EstateClients(Estate.load(settings.estate_path))
+    elif clients is None:
         from shared.wiring import LiveClients
 
         clients = LiveClients(settings.cloud)
     pipeline = Pipeline(
-        clients=clients,
         store=store,
+        outbox=sink,
+        enqueue=queue.send,
         config=settings.rules,
         scope=Scope(settings.subscriptions),
         window_seconds=settings.coalesce_seconds,
-        enqueue=queue.send,
-        sink=sink,
     )
-    return AppContext(settings, store, pipeline, queue, dispatcher)
+    return AppContext(settings, store, pipeline, queue, clients, dispatcher)
 
 
 def _delivery(store: Any, budget_seconds: float) -> tuple[TransitionSink, Any]:
@@ -168,24 +181,36 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
     started = time.monotonic()
     ctx = context()
     try:
-        transitions = runtime.run(ctx.pipeline.evaluate_pending(target))
+        result = runtime.run(ctx.pipeline.evaluate_window(target, ctx.readers()))
     except Exception as exc:
-        reason = redact(f"{type(exc).__name__}: {exc}")[:300]
+        # Evaluation failures back off inside the pipeline; what arrives here could not even be
+        # recorded (state store or queue unreachable): the runtime retries the message.
+        reason = redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:300]
         log.error(
             "evaluation of %s failed (attempt %d/%d): %s", _describe(target), dequeue_count, MAX_DEQUEUE_COUNT, reason
         )
         if dequeue_count >= MAX_DEQUEUE_COUNT:
             # Last attempt: tell the operators once, then let the host move the message aside.
-            ctx.pipeline.sink.emit([poison_transition(target, reason, dequeue_count, QUEUE_NAME)])
+            ctx.pipeline.outbox.emit([poison_transition(target, reason, dequeue_count, QUEUE_NAME)])
         raise
-    if ctx.dispatcher is not None:
-        report = ctx.dispatcher.dispatch_due()
+    if result.status is WindowStatus.RETRY:
+        log.error(
+            "evaluation of %s failed (%d in a row): %s; retrying in %.0f s",
+            _describe(target),
+            result.attempts,
+            result.error,
+            result.retry_in,
+        )
+    report = deliver(ctx.dispatcher)
+    if report is not None:
         log.info("delivered %d, retrying %d, failed %d", report.sent, report.retried, report.failed)
     log.info(
-        "evaluated %s (attempt %d): %d transition(s) in %.2fs",
+        "evaluated %s (attempt %d): %s, %d account(s), %d transition(s) in %.2fs",
         _describe(target),
         dequeue_count,
-        len(transitions),
+        result.status.value,
+        result.accounts,
+        len(result.transitions),
         time.monotonic() - started,
     )
 
@@ -194,16 +219,21 @@ def handle_sweep(past_due: bool = False, full: bool = True) -> None:
     ctx = context()
     if past_due:
         log.warning("reconciliation sweep is running late")
-    report = runtime.run(ctx.pipeline.sweep(ctx.settings.subscriptions, use_graph=not full))
+    report = runtime.run(ctx.pipeline.sweep(ctx.settings.subscriptions, ctx.readers(), use_graph=not full))
     log.info(
-        "sweep: %d account(s), %d transition(s), %d failure(s), %d window(s) re-queued",
+        "sweep: %d account(s), %d transition(s), %d failure(s), %d partial, %d window(s) re-queued, "
+        "%d window(s) backing off",
         report.accounts,
         report.transitions,
         len(report.failed),
+        len(report.partial),
         report.requeued,
+        report.backing_off,
     )
-    if ctx.dispatcher is not None:
-        sent = ctx.dispatcher.dispatch_due(include_digests=True)
+    if report.backing_off:
+        log.warning("%d target(s) keep failing to evaluate and are backing off", report.backing_off)
+    sent = deliver(ctx.dispatcher, include_digests=True)
+    if sent is not None:
         log.info(
             "sweep deliveries: %d sent, %d digest(s), %d retrying, %d failed",
             sent.sent,

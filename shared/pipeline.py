@@ -1,41 +1,96 @@
-"""The event pipeline: intake -> coalesce -> evaluate (gather, decide, apply) -> transitions.
+"""The event pipeline: separate steps with explicit ports.
 
-The function app and the CLI's ``replay`` drive this same class; only the edges differ
-(Table storage + Storage queue + ARM in Azure, SQLite + an in-memory queue + an estate offline).
+Ports: every step takes what it touches, and keeps nothing between calls.
 
-- ``intake``: parse events, map them to targets, drop what is out of scope, and open or join
-  each target's coalescing window (one queue message per window).
-- ``evaluate_pending``: claim a target's window, resolve it to storage accounts, and evaluate
-  each: gather (read through the SDK), decide (pure rules + diff), apply (conditional writes,
-  re-deciding on a lost race), then hand the transitions to the sink.
-- ``sweep``: re-evaluate every account in scope and everything stored, re-queue lost windows.
+- ``readers`` (``Readers``, an argument of each step that reads ARM): storage accounts, what a
+  perimeter/VM/backup target stands for, Resource Graph summaries. The shell builds a fresh set
+  per invocation (``shared.wiring.readers_for``), so their lookup caches live for one run.
+- ``store`` (``StateStore``): account and profile state, coalescing windows and their leases,
+  processed event ids.
+- ``outbox`` (``TransitionSink``): where transitions go (``shared.notify.dispatch.OutboxSink``).
+- ``enqueue``: the evaluation queue's send (target, delay in seconds).
+- ``clock``: epoch seconds. Leases and back-offs are computed from it when they are taken.
+
+``Pipeline`` is a frozen bundle of those ports and the policy (rules, scope, window, lease);
+the function app, the CLI's ``replay`` and the tests drive the same steps:
+
+- ``intake``: parse events, map them to targets, drop what is out of scope, open or join each
+  target's coalescing window; a window owed a queue message gets it (again, if a send failed).
+- ``evaluate_window``: lease a target's window, resolve it to storage accounts, evaluate each
+  (``evaluate_account``: gather, decide, commit) and only then mark the window done. A failed or
+  partial evaluation backs off (30 s doubling to a day) and tells the operators once.
+- ``sweep``: re-evaluate every account in scope (or those whose Resource Graph summary changed)
+  and re-queue windows nobody takes care of (lapsed lease, lost message).
+- ``deliver``: hand what is due to the dispatcher.
+
+Ordering, per account or profile row (and why it is safe under crashes and concurrency):
+
+1. Read the stored row (version V) *before* reading ARM. Its ``pending_transitions`` (carried by a
+   writer that may have vanished before recording them) are recorded into the outbox first.
+2. Read ARM, decide (pure) against the row as of V.
+3. Write the new state *carrying* the transitions it makes true, conditionally on V. Every
+   evaluation writes (an unchanged account still records its new ``observed_at``), so V changing
+   means some evaluation committed after this read began: the write fails and this evaluation
+   reads ARM again instead of applying an older read over a newer one. Profiles are ordered by
+   ARM's own ``accessRulesVersion`` instead: an older version is never written.
+4. Only then record the transitions in the outbox, then clear them from the row (conditionally;
+   a newer writer recorded them in its step 1 before overwriting them).
+
+So nothing reaches the outbox before the write that makes it true has succeeded, and the outbox
+record is durable together with that write (it is in the row): a crash after 3 leaves them for
+the next reader of the row (the window's lease lapses, so its re-evaluation is one), a crash after
+4 records them again, which is a no-op (delivery ids derive from the transition). An account that
+is gone becomes a tombstone (shared.drift) that carries its resolutions the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared import arm_ids
-from shared.adapters.arm_reader import AccountNotFound, ArmReader, ClientFactory, TargetReads
-from shared.changes import ChangeEvent, Provenance, Target, TargetKind, Transition
+from shared.adapters.arm_reader import AccountNotFound
+from shared.changes import ChangeEvent, Provenance, Target, TargetKind, Transition, TransitionKind
 from shared.config import RulesConfig
 from shared.drift import decide_account, decide_profile, profile_state_of
 from shared.evaluate import evaluate
 from shared.events import EventError, parse_event
-from shared.model import Evaluation, PerimeterView
-from shared.state.base import AccountState, ConflictError, StateStore
+from shared.model import Evaluation, PerimeterView, StorageAccountSnapshot
+from shared.state import carried
+from shared.state.base import (
+    AccountState,
+    ConflictError,
+    PendingMarker,
+    ProfileState,
+    StateStore,
+    Versioned,
+    WindowBusy,
+)
+from shared.state.pending import backoff_seconds
 from shared.targeting import Scope, targets_for
+
+if TYPE_CHECKING:
+    from shared.adapters.resource_graph import AccountSummary
 
 log = logging.getLogger(__name__)
 
-_MAX_CONFLICT_RETRIES = 5
+_MAX_CONFLICT_RETRIES = 5  # profile writes lost to a concurrent writer
+_MAX_READS = 3  # account reads per evaluation when newer evaluations keep committing first
+
+# host.json functionTimeout is 10 minutes: a live evaluation never outlasts its lease.
+LEASE_SECONDS = 660.0
+# Failed evaluations of one window before the operators are told (once), as maxDequeueCount.
+ALERT_AFTER_FAILURES = 5
+# Operator alert: a window's evaluation keeps failing and backs off.
+EVALUATION_FAILING = "evaluation-failing"
 
 # Which findings an evaluation may open or resolve, by what caused it (None = every rule).
 # An account event or the sweep judges everything; a perimeter change judges what depends on
@@ -59,9 +114,7 @@ RULES_FOR_TARGET: dict[TargetKind, frozenset[str] | None] = {
 _PERIMETER_AWARE = {TargetKind.ACCOUNT, TargetKind.PERIMETER}
 
 
-class IncompleteEvaluation(Exception):
-    """Some reads failed: what could be decided was applied, the rest needs another attempt
-    (the caller re-queues the target rather than treating the window as done)."""
+# -- ports ------------------------------------------------------------------------------------------
 
 
 class TransitionSink(Protocol):
@@ -79,15 +132,80 @@ class CollectingSink:
 
 
 Enqueue = Callable[[Target, float], None]
+Clock = Callable[[], float]
+
+
+class AccountReader(Protocol):
+    async def read_account(self, account_id: str) -> StorageAccountSnapshot:
+        """Raises shared.adapters.arm_reader.AccountNotFound when the account is gone."""
+        ...
+
+    async def list_account_ids(self, subscription_id: str) -> list[str]: ...
+
+
+class TargetResolver(Protocol):
+    async def perimeter_storage_accounts(self, perimeter_id: str) -> list[str]: ...
+
+    async def vm_vhd_account_names(self, vm_id: str) -> list[str]: ...
+
+    async def backup_datasource(self, instance_id: str) -> str | None: ...
+
+
+class SummaryReader(Protocol):
+    async def account_summaries(self, subscriptions: Sequence[str]) -> list[AccountSummary]: ...
+
+
+@dataclass(frozen=True)
+class Readers:
+    """What the steps read ARM through, for one invocation."""
+
+    accounts: AccountReader
+    targets: TargetResolver
+    summaries: SummaryReader | None = None  # Resource Graph (the frequent sweep)
+
+
+class Deliverer(Protocol):
+    def dispatch_due(self, include_digests: bool = False) -> Any: ...
+
+
+# -- results -----------------------------------------------------------------------------------------
 
 
 @dataclass
 class IntakeReport:
     accepted: int = 0
     duplicates: int = 0
-    windows_opened: int = 0
+    windows_opened: int = 0  # queue messages sent for windows (a re-sent one counts again)
     dropped: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AccountResult:
+    account_id: str
+    transitions: tuple[Transition, ...] = ()
+    partial: tuple[str, ...] = ()  # what could not be read (the evaluation is partial if any)
+    gone: bool = False
+
+
+class WindowStatus(enum.StrEnum):
+    DONE = "done"  # evaluated, results stored, window deleted (or turned into its follow-up)
+    RETRY = "retry"  # failed or partial: backing off, a retry is queued
+    BUSY = "busy"  # leased by another worker or backing off: this message was put back for later
+    NONE = "none"  # no window (a duplicate message of one already evaluated)
+    TAKEN = "taken"  # this worker's lease lapsed and another took the window over
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    target: Target
+    status: WindowStatus
+    transitions: tuple[Transition, ...] = ()
+    accounts: int = 0
+    partial: tuple[str, ...] = ()  # accounts read partially
+    error: str = ""  # why the evaluation failed (redacted, one line)
+    attempts: int = 0  # failed evaluations of this window so far
+    retry_in: float = 0.0  # seconds until the message put back (RETRY, BUSY) becomes visible
 
 
 @dataclass
@@ -97,7 +215,9 @@ class SweepReport:
     unchanged: int = 0  # skipped by the graph sweep: summary digest equal to the stored one
     transitions: int = 0
     failed: list[str] = field(default_factory=list)
-    requeued: int = 0
+    partial: list[str] = field(default_factory=list)  # accounts read partially (applied as far as read)
+    requeued: int = 0  # windows nobody took care of, put back on the queue
+    backing_off: int = 0  # windows whose evaluations keep failing (the operators' count)
 
 
 def provenance_of(event: ChangeEvent) -> Provenance:
@@ -110,38 +230,59 @@ def provenance_of(event: ChangeEvent) -> Provenance:
     )
 
 
+def failing_transition(marker: PendingMarker, reason: str, attempts: int, retry_in: float) -> Transition:
+    """The one alert for a window whose evaluations keep failing (keyed on the window)."""
+    target = marker.target
+    return Transition(
+        kind=TransitionKind.OPENED,
+        rule_id=EVALUATION_FAILING,
+        resource_id=target.resource_id,
+        perimeter_id=None,
+        severity="high",
+        title="Evaluation keeps failing (backing off)",
+        summary=f"Evaluation of {target.kind.value} {target.resource_id} failed {attempts} time(s) in a row: "
+        f"{reason}. Retrying with back-off (next in {retry_in:.0f} s, doubling up to a day); "
+        "changes to it are not reported until an evaluation succeeds.",
+        key=f"failing|{target.key}|{marker.first_seen!r}",
+        evidence={"target": target.key, "reason": reason, "attempts": attempts, "retryInSeconds": round(retry_in)},
+        provenance=Provenance(event_ids=marker.provenance.event_ids, source="sweep"),
+    )
+
+
 def _iso(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
 
 
-class Pipeline:
-    def __init__(
-        self,
-        clients: ClientFactory,
-        store: StateStore,
-        config: RulesConfig,
-        scope: Scope,
-        window_seconds: float,
-        enqueue: Enqueue,
-        sink: TransitionSink,
-        clock: Callable[[], float] = time.time,
-        concurrency: int = 8,
-    ) -> None:
-        self.clients = clients
-        self.store = store
-        self.config = config
-        self.scope = scope
-        self.window = window_seconds
-        self.enqueue = enqueue
-        self.sink = sink
-        self.clock = clock
-        self.concurrency = concurrency
-        self._partial: set[str] = set()  # accounts whose last read was partial (see evaluate_target)
+def _reason(exc: BaseException) -> str:
+    from shared.notify.redact import redact
 
-    # -- intake --------------------------------------------------------------------------------
+    return redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:300]  # one line
+
+
+def deliver(dispatcher: Deliverer | None, include_digests: bool = False) -> Any:
+    """The deliver step: send what the outbox holds that is due (None without destinations)."""
+    if dispatcher is None:
+        return None
+    return dispatcher.dispatch_due(include_digests=include_digests)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    store: StateStore
+    outbox: TransitionSink
+    enqueue: Enqueue
+    config: RulesConfig
+    scope: Scope
+    window_seconds: float = 30.0
+    clock: Clock = time.time
+    lease_seconds: float = LEASE_SECONDS
+    alert_after: int = ALERT_AFTER_FAILURES
+    concurrency: int = 8
+
+    # -- intake --------------------------------------------------------------------------------------
     def intake(self, raw_events: Iterable[Mapping[str, Any]]) -> IntakeReport:
-        """Bad events are logged and counted; they never stop the others. Store failures raise
-        (the runtime must retry the delivery rather than lose it)."""
+        """Bad events are logged and counted; they never stop the others. Store and queue
+        failures raise: the runtime must retry the delivery rather than lose it."""
         report = IntakeReport()
         for raw in raw_events:
             try:
@@ -167,42 +308,106 @@ class Pipeline:
         provenance = provenance_of(event)
         now = self.clock()
         for target in decision.targets:
-            if self.store.add_pending(target, provenance, self.window, now):
-                self.enqueue(target, self.window)
+            if self.store.add_pending(target, provenance, self.window_seconds, now):
+                # A failed send raises here, before the event is recorded: Event Grid delivers it
+                # again, it joins the same window, which still owes its message, and sends it.
+                self.enqueue(target, self.window_seconds)
+                self.store.mark_queued(target, now)
                 report.windows_opened += 1
-        # Recorded only after the windows hold it: a crash before this line means a retry
-        # re-adds the event (merging is idempotent) instead of dropping it as "seen".
+        # Recorded only after the windows hold it and have their messages.
         if self.store.record_events([event.event_id]):
             report.accepted += 1
         else:
             report.duplicates += 1
 
-    # -- evaluation ------------------------------------------------------------------------------
-    async def evaluate_pending(self, target: Target) -> list[Transition]:
-        marker = await asyncio.to_thread(self.store.claim_pending, target)
-        if marker is None:
-            log.info("no open window for %s (already evaluated)", target.key)
-            return []
+    # -- evaluate a window -----------------------------------------------------------------------------
+    async def evaluate_window(self, target: Target, readers: Readers) -> WindowResult:
+        """Lease the target's window, evaluate it, then mark it done: deleted only now that the
+        results are stored. If this worker vanishes, the lease lapses and the queue's redelivery
+        (or the sweep) takes the window over. Failures back off; they do not raise (a store or
+        queue failure does: the runtime retries the message)."""
         try:
-            return await self.evaluate_target(target, marker.provenance)
-        except BaseException:
-            await asyncio.to_thread(self.store.release_pending, marker, self.clock())
-            raise
+            claim = await asyncio.to_thread(self.store.claim_pending, target, self.clock(), self.lease_seconds)
+        except WindowBusy as busy:
+            delay = max(busy.until - self.clock(), 0.0) + 1.0
+            await asyncio.to_thread(self.enqueue, target, delay)  # look again when it is free
+            log.info("%s; looking again in %.0f s", busy, delay)
+            return WindowResult(target, WindowStatus.BUSY, retry_in=delay)
+        if claim is None:
+            log.info("no open window for %s (already evaluated)", target.key)
+            return WindowResult(target, WindowStatus.NONE)
 
-    async def resolve(self, target: Target) -> list[str]:
+        accounts: list[str] = []
+        results: list[AccountResult] = []
+        error = ""
+        try:
+            accounts = await self.resolve(target, readers)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(account_id: str) -> AccountResult:
+                async with gate:
+                    return await self.evaluate_account(account_id, claim.provenance, readers, target.kind)
+
+            outcomes = await asyncio.gather(*(one(a) for a in accounts), return_exceptions=True)
+        except Exception as exc:
+            error = _reason(exc)
+        else:
+            for account, outcome in zip(accounts, outcomes, strict=True):
+                if isinstance(outcome, AccountResult):
+                    results.append(outcome)
+                elif isinstance(outcome, Exception):
+                    error = error or f"{arm_ids.account_name_of(account)}: {_reason(outcome)}"
+                else:
+                    raise outcome  # cancelled: the lease lapses by itself
+        transitions = tuple(t for r in results for t in r.transitions)
+        partial = tuple(r.account_id for r in results if r.partial)
+        if partial and not error:
+            parts = sorted({p for r in results for p in r.partial})
+            error = f"partial read of {len(partial)} account(s) ({', '.join(parts)}), e.g. {partial[0]}"
+        if error:
+            return await self._back_off(claim, error, transitions, len(accounts), partial)
+        now = self.clock()
+        if await asyncio.to_thread(self.store.complete_pending, claim, now, self.window_seconds):
+            # Events joined while this evaluation ran: their window is open, and owed a message.
+            await asyncio.to_thread(self.enqueue, target, self.window_seconds)
+            await asyncio.to_thread(self.store.mark_queued, target, now)
+        return WindowResult(target, WindowStatus.DONE, transitions, len(accounts), partial)
+
+    async def _back_off(
+        self,
+        claim: PendingMarker,
+        error: str,
+        transitions: tuple[Transition, ...],
+        accounts: int,
+        partial: tuple[str, ...],
+    ) -> WindowResult:
+        attempts = claim.attempts + 1
+        now = self.clock()
+        delay = backoff_seconds(attempts)
+        alert = attempts >= self.alert_after and not claim.alerted
+        if alert:  # true as soon as it happened: it needs no write to become so
+            await asyncio.to_thread(self.outbox.emit, [failing_transition(claim, error, attempts, delay)])
+        target = claim.target
+        if not await asyncio.to_thread(self.store.release_pending, claim, now, now + delay, error, alert):
+            log.warning("evaluation of %s failed after its lease was taken over: %s", target.key, error)
+            return WindowResult(target, WindowStatus.TAKEN, transitions, accounts, partial, error, attempts)
+        await asyncio.to_thread(self.enqueue, target, delay)
+        await asyncio.to_thread(self.store.mark_queued, target, now)
+        return WindowResult(target, WindowStatus.RETRY, transitions, accounts, partial, error, attempts, delay)
+
+    async def resolve(self, target: Target, readers: Readers) -> list[str]:
         """The storage accounts a target stands for: as ARM says now, plus as stored before."""
         if target.kind is TargetKind.ACCOUNT:
             return [target.resource_id]
-        reads = TargetReads(self.clients)
         stored_key = target.resource_id
         found: list[str] = []
         if target.kind is TargetKind.PERIMETER:
-            found = await reads.perimeter_storage_accounts(target.resource_id)
+            found = await readers.targets.perimeter_storage_accounts(target.resource_id)
         elif target.kind is TargetKind.VIRTUAL_MACHINE:
-            names = await reads.vm_vhd_account_names(target.resource_id)
-            found = await self._account_ids_by_name(names, target.resource_id)
+            names = await readers.targets.vm_vhd_account_names(target.resource_id)
+            found = await self._account_ids_by_name(names, target.resource_id, readers)
         elif target.kind is TargetKind.BACKUP_INSTANCE:
-            source = await reads.backup_datasource(target.resource_id)
+            source = await readers.targets.backup_datasource(target.resource_id)
             found = [source] if source else []
         elif target.kind is TargetKind.KEY_VAULT:
             parsed = arm_ids.parse(target.resource_id)
@@ -210,7 +415,7 @@ class Pipeline:
         stored = await asyncio.to_thread(self.store.accounts_for, target.kind, stored_key)
         return list({a.lower(): a for a in [*found, *stored]}.values())
 
-    async def _account_ids_by_name(self, names: Sequence[str], near: str) -> list[str]:
+    async def _account_ids_by_name(self, names: Sequence[str], near: str, readers: Readers) -> list[str]:
         if not names:
             return []
         wanted = {n.lower() for n in names}
@@ -219,129 +424,159 @@ class Pipeline:
         missing = wanted - set(hits)
         parsed = arm_ids.parse(near)
         if missing and parsed is not None:  # not seen before: list the VM's subscription once
-            for account in await ArmReader(self.clients).list_account_ids(parsed.subscription):
+            for account in await readers.accounts.list_account_ids(parsed.subscription):
                 if arm_ids.account_name_of(account).lower() in missing:
                     hits[arm_ids.account_name_of(account).lower()] = account
         return list(hits.values())
 
-    async def evaluate_target(self, target: Target, provenance: Provenance) -> list[Transition]:
-        accounts = await self.resolve(target)
-        reader = ArmReader(self.clients)  # fresh per target: its lookups are cached for this run only
-        gate = asyncio.Semaphore(self.concurrency)
+    # -- evaluate one account: gather, decide, commit ------------------------------------------------
+    async def evaluate_account(
+        self,
+        account_id: str,
+        provenance: Provenance,
+        readers: Readers,
+        cause: TargetKind = TargetKind.ACCOUNT,
+    ) -> AccountResult:
+        """See "Ordering" above: the stored version is read before ARM is, and the commit is
+        conditional on it; if another evaluation committed in between, ARM is read again."""
+        for _ in range(_MAX_READS):
+            stored = await asyncio.to_thread(self.store.get_account, account_id)
+            read_started = self.clock()
+            evaluation = await self.gather(account_id, readers.accounts)
+            try:
+                transitions = await asyncio.to_thread(
+                    self._commit, account_id, stored, evaluation, provenance, cause, read_started, True
+                )
+            except ConflictError:
+                log.info("%s was committed by a newer evaluation while this one read; reading again", account_id)
+                forget = getattr(readers.accounts, "forget_cached_lookups", None)
+                if callable(forget):
+                    forget()  # the shared lookups may be as old as this read
+                continue
+            incomplete = evaluation.snapshot.incomplete if evaluation is not None else ()
+            return AccountResult(account_id, tuple(transitions), tuple(incomplete), evaluation is None)
+        raise ConflictError(f"{account_id}: newer evaluations kept committing first ({_MAX_READS} reads)")
 
-        async def one(account_id: str) -> list[Transition]:
-            async with gate:
-                return await self.evaluate_account(account_id, provenance, reader, target.kind)
-
-        results = await asyncio.gather(*(one(a) for a in accounts))
-        transitions = [t for batch in results for t in batch]
-        partial = [a for a in accounts if a.lower() in self._partial]
-        for account in partial:
-            self._partial.discard(account.lower())
-        if partial:
-            raise IncompleteEvaluation(f"partial read of {len(partial)} account(s), e.g. {partial[0]}")
-        return transitions
-
-    async def gather(self, account_id: str, reader: ArmReader) -> Evaluation | None:
+    async def gather(self, account_id: str, reader: AccountReader) -> Evaluation | None:
         try:
             snapshot = await reader.read_account(account_id)
         except AccountNotFound:
             return None
         return evaluate(snapshot, self.config, datetime.fromtimestamp(self.clock(), UTC).date())
 
-    async def evaluate_account(
-        self,
-        account_id: str,
-        provenance: Provenance,
-        reader: ArmReader | None = None,
-        cause: TargetKind = TargetKind.ACCOUNT,
-    ) -> list[Transition]:
-        evaluation = await self.gather(account_id, reader or ArmReader(self.clients))
-        if evaluation is not None and evaluation.snapshot.incomplete:
-            self._partial.add(account_id.lower())
-        return await asyncio.to_thread(self.apply, account_id, evaluation, provenance, True, cause)
+    def _record(self, pending: Sequence[Mapping[str, Any]]) -> None:
+        """Record transitions another writer carried in a row (it may have vanished before)."""
+        if pending:
+            self.outbox.emit(carried.transitions(pending))
 
-    def apply(
+    def _commit(
         self,
         account_id: str,
+        stored: Versioned[AccountState] | None,
         evaluation: Evaluation | None,
         provenance: Provenance,
-        emit: bool = True,
-        cause: TargetKind = TargetKind.ACCOUNT,
+        cause: TargetKind,
+        read_started: float,
+        emit: bool,
     ) -> list[Transition]:
-        """Decide against stored state and write it; on a lost race, re-read and decide again.
-
-        Transitions go to the sink (the outbox) *before* the state write: a crash in between
-        re-detects the same transitions next time, and their deterministic delivery ids make the
-        second recording a no-op. The other order would lose an alert on a crash."""
-        now = _iso(self.clock())
+        """Steps 1 (record), 3 (write, conditional on ``stored``) and 4 (record, clear) of the
+        ordering. ConflictError: a newer evaluation committed since ``stored`` was read."""
+        if emit and stored is not None:
+            self._record(stored.value.pending_transitions)
+        previous = stored.value if stored is not None else None  # a tombstone too: drift reads it
         perimeter_aware = cause in _PERIMETER_AWARE
-        for _ in range(_MAX_CONFLICT_RETRIES):
-            stored = self.store.get_account(account_id)
-            previous = stored.value if stored else None
-            decision = decide_account(previous, evaluation, provenance, now, RULES_FOR_TARGET[cause], perimeter_aware)
-            if emit and decision.transitions:
-                self.sink.emit(decision.transitions)
-            try:
-                self._write_account(account_id, stored.etag if stored else None, previous, decision.new_state)
-            except ConflictError:
-                log.info("lost a write race on %s; deciding again", account_id)
-                continue
-            transitions = list(decision.transitions) if emit else []
-            if evaluation is not None and perimeter_aware:
-                for view in evaluation.snapshot.perimeters:
-                    transitions.extend(self._apply_profile(view, account_id, provenance, emit))
+        decision = decide_account(
+            previous, evaluation, provenance, _iso(self.clock()), RULES_FOR_TARGET[cause], perimeter_aware
+        )
+        transitions = list(decision.transitions) if emit else []
+        etag = stored.etag if stored is not None else None
+        if decision.new_state is None:
+            # Gone, with nothing to keep: shared.drift keeps a tombstone (which carries the
+            # resolutions like any state) whenever something ever transitioned, so there is nothing
+            # to record here either.
+            if stored is not None:
+                self.store.delete_account(account_id, stored.etag)
+            if transitions:
+                self.outbox.emit(transitions)
             return transitions
-        raise ConflictError(f"gave up on {account_id} after {_MAX_CONFLICT_RETRIES} write races")
+        new = replace(decision.new_state, observed_at=read_started, pending_transitions=carried.records(transitions))
+        written = self.store.put_account(new, etag)
+        if transitions:
+            self.outbox.emit(transitions)
+            with contextlib.suppress(ConflictError):  # a newer writer recorded them before overwriting
+                self.store.put_account(replace(new, pending_transitions=()), written)
+        if evaluation is not None and perimeter_aware:
+            for view in evaluation.snapshot.perimeters:
+                transitions.extend(self._commit_profile(view, account_id, provenance, emit))
+        return transitions
 
-    def _write_account(
-        self, account_id: str, etag: str | None, previous: AccountState | None, new: AccountState | None
-    ) -> None:
-        if new is None:
-            if previous is not None and etag is not None:
-                self.store.delete_account(account_id, etag)
-            return
-        if previous is not None and _same_state(previous, new):
-            return  # nothing changed: skip the write (the common case for sweeps and re-deliveries)
-        self.store.put_account(new, etag)
-
-    def _apply_profile(
+    def _commit_profile(
         self, view: PerimeterView, account_id: str, provenance: Provenance, emit: bool
     ) -> list[Transition]:
+        """The same ordering for a perimeter profile, shared by all its accounts: whichever of
+        them commits a newer ``accessRulesVersion`` first reports the change; the others find it
+        stored and report nothing."""
         current = profile_state_of(view)
         for _ in range(_MAX_CONFLICT_RETRIES):
             stored = self.store.get_profile(view.perimeter_id, view.profile_name)
-            previous = stored.value if stored else None
-            if previous == current:
+            previous = stored.value if stored is not None else None
+            if emit and previous is not None:
+                self._record(previous.pending_transitions)
+            if previous is not None and not _newer_profile(previous, current):
+                if emit and stored is not None and previous.pending_transitions:
+                    self._clear_profile(previous, stored.etag)
                 return []
-            transitions = decide_profile(previous, current, account_id, provenance, self.config.params)
-            if emit and transitions:
-                self.sink.emit(transitions)
+            transitions = list(decide_profile(previous, current, account_id, provenance, self.config.params))
+            transitions = transitions if emit else []
             try:
-                self.store.put_profile(current, stored.etag if stored else None)
+                written = self.store.put_profile(
+                    replace(current, pending_transitions=carried.records(transitions)),
+                    stored.etag if stored is not None else None,
+                )
             except ConflictError:
-                continue
-            return list(transitions) if emit else []
+                continue  # lost to a concurrent writer: nothing was emitted; look again
+            if transitions:
+                self.outbox.emit(transitions)
+                self._clear_profile(current, written)
+            return transitions
         raise ConflictError(f"gave up on profile {view.profile_name} of {view.perimeter_id}")
+
+    def _clear_profile(self, state: ProfileState, etag: str) -> None:
+        with contextlib.suppress(ConflictError):  # a newer writer recorded them before overwriting
+            self.store.put_profile(replace(state, pending_transitions=()), etag)
 
     # -- baseline and sweep ------------------------------------------------------------------------
     def record_baseline(self, evaluations: Iterable[Evaluation]) -> int:
         """Store evaluations as the baseline without emitting anything (``scan --state``)."""
         count = 0
         for evaluation in evaluations:
-            self.apply(evaluation.snapshot.id, evaluation, Provenance(source="scan"), emit=False)
+            account_id = evaluation.snapshot.id
+            for attempt in range(_MAX_CONFLICT_RETRIES):
+                stored = self.store.get_account(account_id)
+                scan = Provenance(source="scan")
+                try:
+                    self._commit(account_id, stored, evaluation, scan, TargetKind.ACCOUNT, self.clock(), False)
+                except ConflictError:
+                    if attempt == _MAX_CONFLICT_RETRIES - 1:
+                        raise
+                    continue
+                break
             count += 1
         return count
 
-    async def _changed_by_graph(self, subscriptions: Sequence[str], report: SweepReport) -> dict[str, str]:
-        """Accounts whose Resource Graph summary differs from the stored state (or is new)."""
-        from shared.adapters.resource_graph import ResourceGraphReader
-
-        summaries = await ResourceGraphReader(self.clients.graph()).account_summaries(subscriptions)
+    async def _changed_by_graph(
+        self, subscriptions: Sequence[str], readers: Readers, report: SweepReport
+    ) -> dict[str, str]:
+        """Accounts whose Resource Graph summary differs from the stored state (or is new), and
+        stored rows that still carry unrecorded transitions."""
+        if readers.summaries is None:
+            raise ValueError("the graph sweep needs a Resource Graph reader")
+        summaries = await readers.summaries.account_summaries(subscriptions)
         changed: dict[str, str] = {}
         for summary in summaries:
             stored = await asyncio.to_thread(self.store.get_account, summary.id)
-            if stored is not None and stored.value.summary_digest == summary.digest:
+            settled = stored is not None and not stored.value.pending_transitions
+            if settled and stored is not None and stored.value.summary_digest == summary.digest:
                 report.unchanged += 1
                 continue
             changed[summary.id.lower()] = summary.id
@@ -352,20 +587,19 @@ class Pipeline:
         report.listed = len(listed)
         return changed
 
-    async def sweep(self, subscriptions: Sequence[str], use_graph: bool = False) -> SweepReport:
+    async def sweep(self, subscriptions: Sequence[str], readers: Readers, use_graph: bool = False) -> SweepReport:
         """Reconcile everything in scope. ``use_graph``: list with Resource Graph and evaluate only
         accounts whose summary changed (a cheap frequent sweep); otherwise list with ARM and
         evaluate every account (the full sweep, which also catches drift in child resources that
-        the summary cannot show)."""
+        the summary cannot show). Then re-queue windows nobody takes care of."""
         report = SweepReport()
-        reader = ArmReader(self.clients)
         accounts: dict[str, str] = {}
         if use_graph:
-            accounts = await self._changed_by_graph(subscriptions, report)
+            accounts = await self._changed_by_graph(subscriptions, readers, report)
         else:
             for subscription in subscriptions:
                 try:
-                    for account in await reader.list_account_ids(subscription):
+                    for account in await readers.accounts.list_account_ids(subscription):
                         accounts.setdefault(account.lower(), account)
                 except Exception as exc:
                     report.failed.append(f"list {subscription}: {type(exc).__name__}")
@@ -379,32 +613,29 @@ class Pipeline:
         async def one(account_id: str) -> None:
             async with gate:
                 try:
-                    report.transitions += len(await self.evaluate_account(account_id, provenance, reader))
+                    result = await self.evaluate_account(account_id, provenance, readers)
                 except Exception as exc:
                     report.failed.append(f"{account_id}: {type(exc).__name__}")
                     log.warning("sweep failed on %s: %s", account_id, type(exc).__name__)
+                    return
+                report.transitions += len(result.transitions)
+                if result.partial:  # applied as far as read; the next sweep reads it again
+                    report.partial.append(account_id)
 
         await asyncio.gather(*(one(a) for a in accounts.values()))
         report.accounts = len(accounts)
-        for marker in await asyncio.to_thread(self.store.overdue_pending, self.clock(), max(self.window, 60.0)):
-            self.enqueue(marker.target, 0.0)
+        now = self.clock()
+        for marker in await asyncio.to_thread(self.store.overdue_pending, now, max(self.window_seconds, 60.0)):
+            await asyncio.to_thread(self.enqueue, marker.target, 0.0)
             report.requeued += 1
+        report.backing_off = len(await asyncio.to_thread(self.store.failing_pending))
         return report
 
 
-def _same_state(a: AccountState, b: AccountState) -> bool:
-    return (
-        a.findings,
-        a.associations,
-        a.key_vault_name,
-        a.vm_ids,
-        a.backup_instance_ids,
-        a.snapshot_digest,
-    ) == (
-        b.findings,
-        b.associations,
-        b.key_vault_name,
-        b.vm_ids,
-        b.backup_instance_ids,
-        b.snapshot_digest,
-    )
+def _newer_profile(previous: ProfileState, current: ProfileState) -> bool:
+    """Whether ``current`` should replace ``previous``: different rules, and not an older read of
+    them (ARM increments ``accessRulesVersion`` on every change of a profile's rules)."""
+    old, new = previous.access_rules_version, current.access_rules_version
+    if old is not None and new is not None and new < old:
+        return False
+    return (old, previous.rules) != (new, current.rules)

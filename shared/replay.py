@@ -19,7 +19,7 @@ from shared import runtime
 from shared.adapters.estate import Estate
 from shared.changes import Target, Transition, transition_to_dict
 from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, IntakeReport, Pipeline
+from shared.pipeline import CollectingSink, IntakeReport, Pipeline, TransitionSink, WindowStatus, deliver
 from shared.scan import AccountResult
 from shared.targeting import Scope
 
@@ -79,36 +79,28 @@ def load_events(path: Path) -> list[Any]:
 
 
 def _pipeline(
-    estate: Estate, store: Any, config: RulesConfig, window: float, queue: MemoryQueue, sink: CollectingSink
+    store: Any, config: RulesConfig, window: float, queue: MemoryQueue, sink: TransitionSink, scope: Scope
 ) -> Pipeline:
-    from shared.wiring import EstateClients
-
-    return Pipeline(
-        clients=EstateClients(estate),
-        store=store,
-        config=config,
-        scope=Scope(tuple(sorted(estate.subscriptions))),
-        window_seconds=window,
-        enqueue=queue.send,
-        sink=sink,
-    )
+    return Pipeline(store=store, outbox=sink, enqueue=queue.send, config=config, scope=scope, window_seconds=window)
 
 
 def record_baseline_estate(estate: Estate, store: Any, config: RulesConfig) -> int:
     """Evaluate every account of an estate and store the results as the baseline."""
     from shared.adapters.arm_reader import ArmReader
     from shared.scan import accounts_in_scope, scan
+    from shared.wiring import EstateClients
 
-    sink = CollectingSink()
-    pipeline = _pipeline(estate, store, config, 0.0, MemoryQueue(), sink)
     today = datetime.now(UTC).date()
 
     async def run() -> list[AccountResult]:
-        reader = ArmReader(pipeline.clients)
+        reader = ArmReader(EstateClients(estate))
         ids = await accounts_in_scope(reader, sorted(estate.subscriptions))
         return await scan(reader, ids, config, today)
 
     results = runtime.run(run())
+    pipeline = _pipeline(
+        store, config, 0.0, MemoryQueue(), CollectingSink(), Scope(tuple(sorted(estate.subscriptions)))
+    )
     return pipeline.record_baseline(r.evaluation for r in results if r.evaluation is not None)
 
 
@@ -116,15 +108,7 @@ def record_scan(state_path: str, results: Sequence[AccountResult], config: Rules
     """``scan --state``: store a scan's evaluations as the baseline a later replay diffs against."""
     store = _open_store(state_path)
     try:
-        pipeline = Pipeline(
-            clients=None,  # type: ignore[arg-type]  # recording reads nothing
-            store=store,
-            config=config,
-            scope=Scope(()),
-            window_seconds=0.0,
-            enqueue=MemoryQueue().send,
-            sink=CollectingSink(),
-        )
+        pipeline = _pipeline(store, config, 0.0, MemoryQueue(), CollectingSink(), Scope(()))
         return pipeline.record_baseline(r.evaluation for r in results if r.evaluation is not None)
     finally:
         store.close()
@@ -141,6 +125,9 @@ class _Tee:
         self.outbox.emit(transitions)
 
 
+_REPLAY_ROUNDS = 3  # follow-up windows and retries queued by an evaluation get this many more rounds
+
+
 def replay(
     events_path: Path,
     estate_path: Path,
@@ -152,6 +139,8 @@ def replay(
     env: Mapping[str, str] | None = None,
 ) -> ReplayResult:
     """``destinations`` (shared.notify.destinations configs): deliver the transitions to them."""
+    from shared.wiring import EstateClients, readers_for
+
     config = config or RulesConfig()
     raw_events = load_events(events_path)
     estate = Estate.load(estate_path)
@@ -159,16 +148,17 @@ def replay(
     try:
         if baseline_path is not None:
             record_baseline_estate(Estate.load(baseline_path), store, config)
-        queue, sink = MemoryQueue(), CollectingSink()
-        pipeline = _pipeline(estate, store, config, window, queue, sink)
+        queue, collected = MemoryQueue(), CollectingSink()
+        sink: TransitionSink = collected
         dispatcher = None
         if destinations:
             from shared.notify.destinations import build_senders
             from shared.notify.dispatch import Dispatcher, OutboxSink
 
             senders, digests = build_senders(destinations, env)
-            pipeline.sink = _Tee(sink, OutboxSink(store, destinations))
+            sink = _Tee(collected, OutboxSink(store, destinations))
             dispatcher = Dispatcher(store, senders, digests)
+        pipeline = _pipeline(store, config, window, queue, sink, Scope(tuple(sorted(estate.subscriptions))))
         result = ReplayResult()
         good = [e for e in raw_events if isinstance(e, dict)]
         result.errors.extend(
@@ -176,18 +166,29 @@ def replay(
         )
         result.intake = pipeline.intake(good)
         result.errors.extend(result.intake.errors)
+        readers = readers_for(EstateClients(estate))
 
         async def close_windows() -> None:
-            for target in queue.drain():
-                await pipeline.evaluate_pending(target)
-                result.evaluations += 1
+            # The estate already shows the state after the events: every window closes now.
+            for _ in range(1 + _REPLAY_ROUNDS):
+                targets = queue.drain()
+                if not targets:
+                    return
+                for target in targets:
+                    outcome = await pipeline.evaluate_window(target, readers)
+                    if outcome.status in (WindowStatus.DONE, WindowStatus.RETRY):
+                        result.evaluations += 1
+                    if outcome.status is WindowStatus.RETRY:
+                        result.errors.append(f"{target.key}: {outcome.error}")
+            left = {t.key for t in queue.drain()}
+            result.errors.extend(f"{key}: not evaluated (still retrying)" for key in sorted(left))
 
         runtime.run(close_windows())
-        result.transitions = list(sink.transitions)
-        if dispatcher is not None:
-            report = dispatcher.dispatch_due(include_digests=True)
-            result.deliveries = dict(report.by_destination)
-            result.undelivered = report.retried + report.failed + report.deferred + report.held
+        result.transitions = list(collected.transitions)
+        dispatched = deliver(dispatcher, include_digests=True)
+        if dispatched is not None:
+            result.deliveries = dict(dispatched.by_destination)
+            result.undelivered = dispatched.retried + dispatched.failed + dispatched.deferred + dispatched.held
         return result
     finally:
         store.close()

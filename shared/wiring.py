@@ -1,4 +1,5 @@
-"""The one place that builds clients: lazily, once per process, never at import time.
+"""The one place that builds clients (once per process) and readers (once per invocation),
+lazily, never at import time.
 
 Two families behind the same ClientFactory interface:
 - ``LiveClients``: azure-identity credential (managed identity in Azure, the developer's login
@@ -17,6 +18,7 @@ from typing import Any
 
 from shared.adapters.estate import AsyncEstateTransport, Estate, RequestLog
 from shared.cloud import Cloud, cloud_from_env
+from shared.pipeline import Readers
 
 # azure-core retries 408/429/5xx itself, honouring Retry-After: keep that the single layer.
 ARM_RETRY_TOTAL = 3
@@ -216,3 +218,23 @@ class LiveClients(_Factory):
         await super().close()
         await self.credential.close()
         await self.http.close()
+
+
+class GraphSummaries:
+    """Resource Graph account summaries, the SDK imported and the client built on first use."""
+
+    def __init__(self, clients: Any) -> None:
+        self._clients = clients
+
+    async def account_summaries(self, subscriptions: Any) -> Any:
+        from shared.adapters.resource_graph import ResourceGraphReader
+
+        return await ResourceGraphReader(self._clients.graph()).account_summaries(subscriptions)
+
+
+def readers_for(clients: Any) -> Readers:
+    """The pipeline's readers over a client factory, for one invocation: the clients (and their
+    connection pools) are the process's; the readers' lookup caches live for this run only."""
+    from shared.adapters.arm_reader import ArmReader, TargetReads
+
+    return Readers(accounts=ArmReader(clients), targets=TargetReads(clients), summaries=GraphSummaries(clients))

@@ -6,6 +6,7 @@ evaluation that exhausts its retries is re-queued, never dropped."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,23 @@ from bench.server import Faults, serving
 from shared import runtime
 from shared.adapters.estate import Estate
 from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline
+from shared.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.replay import MemoryQueue, record_baseline_estate
 from shared.state.sqlite_store import SqliteStateStore
 from shared.targeting import Scope
+from shared.wiring import readers_for
 from tests.test_pipeline import EXPECTED_SAMPLE, SUB, triples
 
 SAMPLES = Path(__file__).resolve().parents[1] / "shared" / "samples"
 REPORT = Path(__file__).resolve().parents[1] / "bench" / "chaos-report.json"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_twenty_percent_faults_exactly_once(tmp_path: Path) -> None:
@@ -42,27 +52,38 @@ def test_twenty_percent_faults_exactly_once(tmp_path: Path) -> None:
     with serving(Estate.load(SAMPLES / "estate-changed.json"), latency=0.0, faults=faults) as server:
         clients = live(server, read_timeout=1.0)  # a slow response is beyond the client's timeout
         queue, sink = MemoryQueue(), CollectingSink()
-        pipeline = Pipeline(clients, store, RulesConfig(), Scope((SUB,)), 30.0, queue.send, sink)
+        clock = Clock()
+        pipeline = Pipeline(
+            store=store,
+            outbox=sink,
+            enqueue=queue.send,
+            config=RulesConfig(),
+            scope=Scope((SUB,)),
+            window_seconds=30.0,
+            clock=clock,
+        )
         pipeline.intake(events)
-        pending = queue.drain()
-        # The queue runtime re-delivers a failed message; here: retry the failed targets in rounds.
+        # The queue brings every message back when it is due: here, in rounds, the clock moved on
+        # past each failed window's back-off between rounds.
         for _ in range(20):
+            pending = queue.drain()
             if not pending:
                 break
             failed: list[Any] = []
 
             async def attempt(batch: list[Any] = pending, failed: list[Any] = failed) -> None:
+                readers = readers_for(clients)
                 for target in batch:
-                    try:
-                        await pipeline.evaluate_pending(target)
-                    except Exception:
-                        failed.append(target)  # released back to pending by the pipeline
+                    result = await pipeline.evaluate_window(target, readers)
+                    if result.status is WindowStatus.RETRY:
+                        failed.append(target)  # backing off, its retry queued
 
             runtime.run(attempt())
             rounds.append(len(failed))
-            pending = failed
+            clock.now += 86_400.0
         runtime.run(clients.close())
-    assert pending == [], "an evaluation was dropped"
+    assert queue.drain() == [], "an evaluation was dropped"
+    assert store.overdue_pending(1e12, 0.0) == [], "a window was left pending"
     found = triples(sink.transitions)
     assert set(found) == EXPECTED_SAMPLE  # none missing, none invented
     keys = [(t.key, t.kind.value) for t in sink.transitions]

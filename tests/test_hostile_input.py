@@ -136,7 +136,9 @@ def test_batch_with_hostile_events_processes_the_good_ones(caplog: Any) -> None:
     ]
     store = SqliteStateStore(":memory:")
     queue, sink = MemoryQueue(), CollectingSink()
-    pipeline = Pipeline(EstateClients(Estate(BASE)), store, RulesConfig(), Scope((SUB,)), 30.0, queue.send, sink)
+    pipeline = Pipeline(
+        store=store, outbox=sink, enqueue=queue.send, config=RulesConfig(), scope=Scope((SUB,)), window_seconds=30.0
+    )
     with caplog.at_level(logging.INFO):
         report = pipeline.intake([*hostile, good])
     assert report.accepted >= 2  # the good one, and the ones that are odd but valid

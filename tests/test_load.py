@@ -13,11 +13,11 @@ import pytest
 
 from shared import runtime
 from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline
+from shared.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.replay import MemoryQueue, record_baseline_estate
 from shared.state.table_store import TableStateStore
 from shared.targeting import Scope
-from shared.wiring import EstateClients
+from shared.wiring import EstateClients, readers_for
 from tests.azurite import Azurite, unique_name
 from tests.test_pipeline import SUB, storm_estates, storm_events
 
@@ -32,7 +32,10 @@ def test_ten_thousand_events_none_lost_none_duplicated(azurite: Azurite) -> None
     record_baseline_estate(before, store, RulesConfig())
     events = storm_events(ids, events_total)
     queue, sink = MemoryQueue(), CollectingSink()
-    pipeline = Pipeline(EstateClients(after), store, RulesConfig(), Scope((SUB,)), 30.0, queue.send, sink)
+    pipeline = Pipeline(
+        store=store, outbox=sink, enqueue=queue.send, config=RulesConfig(), scope=Scope((SUB,)), window_seconds=30.0
+    )
+    clients = EstateClients(after)
 
     tracemalloc.start()
     started = time.monotonic()
@@ -46,8 +49,10 @@ def test_ten_thousand_events_none_lost_none_duplicated(azurite: Azurite) -> None
     targets = queue.drain()
 
     async def evaluate_all() -> None:
+        readers = readers_for(clients)
         for target in targets:
-            await pipeline.evaluate_pending(target)
+            result = await pipeline.evaluate_window(target, readers)
+            assert result.status is WindowStatus.DONE, result.error
 
     runtime.run(evaluate_all())
     _, peak = tracemalloc.get_traced_memory()

@@ -17,11 +17,11 @@ import pytest
 from shared import runtime
 from shared.adapters.estate import Estate
 from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline
+from shared.pipeline import CollectingSink, Pipeline, Readers, SweepReport, WindowStatus
 from shared.replay import MemoryQueue, record_baseline_estate, replay
 from shared.state.base import StateStore
 from shared.targeting import Scope
-from shared.wiring import EstateClients
+from shared.wiring import EstateClients, readers_for
 from tests.azurite import Azurite, unique_name
 
 SAMPLES = Path(__file__).resolve().parents[1] / "shared" / "samples"
@@ -66,21 +66,50 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
         store.close()
 
 
+class Driver:
+    """The steps over one store, queue and outbox, reading an estate (a fresh set of readers
+    per call, as the function app builds per invocation)."""
+
+    def __init__(self, clients: EstateClients, store: StateStore, queue: MemoryQueue, sink: Any, window: float) -> None:
+        self.clients = clients
+        self.pipeline = Pipeline(
+            store=store,
+            outbox=sink,
+            enqueue=queue.send,
+            config=RulesConfig(),
+            scope=Scope((SUB,)),
+            window_seconds=window,
+        )
+
+    def readers(self) -> Readers:
+        return readers_for(self.clients)
+
+    def intake(self, events: Any) -> Any:
+        return self.pipeline.intake(events)
+
+    def sweep(self, subscriptions: list[str], use_graph: bool = False) -> SweepReport:
+        return runtime.run(self.pipeline.sweep(subscriptions, self.readers(), use_graph=use_graph))
+
+
 def pipeline(
     estate: Estate, store: StateStore, queue: MemoryQueue, sink: CollectingSink, window: float = 30.0
-) -> Pipeline:
-    return Pipeline(EstateClients(estate), store, RulesConfig(), Scope((SUB,)), window, queue.send, sink)
+) -> Driver:
+    return Driver(EstateClients(estate), store, queue, sink, window)
 
 
-def run_windows(p: Pipeline, queue: MemoryQueue) -> int:
+def run_windows(p: Driver, queue: MemoryQueue) -> int:
+    """Evaluate every queued window once; the number of windows evaluated."""
     targets = queue.drain()
 
-    async def go() -> None:
+    async def go() -> int:
+        done = 0
         for target in targets:
-            await p.evaluate_pending(target)
+            result = await p.pipeline.evaluate_window(target, p.readers())
+            assert result.status is not WindowStatus.RETRY, result.error
+            done += result.status is WindowStatus.DONE
+        return done
 
-    runtime.run(go())
-    return len(targets)
+    return runtime.run(go())
 
 
 def test_sample_replay_exact_transitions_and_redelivery_changes_nothing(
@@ -186,14 +215,14 @@ def test_sweep_reconciles_what_events_missed(store_factory: Callable[[], StateSt
     record_baseline_estate(Estate.load(SAMPLES / "estate.json"), store, RulesConfig())
     queue, sink = MemoryQueue(), CollectingSink()
     p = pipeline(Estate.load(SAMPLES / "estate-changed.json"), store, queue, sink)
-    report = runtime.run(p.sweep([SUB]))
+    report = p.sweep([SUB])
     assert report.failed == [] and report.accounts == 15
     found = set(triples(sink.transitions))
     # Everything the events would have reported, now attributed to the sweep.
     assert found == EXPECTED_SAMPLE
     assert {t.provenance.changed_by for t in sink.transitions} == {"reconciliation sweep"}
     sink.transitions.clear()
-    runtime.run(p.sweep([SUB]))
+    p.sweep([SUB])
     assert sink.transitions == []
 
 
@@ -221,11 +250,11 @@ def test_graph_sweep_evaluates_only_accounts_whose_summary_changed(store_factory
     record_baseline_estate(Estate.load(SAMPLES / "estate.json"), store, RulesConfig())
     queue, sink = MemoryQueue(), CollectingSink()
     clients = EstateClients(Estate.load(SAMPLES / "estate-changed.json"))
-    p = Pipeline(clients, store, RulesConfig(), Scope((SUB,)), 30.0, queue.send, sink)
-    report = runtime.run(p.sweep([SUB], use_graph=True))
+    p = Driver(clients, store, queue, sink, 30.0)
+    report = p.sweep([SUB], use_graph=True)
     assert report.listed == 15 and report.unchanged == 14 and report.accounts == 1
     assert set(triples(sink.transitions)) == {("opened", "sftp-enabled", "stcontosoclean01")}
     graph_posts = [path for method, path in clients.log.requests if method == "POST"]
     assert len(graph_posts) == 1  # one Resource Graph query listed all 15 accounts
     # Unchanged summaries after that: the next graph sweep evaluates nothing.
-    assert runtime.run(p.sweep([SUB], use_graph=True)).accounts == 0
+    assert p.sweep([SUB], use_graph=True).accounts == 0

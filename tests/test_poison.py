@@ -1,10 +1,13 @@
-"""Poison handling: an evaluation that keeps failing goes to the poison queue after
-maxDequeueCount attempts, and the operators are told once, with the reason."""
+"""Targets that keep failing: an evaluation that fails backs off (30 s doubling up to a day, its
+own retry message queued) and the operators are told once, with the reason; a failure that
+cannot even be recorded (state store unreachable) is retried by the host and, after
+maxDequeueCount attempts, poisoned, again with one alert."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,9 @@ from shared.changes import EVALUATION_POISONED, Provenance, Target, TargetKind
 from shared.notify.base import DeliveryStatus
 from shared.notify.destinations import parse_destinations
 from shared.notify.dispatch import OutboxSink
+from shared.pipeline import EVALUATION_FAILING
+from shared.settings import QUEUE_NAME
+from shared.state.base import StoreUnavailable
 from shared.state.table_store import TableStateStore
 from shared.wiring import EstateClients
 from tests.azurite import Azurite, unique_name
@@ -37,6 +43,27 @@ class BrokenEstate(Estate):
         return super().answer(method, url)
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class UnreachableClaims:
+    """The state store, except that claiming a window fails as an unreachable service does."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def claim_pending(self, *args: Any) -> Any:
+        raise StoreUnavailable("claim: table service returned HTTP 503")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 @pytest.fixture
 def context(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from shared.settings import load_settings
@@ -46,39 +73,69 @@ def context(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("NSP_DRIFT_STATE_TABLE_PREFIX", unique_name("p"))
     store = TableStateStore.from_connection_string(azurite.connection_string, unique_name("p"))
     routes = parse_destinations([{"name": "ops", "type": "webhook", "url_setting": "U", "secret_setting": "S"}])
-    ctx = app_module.build_context(load_settings(), sink=OutboxSink(store, routes))
-    ctx.store = store
-    ctx.pipeline.store = store
-    ctx.pipeline.clients = EstateClients(BrokenEstate(json.loads((SAMPLES / "estate.json").read_text())))
+    clients = EstateClients(BrokenEstate(json.loads((SAMPLES / "estate.json").read_text())))
+    ctx = app_module.build_context(load_settings(), sink=OutboxSink(store, routes), store=store, clients=clients)
+    ctx.queue.queue_name = unique_name("q")
+    ctx.pipeline = replace(ctx.pipeline, clock=Clock())
     app_module.reset_context(ctx)
     yield ctx
     app_module.reset_context(None)
 
 
-def test_last_attempt_raises_one_operator_alert_with_the_reason(context: Any, caplog: pytest.LogCaptureFixture) -> None:
+def evaluate_function() -> Any:
     import function_app  # noqa: F401
     from handlers.evaluate import evaluate_target
 
-    run = evaluate_target.build().get_user_function()
-    target = Target(TargetKind.ACCOUNT, ACCOUNT)
-    body = json.dumps({"target": {"kind": "account", "resource_id": ACCOUNT}, "not_before": 0})
-    from shared.settings import QUEUE_NAME
+    return evaluate_target.build().get_user_function()
 
-    for round_ in range(2):  # the sweep re-queues the lost window: the same failure again
-        context.store.add_pending(target, Provenance(event_ids=(f"e{round_}",)), 0, 0)
+
+BODY = json.dumps({"target": {"kind": "account", "resource_id": ACCOUNT}, "not_before": 0})
+
+
+def test_a_target_that_keeps_failing_backs_off_and_is_reported_once(
+    context: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = evaluate_function()
+    clock = context.pipeline.clock
+    target = Target(TargetKind.ACCOUNT, ACCOUNT)
+    context.store.add_pending(target, Provenance(event_ids=("e0",)), 0, clock.now)
+    delays = []
+    for attempt in range(1, 8):
+        # Acknowledged every time (no exception for the host): the pipeline queued its own retry.
+        run(QueueMessage(id=f"m{attempt}", body=BODY.encode(), dequeue_count=1))
+        (marker,) = context.store.failing_pending()
+        assert marker.attempts == attempt and "HttpResponseError" in marker.last_error
+        delays.append(marker.due - clock.now)
+        clock.now = marker.due  # the retry message becomes visible
+    assert delays == [30.0 * 2**n for n in range(7)]  # doubling (up to a day)
+
+    alerts = [d for d, _ in context.store.due_deliveries(1e12) if d.transition["rule"] == EVALUATION_FAILING]
+    assert len(alerts) == 1  # once, although it failed seven times
+    (alert,) = alerts
+    assert alert.status is DeliveryStatus.PENDING
+    assert "HttpResponseError" in alert.transition["summary"] and "failed 5 time(s)" in alert.transition["summary"]
+    assert "failed (5 in a row)" in caplog.text
+    assert context.store.claim_pending(target, clock.now, 60.0) is not None  # the window is kept
+
+
+def test_a_failure_that_cannot_be_recorded_is_retried_by_the_host_and_poisoned_once(
+    context: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = evaluate_function()
+    store = context.store
+    context.pipeline = replace(context.pipeline, store=UnreachableClaims(store))
+    app_module.reset_context(context)
+    for round_ in range(2):  # the same failure poisons a second message
         for attempt in range(1, app_module.MAX_DEQUEUE_COUNT + 1):
-            with pytest.raises(Exception, match=r"InternalServerError|500|HttpResponseError"):
-                run(QueueMessage(id=f"m{round_}", body=body.encode(), dequeue_count=attempt))
-    alerts = context.store.due_deliveries(1e12)
+            with pytest.raises(StoreUnavailable):
+                run(QueueMessage(id=f"m{round_}", body=BODY.encode(), dequeue_count=attempt))
+    alerts = store.due_deliveries(1e12)
     assert len(alerts) == 1  # once, although two messages were poisoned
     ((delivery, _),) = alerts
     assert delivery.transition["rule"] == EVALUATION_POISONED and delivery.status is DeliveryStatus.PENDING
-    assert (
-        "HttpResponseError" in delivery.transition["summary"]
-        and f"{QUEUE_NAME}-poison" in delivery.transition["summary"]
-    )
+    assert "StoreUnavailable" in delivery.transition["summary"]
+    assert f"{QUEUE_NAME}-poison" in delivery.transition["summary"]
     assert "failed (attempt 5/5)" in caplog.text
-    assert context.store.claim_pending(target) is not None  # the window is still there for the sweep
 
 
 def test_host_json_dequeue_count_matches_the_code() -> None:

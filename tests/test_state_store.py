@@ -27,6 +27,7 @@ from shared.state.base import (
     ProfileState,
     StateStore,
     StoreUnavailable,
+    WindowBusy,
 )
 from shared.state.sqlite_store import SqliteStateStore
 from shared.state.table_store import StateTooLarge, TableStateStore
@@ -426,7 +427,9 @@ def test_purge_forgets_old_event_ids(backend: str, store: StateStore) -> None:
     assert store.record_events(["evt-old"]) == {"evt-old"}
 
 
-# -- coalescing ----------------------------------------------------------------------------------------
+# -- coalescing windows and their leases -----------------------------------------------------------
+
+LEASE = 60.0
 
 
 def test_first_event_opens_the_window_and_later_ones_merge(store: StateStore) -> None:
@@ -438,14 +441,12 @@ def test_first_event_opens_the_window_and_later_ones_merge(store: StateStore) ->
         event_times=("2026-11-25T06:00:05Z",),
     )
 
-    assert store.add_pending(target, provenance("evt-1"), 30, now=1000.0) is True
-    assert (
-        store.add_pending(Target(TargetKind.ACCOUNT, target.resource_id.upper()), bob, 30, now=1005.0)
-        is False
-    )
+    assert store.add_pending(target, provenance("evt-1"), 30, now=1000.0) is True  # owed a message
+    store.mark_queued(target, 1000.0)  # ... which was sent
+    assert store.add_pending(Target(TargetKind.ACCOUNT, target.resource_id.upper()), bob, 30, now=1005.0) is False
     assert store.add_pending(target, provenance("evt-1"), 30, now=1006.0) is False  # re-delivery
 
-    marker = store.claim_pending(target)
+    marker = store.claim_pending(target, 1031.0, LEASE)
 
     assert marker is not None
     assert (
@@ -453,6 +454,7 @@ def test_first_event_opens_the_window_and_later_ones_merge(store: StateStore) ->
         and marker.first_seen == 1000.0
         and marker.due == 1030.0
         and marker.attempts == 0
+        and marker.lease_until == 1031.0 + LEASE
     )
     assert marker.provenance == Provenance(
         event_ids=("evt-1", "evt-2"),
@@ -467,73 +469,139 @@ def test_first_event_opens_the_window_and_later_ones_merge(store: StateStore) ->
     )
 
 
+def test_a_window_whose_message_was_never_sent_asks_the_redelivered_event_to_send_it(store: StateStore) -> None:
+    target = Target(TargetKind.ACCOUNT, account_id("stdata01"))
+    assert store.add_pending(target, provenance("evt-1"), 30, now=1000.0) is True  # ... the send fails
+    assert store.add_pending(target, provenance("evt-2"), 30, now=1001.0) is False  # another event: not its job
+    assert store.add_pending(target, provenance("evt-1"), 30, now=1010.0) is True  # evt-1 again: re-send
+    store.mark_queued(target, 1010.0)
+    assert store.add_pending(target, provenance("evt-1"), 30, now=1011.0) is False
+
+
 @pytest.mark.parametrize("shared_client", [True, False], ids=["one-client", "eight-clients"])
-def test_racing_add_pending_opens_exactly_one_window(
-    store_factory: StoreFactory, shared_client: bool
-) -> None:
+def test_racing_add_pending_opens_exactly_one_window(store_factory: StoreFactory, shared_client: bool) -> None:
     target = Target(TargetKind.PERIMETER, PERIMETER)
     stores = [store_factory()] * 8 if shared_client else [store_factory() for _ in range(8)]
 
-    opened = in_threads(
-        8, lambda i: stores[i].add_pending(target, provenance(f"evt-{i}", f"u{i}@x"), 30, 1000.0 + i)
-    )
+    opened = in_threads(8, lambda i: stores[i].add_pending(target, provenance(f"evt-{i}", f"u{i}@x"), 30, 1000.0 + i))
 
     assert opened.count(True) == 1
-    marker = stores[0].claim_pending(target)
+    marker = stores[0].claim_pending(target, 2000.0, LEASE)
     assert marker is not None
     assert sorted(marker.provenance.event_ids) == [f"evt-{i}" for i in range(8)]
     assert len(marker.provenance.actors) == 8
 
 
-def test_claim_is_exclusive(store_factory: StoreFactory) -> None:
+def test_claim_is_an_exclusive_lease(store_factory: StoreFactory) -> None:
     target = Target(TargetKind.ACCOUNT, account_id("stdata01"))
     store = store_factory()
     store.add_pending(target, provenance("evt-1"), 30, 1000.0)
 
-    assert store.claim_pending(target) is not None
-    assert store.claim_pending(target) is None
+    claim = store.claim_pending(target, 1030.0, LEASE)
+    assert claim is not None and claim.lease_id
+    with pytest.raises(WindowBusy) as busy:
+        store.claim_pending(target, 1031.0, LEASE)  # a duplicate message while the lease runs
+    assert busy.value.until == 1030.0 + LEASE
+    assert store.complete_pending(claim, 1040.0, 30) is False  # done: deleted, no follow-up
+    assert store.claim_pending(target, 1041.0, LEASE) is None
 
     store.add_pending(target, provenance("evt-2"), 30, 1100.0)
     stores = [store_factory() for _ in range(6)]
-    claims = in_threads(6, lambda i: stores[i].claim_pending(target))
-    winners = [c for c in claims if c is not None]
+
+    def claim_or_busy(i: int) -> Any:
+        try:
+            return stores[i].claim_pending(target, 1130.0, LEASE)
+        except WindowBusy:
+            return "busy"
+
+    claims = in_threads(6, claim_or_busy)
+    winners = [c for c in claims if c not in (None, "busy")]
     assert len(winners) == 1 and winners[0].provenance.event_ids == ("evt-2",)
+    assert claims.count("busy") == 5
 
 
-def test_release_puts_the_marker_back_merged_with_a_newer_window(store: StateStore) -> None:
+def test_a_lapsed_lease_is_taken_over_and_the_first_holder_cannot_finish_it(store: StateStore) -> None:
+    target = Target(TargetKind.ACCOUNT, account_id("stdata01"))
+    store.add_pending(target, provenance("evt-1"), 30, 1000.0)
+    first = store.claim_pending(target, 1030.0, LEASE)  # ... and this worker is killed
+    assert first is not None
+
+    assert [m.target for m in store.overdue_pending(1030.0 + LEASE + 1, 0.0)] == [target]  # the sweep sees it
+    second = store.claim_pending(target, 1030.0 + LEASE + 1, LEASE)  # the redelivered message
+    assert second is not None and second.lease_id != first.lease_id
+    assert second.provenance.event_ids == ("evt-1",)
+
+    assert store.complete_pending(first, 1100.0, 30) is False  # not its window any more: no-op
+    assert store.release_pending(first, 1100.0, 1300.0, "late") is False
+    with pytest.raises(WindowBusy):
+        store.claim_pending(target, 1100.0, LEASE)  # still held by the second worker
+    store.complete_pending(second, 1100.0, 30)
+    assert store.claim_pending(target, 1101.0, LEASE) is None
+
+
+def test_events_joining_during_a_lease_become_a_follow_up_window(store: StateStore) -> None:
+    target = Target(TargetKind.PERIMETER, PERIMETER)
+    store.add_pending(target, provenance("evt-1"), 30, 1000.0)
+    store.mark_queued(target, 1000.0)
+    claim = store.claim_pending(target, 1030.0, LEASE)
+    assert claim is not None
+
+    # The holder may have read already: a new event is not counted as evaluated by it.
+    assert store.add_pending(target, provenance("evt-2", "bob@contoso.com"), 30, 1035.0) is False
+
+    assert store.complete_pending(claim, 1050.0, 30) is True  # a follow-up, owed a message
+    store.mark_queued(target, 1050.0)
+    follow_up = store.claim_pending(target, 1080.0, LEASE)
+    assert follow_up is not None
+    assert follow_up.provenance.event_ids == ("evt-2",)
+    assert (follow_up.first_seen, follow_up.due, follow_up.attempts) == (1050.0, 1080.0, 0)
+
+
+def test_release_backs_off_and_merges_what_joined_during_the_lease(store: StateStore) -> None:
     target = Target(TargetKind.KEY_VAULT, f"{RG}/providers/Microsoft.KeyVault/vaults/kv-cmk")
     store.add_pending(target, provenance("evt-1"), 30, 1000.0)
-    claimed = store.claim_pending(target)
+    claimed = store.claim_pending(target, 1030.0, LEASE)
     assert claimed is not None
+    store.add_pending(target, provenance("evt-2", "bob@contoso.com"), 30, 1040.0)
 
-    assert store.add_pending(target, provenance("evt-2", "bob@contoso.com"), 30, 1040.0) is True  # new window
-    store.release_pending(claimed, now=1050.0)
+    assert store.release_pending(claimed, 1050.0, retry_at=1080.0, error="HttpResponseError: 500") is True
+    assert [m.last_error for m in store.failing_pending()] == ["HttpResponseError: 500"]
+    with pytest.raises(WindowBusy) as busy:
+        store.claim_pending(target, 1060.0, LEASE)  # backing off
+    assert busy.value.until == 1080.0
+    assert store.overdue_pending(1079.0, 0.0) == []  # not lost: waiting for its retry
 
-    merged = store.claim_pending(target)
+    merged = store.claim_pending(target, 1080.0, LEASE)
     assert merged is not None
     assert merged.provenance.event_ids == ("evt-1", "evt-2")
     assert [a.upn for a in merged.provenance.actors] == ["alice@contoso.com", "bob@contoso.com"]
-    assert (merged.first_seen, merged.due, merged.attempts) == (1000.0, 1070.0, 1)
+    assert (merged.first_seen, merged.attempts) == (1000.0, 1)
 
-    store.release_pending(merged, now=1100.0)  # nothing newer: put back as is, one more attempt
-    again = store.claim_pending(target)
-    assert again is not None and again.attempts == 2 and again.due == 1100.0
+    assert store.release_pending(merged, 1100.0, retry_at=1160.0, alerted=True) is True
+    again = store.claim_pending(target, 1160.0, LEASE)
+    assert again is not None and again.attempts == 2 and again.alerted
     assert again.provenance == merged.provenance
+    store.complete_pending(again, 1170.0, 30)
+    assert store.failing_pending() == []
 
 
-def test_overdue_lists_only_windows_closed_longer_than_the_grace(store: StateStore) -> None:
+def test_overdue_lists_only_windows_nobody_takes_care_of(store: StateStore) -> None:
     late = Target(TargetKind.ACCOUNT, account_id("stlate"))
     fresh = Target(TargetKind.ACCOUNT, account_id("stfresh"))
     later = Target(TargetKind.VIRTUAL_MACHINE, VM)
+    leased = Target(TargetKind.ACCOUNT, account_id("stleased"))
     store.add_pending(late, provenance("evt-1"), 30, 1000.0)  # due 1030
     store.add_pending(later, provenance("evt-3"), 30, 1005.0)  # due 1035
     store.add_pending(fresh, provenance("evt-2"), 30, 1100.0)  # due 1130
+    store.add_pending(leased, provenance("evt-4"), 0, 1000.0)
+    assert store.claim_pending(leased, 1000.0, 200.0) is not None  # held until 1200
 
     overdue = store.overdue_pending(now=1100.0, grace_seconds=60.0)  # closed before 1040
 
     assert [m.target for m in overdue] == [late, later]
     assert overdue[0].provenance.event_ids == ("evt-1",) and overdue[0].etag
     assert store.overdue_pending(now=1000.0, grace_seconds=0.0) == []
+    assert leased in [m.target for m in store.overdue_pending(now=1261.0, grace_seconds=60.0)]  # lapsed
 
 
 # -- failure modes and construction -------------------------------------------------------------------------

@@ -25,6 +25,17 @@ class StoreUnavailable(Exception):
     """The store cannot be reached; the caller must fail so the runtime retries the work."""
 
 
+class WindowBusy(Exception):
+    """The window cannot be claimed before ``until`` (epoch seconds): another worker's lease on
+    it is still running, or it is backing off after failed evaluations."""
+
+    def __init__(self, target: Target, until: float, why: str) -> None:
+        super().__init__(f"window of {target.key} {why} until {until:.0f}")
+        self.target = target
+        self.until = until
+        self.why = why
+
+
 @dataclass(frozen=True)
 class Versioned(Generic[T]):
     value: T
@@ -50,15 +61,21 @@ class AccountState:
     vm_ids: tuple[str, ...] = ()  # VMs with VHDs in this account (lower case)
     backup_instance_ids: tuple[str, ...] = ()  # lower case
     evaluated_at: str = ""
-    snapshot_digest: str = ""  # sha256 of the snapshot, to skip no-op writes
+    snapshot_digest: str = ""  # sha256 of the snapshot
     summary_digest: str = ""  # digest of the Resource Graph summary fields (the graph sweep's change test)
     # Transition key -> its latest occurrence (a finding's opening count; shared.drift). Kept after
     # a finding resolves, and after the account is deleted (in its tombstone), so that a finding
     # that comes back is a new occurrence with a new idempotency key.
     occurrences: dict[str, int] = field(default_factory=dict)
-    # Set when the account was deleted: the row is a tombstone that only carries ``occurrences``.
-    # Stores leave tombstones out of ``all_account_ids``; ``accounts_for`` never sees them (no refs).
+    # Set when the account was deleted: the row is a tombstone that only carries ``occurrences``
+    # (and, until recorded, the resolutions its deletion made true: ``pending_transitions``).
+    # Stores leave tombstones out of ``all_account_ids`` unless they still carry transitions;
+    # ``accounts_for`` never sees them (no refs).
     deleted_at: str = ""
+    observed_at: float = 0.0  # epoch seconds when the read behind this state began
+    # The transitions this write made true, until they are known to be in the outbox (see
+    # shared.pipeline, "Ordering"): whoever overwrites the row records them first.
+    pending_transitions: tuple[dict[str, Any], ...] = ()
 
     @property
     def is_tombstone(self) -> bool:
@@ -82,18 +99,30 @@ class ProfileState:
     profile_name: str
     access_rules_version: int | None
     rules: tuple[dict[str, Any], ...] = ()  # one dict per rule: name, direction, addressPrefixes, ...
+    pending_transitions: tuple[dict[str, Any], ...] = ()  # as AccountState.pending_transitions
 
 
 @dataclass(frozen=True)
 class PendingMarker:
-    """Events waiting for one target's coalescing window to close."""
+    """Events waiting for one target's coalescing window to close, and who is evaluating them.
+
+    A claim is a lease (``lease_id`` until ``lease_until``): it lapses by itself when its worker
+    vanishes, and the window is deleted only once its evaluation's results are stored. Events
+    that arrive while a lease is held wait in ``later`` for a follow-up window. The arithmetic is
+    in shared.state.pending."""
 
     target: Target
     provenance: Provenance = field(default_factory=Provenance)
-    first_seen: float = 0.0  # epoch seconds
-    due: float = 0.0  # when the window closes
-    attempts: int = 0
+    first_seen: float = 0.0  # epoch seconds; identifies this window (a follow-up gets a new one)
+    due: float = 0.0  # when the window closes; after a failure, when to try again
+    attempts: int = 0  # evaluations of this window that failed (reset by a follow-up window)
     etag: str = ""
+    lease_id: str = ""  # the claim evaluating this window ("": nobody)
+    lease_until: float = 0.0  # the claim lapses then (computed from the clock when taken)
+    later: Provenance | None = None  # events that arrived during the lease: a follow-up window
+    queued: bool = True  # False: a message that will claim the window is owed (not confirmed sent)
+    last_error: str = ""  # why the last evaluation failed (redacted, one line)
+    alerted: bool = False  # the operators were told this window keeps failing
 
 
 class StateStore(Protocol):
@@ -119,7 +148,8 @@ class StateStore(Protocol):
         ...
 
     def all_account_ids(self) -> list[str]:
-        """Ids of the stored accounts, without the tombstones of deleted ones."""
+        """Ids of the stored accounts, without the tombstones of deleted ones (except those still
+        carrying transitions to record: the sweep re-reads them, which records them)."""
         ...
 
     # -- idempotency ------------------------------------------------------------------------
@@ -135,23 +165,48 @@ class StateStore(Protocol):
         """Forget event ids recorded before ``older_than`` (epoch seconds); returns how many."""
         ...
 
-    # -- coalescing ---------------------------------------------------------------------------
+    # -- coalescing windows and their leases (every write ETag-guarded) ------------------------
     def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
-        """Merge into the target's open marker, or open one that closes at now + window.
-        Returns True only when this call opened the marker (the caller enqueues one message)."""
+        """Merge into the target's window (into ``later`` while it is leased), or open one that
+        closes at now + window. True when the window is owed a queue message: the caller sends
+        it, then calls ``mark_queued``. A window whose message was never confirmed sent says so
+        again to the next event that joins it (a re-delivered event re-sends it)."""
         ...
 
-    def claim_pending(self, target: Target) -> PendingMarker | None:
-        """Take the marker away (conditional delete) so its events are evaluated exactly once.
-        None if there is none (already claimed by a duplicate message)."""
+    def mark_queued(self, target: Target, sent_at: float) -> None:
+        """A message for the target was sent at ``sent_at``: it serves the window if that was
+        opened by then (a follow-up opened later still owes its own). No-op without a window."""
         ...
 
-    def release_pending(self, marker: PendingMarker, now: float) -> None:
-        """Put a claimed marker back (evaluation failed): merged with any newer one, attempts+1."""
+    def claim_pending(self, target: Target, now: float, lease_seconds: float) -> PendingMarker | None:
+        """Lease the window until now + lease_seconds; the lease lapses by itself. None if there
+        is no window (already evaluated). Raises WindowBusy while another lease runs or while the
+        window backs off after failures. A lapsed lease is taken over, ``later`` merged in."""
+        ...
+
+    def complete_pending(self, claimed: PendingMarker, now: float, window_seconds: float) -> bool:
+        """The claimed window's results are stored: delete it, unless events joined during the
+        lease, which become a follow-up window closing at now + window_seconds (True: the caller
+        sends its message, then ``mark_queued``). A no-op when the lease was taken over."""
+        ...
+
+    def release_pending(
+        self, claimed: PendingMarker, now: float, retry_at: float, error: str = "", alerted: bool = False
+    ) -> bool:
+        """The evaluation failed: end the lease, count the attempt, try again at ``retry_at``
+        (``later`` merged in); ``alerted``: the operators have been told it keeps failing. False
+        when the lease was taken over (nothing changed); True: the caller sends the retry's
+        message, then ``mark_queued``."""
         ...
 
     def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
-        """Markers whose window closed more than ``grace_seconds`` ago (lost queue message)."""
+        """Windows nobody is taking care of for more than ``grace_seconds``: closed (or due for a
+        retry) with no lease, or leased with a lease that lapsed (lost message, vanished worker).
+        Windows backing off until later are not overdue."""
+        ...
+
+    def failing_pending(self) -> list[PendingMarker]:
+        """Windows whose last evaluation failed (backing off): the operators' count."""
         ...
 
     def close(self) -> None: ...

@@ -1,4 +1,4 @@
-"""One JSON codec for everything the state stores persist, plus the pending-marker arithmetic.
+"""One JSON codec for everything the state stores persist (window arithmetic: shared.state.pending).
 
 Both stores (Table storage and SQLite) call these functions, so a state written by one reads
 back identically in the other and the coalescing rules cannot drift apart. Decoders validate
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from typing import Any
 
 from shared.changes import Actor, Provenance, Target, TargetKind
 from shared.notify.base import Delivery, DeliveryStatus, TaskRef
-from shared.state.base import AccountState, AssociationState, PendingMarker, ProfileState, merge_provenance
+from shared.state.base import AccountState, AssociationState, PendingMarker, ProfileState
 
 FORMAT = 1  # bumped when the JSON layout changes incompatibly; decoders reject other values
 
@@ -105,6 +105,11 @@ def account_from_dict(document: Mapping[str, Any], what: str = "account") -> Acc
         summary_digest=str(document.get("summary_digest", "")),  # absent in states written before it existed
         occurrences=_occurrences(document, what),
         deleted_at=_get(document, "deleted_at", str, what) if "deleted_at" in document else "",
+        # Absent in states written before the pipeline ordered reads and carried its transitions.
+        observed_at=float(document.get("observed_at") or 0.0),
+        pending_transitions=_objects(document, "pending_transitions", what)
+        if "pending_transitions" in document
+        else (),
     )
 
 
@@ -138,6 +143,9 @@ def profile_from_json(text: str) -> ProfileState:
         profile_name=_get(document, "profile_name", str, "profile"),
         access_rules_version=_get(document, "access_rules_version", (int, type(None)), "profile"),
         rules=_objects(document, "rules", "profile"),
+        pending_transitions=_objects(document, "pending_transitions", "profile")
+        if "pending_transitions" in document
+        else (),
     )
 
 
@@ -201,12 +209,21 @@ def pending_to_json(marker: PendingMarker) -> str:
             "first_seen": marker.first_seen,
             "due": marker.due,
             "attempts": marker.attempts,
+            "lease_id": marker.lease_id,
+            "lease_until": marker.lease_until,
+            "later": provenance_to_dict(marker.later) if marker.later is not None else None,
+            "queued": marker.queued,
+            "last_error": marker.last_error,
+            "alerted": marker.alerted,
         }
     )
 
 
 def pending_from_json(text: str, etag: str) -> PendingMarker:
     document = loads(text, "pending")
+    later = document.get("later")
+    if later is not None and not isinstance(later, dict):
+        raise CodecError(f"pending.later: expected object or null, got {type(later).__name__}")
     return PendingMarker(
         target=target_from_dict(_get(document, "target", dict, "pending"), "pending.target"),
         provenance=provenance_from_dict(_get(document, "provenance", dict, "pending"), "pending.provenance"),
@@ -214,34 +231,13 @@ def pending_from_json(text: str, etag: str) -> PendingMarker:
         due=float(_get(document, "due", (int, float), "pending")),
         attempts=_get(document, "attempts", int, "pending"),
         etag=etag,
-    )
-
-
-def opened_marker(target: Target, provenance: Provenance, window_seconds: float, now: float) -> PendingMarker:
-    """A new coalescing window: it closes ``window_seconds`` after its first event."""
-    return PendingMarker(target, provenance, first_seen=now, due=now + max(window_seconds, 0.0))
-
-
-def joined_marker(open_marker: PendingMarker, provenance: Provenance) -> PendingMarker:
-    """An event joins an open window; the window does not move (no starvation under a stream)."""
-    return replace(open_marker, provenance=merge_provenance(open_marker.provenance, provenance))
-
-
-def released_marker(claimed: PendingMarker, current: PendingMarker | None, now: float) -> PendingMarker:
-    """A claimed marker put back after a failed evaluation, merged with any window opened since.
-
-    ``due`` becomes at least ``now``: the queue redelivers the failed message by itself, and the
-    sweep's overdue check should count its grace from the failure, not from the old window.
-    """
-    if current is None:
-        return replace(claimed, due=max(claimed.due, now), attempts=claimed.attempts + 1, etag="")
-    return PendingMarker(
-        target=current.target,
-        provenance=merge_provenance(claimed.provenance, current.provenance),
-        first_seen=min(claimed.first_seen, current.first_seen),
-        due=max(current.due, now),
-        attempts=max(claimed.attempts + 1, current.attempts),
-        etag=current.etag,
+        # Absent in windows written before leases existed: no lease, message sent.
+        lease_id=str(document.get("lease_id") or ""),
+        lease_until=float(document.get("lease_until") or 0.0),
+        later=provenance_from_dict(later, "pending.later") if later is not None else None,
+        queued=bool(document.get("queued", True)),
+        last_error=str(document.get("last_error") or ""),
+        alerted=bool(document.get("alerted", False)),
     )
 
 

@@ -12,17 +12,19 @@ repeats.
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.changes import Provenance, Target, TargetKind
 from shared.notify.base import Delivery, DeliveryStatus, TaskRef
-from shared.state import codec
+from shared.state import codec, pending
 from shared.state.base import (
     AccountState,
     ConflictError,
@@ -30,6 +32,7 @@ from shared.state.base import (
     ProfileState,
     StoreUnavailable,
     Versioned,
+    WindowBusy,
 )
 
 _SCHEMA = """
@@ -195,10 +198,12 @@ class SqliteStateStore:
 
     def all_account_ids(self) -> list[str]:
         with self._reading() as db:
-            # Tombstones of deleted accounts (shared.drift) keep their occurrences but are not listed.
+            # Tombstones of deleted accounts (shared.drift) keep their occurrences but are not listed,
+            # unless they still carry transitions to record (a sweep then reads them once more).
             query = (
                 "SELECT account_id FROM accounts"
-                " WHERE coalesce(json_extract(data, '$.deleted_at'), '') = '' ORDER BY key"
+                " WHERE coalesce(json_extract(data, '$.deleted_at'), '') = ''"
+                " OR coalesce(json_array_length(data, '$.pending_transitions'), 0) > 0 ORDER BY key"
             )
             return [r[0] for r in db.execute(query).fetchall()]
 
@@ -228,40 +233,70 @@ class SqliteStateStore:
         with self._transaction() as db:
             return db.execute("DELETE FROM events WHERE recorded_at < ?", (older_than,)).rowcount
 
-    # -- coalescing -------------------------------------------------------------------------------------
+    # -- coalescing windows and their leases ------------------------------------------------------------
+    # The ``due`` column holds pending.reclaim_at(marker): when anyone may claim the window.
     def _read_marker(self, db: sqlite3.Connection, target: Target) -> PendingMarker | None:
         row = db.execute("SELECT data, etag FROM pending WHERE key = ?", (target.key,)).fetchone()
         return codec.pending_from_json(row[0], row[1]) if row else None
 
-    def _write_marker(self, db: sqlite3.Connection, marker: PendingMarker) -> None:
+    def _write_marker(self, db: sqlite3.Connection, marker: PendingMarker) -> str:
+        etag = self._next_etag(db)
         db.execute(
             "INSERT INTO pending (key, etag, due, data) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE"
             " SET etag = excluded.etag, due = excluded.due, data = excluded.data",
-            (marker.target.key, self._next_etag(db), marker.due, codec.pending_to_json(marker)),
+            (marker.target.key, etag, pending.reclaim_at(marker), codec.pending_to_json(marker)),
         )
+        return etag
 
     def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
         with self._transaction() as db:
             current = self._read_marker(db, target)
             if current is None:
-                self._write_marker(db, codec.opened_marker(target, provenance, window_seconds, now))
+                self._write_marker(db, pending.opened(target, provenance, window_seconds, now))
                 return True
-            joined = codec.joined_marker(current, provenance)
-            if joined != current:  # a re-delivered event changes nothing: skip the write
-                self._write_marker(db, joined)
-            return False
+            marker = pending.joined(current, provenance)
+            if marker != current:  # a re-delivered event changes nothing: skip the write
+                self._write_marker(db, marker)
+            return pending.owes_message(current, provenance)
 
-    def claim_pending(self, target: Target) -> PendingMarker | None:
+    def mark_queued(self, target: Target, sent_at: float) -> None:
         with self._transaction() as db:
-            marker = self._read_marker(db, target)
-            if marker is not None:
-                db.execute("DELETE FROM pending WHERE key = ?", (target.key,))
-            return marker
+            current = self._read_marker(db, target)
+            if current is not None and not current.queued and current.first_seen <= sent_at:
+                self._write_marker(db, pending.queued(current))
 
-    def release_pending(self, marker: PendingMarker, now: float) -> None:
+    def claim_pending(self, target: Target, now: float, lease_seconds: float) -> PendingMarker | None:
         with self._transaction() as db:
-            current = self._read_marker(db, marker.target)
-            self._write_marker(db, codec.released_marker(marker, current, now))
+            current = self._read_marker(db, target)
+            if current is None:
+                return None
+            busy = pending.blocked(current, now)
+            if busy is not None:
+                raise WindowBusy(target, *busy)
+            claim = pending.claimed(current, now, lease_seconds, secrets.token_hex(8))
+            return replace(claim, etag=self._write_marker(db, claim))
+
+    def complete_pending(self, claimed: PendingMarker, now: float, window_seconds: float) -> bool:
+        with self._transaction() as db:
+            current = self._read_marker(db, claimed.target)
+            if current is None or not pending.holds(current, claimed):
+                return False  # the lease lapsed and was taken over: the new holder finishes
+            successor = pending.follow_up(current, now, window_seconds)
+            if successor is None:
+                db.execute("DELETE FROM pending WHERE key = ? AND etag = ?", (current.target.key, current.etag))
+                return False
+            self._write_marker(db, successor)
+            return True
+
+    def release_pending(
+        self, claimed: PendingMarker, now: float, retry_at: float, error: str = "", alerted: bool = False
+    ) -> bool:
+        with self._transaction() as db:
+            current = self._read_marker(db, claimed.target)
+            if current is None or not pending.holds(current, claimed):
+                return False
+            self._write_marker(db, pending.released(current, retry_at, error, alerted))
+            return True
 
     def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
         with self._reading() as db:
@@ -269,6 +304,12 @@ class SqliteStateStore:
                 "SELECT data, etag FROM pending WHERE due < ? ORDER BY due", (now - grace_seconds,)
             ).fetchall()
         return [codec.pending_from_json(data, etag) for data, etag in rows]
+
+    def failing_pending(self) -> list[PendingMarker]:
+        with self._reading() as db:
+            rows = db.execute("SELECT data, etag FROM pending ORDER BY due").fetchall()
+        markers = (codec.pending_from_json(data, etag) for data, etag in rows)
+        return [m for m in markers if m.attempts > 0]
 
     # -- outbox ----------------------------------------------------------------------------------------
     def add_deliveries(self, deliveries: list[Delivery]) -> int:

@@ -22,10 +22,12 @@ import gzip
 import hashlib
 import random
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,7 @@ from azure.data.tables import TableClient, TableEntity, TableServiceClient, Tran
 
 from shared.changes import Provenance, Target, TargetKind
 from shared.notify.base import Delivery, DeliveryStatus, TaskRef
-from shared.state import codec
+from shared.state import codec, pending
 from shared.state.base import (
     AccountState,
     ConflictError,
@@ -50,6 +52,7 @@ from shared.state.base import (
     ProfileState,
     StoreUnavailable,
     Versioned,
+    WindowBusy,
 )
 
 if TYPE_CHECKING:
@@ -307,6 +310,7 @@ class TableStateStore:
             "RowKey": _sha(codec.account_key(state.account_id)),
             "AccountId": state.account_id,
             "Deleted": state.is_tombstone,  # read by all_account_ids without decoding the row
+            "Carrying": bool(state.pending_transitions),  # a tombstone that does is still listed
             **pack(codec.dumps(document), f"account {state.account_id}"),
         }
 
@@ -355,10 +359,13 @@ class TableStateStore:
     def all_account_ids(self) -> list[str]:
         with _storage_errors(f"read {self._state_table}"):
             rows = self._table(self._state_table).query_entities(
-                "PartitionKey eq @pk", parameters={"pk": _ACCOUNT_PK}, select=["AccountId", "Deleted"]
+                "PartitionKey eq @pk", parameters={"pk": _ACCOUNT_PK}, select=["AccountId", "Deleted", "Carrying"]
             )
-            # Rows written before tombstones existed have no Deleted property: live accounts.
-            return [str(row["AccountId"]) for row in rows if row.get("Deleted") is not True]
+            # Rows written before tombstones existed have no Deleted property: live accounts. A
+            # tombstone still carrying transitions to record is listed, so a sweep records them.
+            return [
+                str(row["AccountId"]) for row in rows if row.get("Deleted") is not True or row.get("Carrying") is True
+            ]
 
     def _index_add(self, account_id: str, refs: set[tuple[TargetKind, str]]) -> None:
         with _storage_errors(f"write {self._index_table}"):
@@ -419,7 +426,10 @@ class TableStateStore:
                 table.delete_entity(row["PartitionKey"], row["RowKey"])
         return len(rows)
 
-    # -- coalescing -----------------------------------------------------------------------------------------
+    # -- coalescing windows and their leases -------------------------------------------------------------
+    # Every change is read, computed (shared.state.pending), then written conditionally on the ETag
+    # read; a lost race reads again. ``Due`` (a property of its own, for overdue_pending's filter) is
+    # pending.reclaim_at(marker): when anyone may claim the window.
     def _read_marker(self, target: Target) -> PendingMarker | None:
         entity = self._read(self._pending_table, _PENDING_PK, target.row_key)
         if entity is None:
@@ -431,61 +441,104 @@ class TableStateStore:
         return {
             "PartitionKey": _PENDING_PK,
             "RowKey": marker.target.row_key,
-            "Due": float(marker.due),  # a property of its own so overdue_pending can filter on it
+            "Due": float(pending.reclaim_at(marker)),
+            "Attempts": marker.attempts,  # failing_pending filters on it
             **pack(codec.pending_to_json(marker), f"pending {marker.target.key}"),
         }
 
-    def _store_marker(self, marker: PendingMarker, current: PendingMarker | None) -> bool:
-        """Create or conditionally replace; False when another writer got there first."""
+    def _store_marker(self, marker: PendingMarker, current: PendingMarker | None) -> str | None:
+        """Create or conditionally replace; the new ETag, or None when another writer got there first."""
         what = f"write pending {marker.target.key}"
         try:
             if current is None:
-                self._create(self._pending_table, self._marker_entity(marker), what)
-            else:
-                self._replace(self._pending_table, self._marker_entity(marker), current.etag, what)
+                return self._create(self._pending_table, self._marker_entity(marker), what)
+            return self._replace(self._pending_table, self._marker_entity(marker), current.etag, what)
         except ConflictError:
-            return False
-        return True
+            return None
 
     def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
         for attempt in range(_MAX_RACES):
             current = self._read_marker(target)
             if current is None:
-                if self._store_marker(codec.opened_marker(target, provenance, window_seconds, now), None):
+                if self._store_marker(pending.opened(target, provenance, window_seconds, now), None) is not None:
                     return True
             else:
-                joined = codec.joined_marker(current, provenance)
-                if joined == current or self._store_marker(joined, current):
-                    return False  # (an unchanged marker means a re-delivered event: no write)
+                marker = pending.joined(current, provenance)
+                # (an unchanged marker means a re-delivered event: no write)
+                if marker == current or self._store_marker(marker, current) is not None:
+                    return pending.owes_message(current, provenance)
             _backoff(attempt)
         raise ConflictError(f"add pending {target.key}: still contended after {_MAX_RACES} attempts")
 
-    def claim_pending(self, target: Target) -> PendingMarker | None:
-        marker = self._read_marker(target)
-        if marker is None:
-            return None
-        # Whoever deletes the row it read owns the events; a loser sees 412 (changed) or 404 (gone).
-        claimed = self._delete_if(self._pending_table, _PENDING_PK, target.row_key, marker.etag, f"claim {target.key}")
-        return marker if claimed else None
-
-    def release_pending(self, marker: PendingMarker, now: float) -> None:
+    def mark_queued(self, target: Target, sent_at: float) -> None:
         for attempt in range(_MAX_RACES):
-            current = self._read_marker(marker.target)
-            if self._store_marker(codec.released_marker(marker, current, now), current):
+            current = self._read_marker(target)
+            if current is None or current.queued or current.first_seen > sent_at:
+                return
+            if self._store_marker(pending.queued(current), current) is not None:
                 return
             _backoff(attempt)
-        raise ConflictError(f"release pending {marker.target.key}: still contended after {_MAX_RACES} attempts")
+        raise ConflictError(f"mark queued {target.key}: still contended after {_MAX_RACES} attempts")
 
-    def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
+    def claim_pending(self, target: Target, now: float, lease_seconds: float) -> PendingMarker | None:
+        for attempt in range(_MAX_RACES):
+            current = self._read_marker(target)
+            if current is None:
+                return None
+            busy = pending.blocked(current, now)
+            if busy is not None:
+                raise WindowBusy(target, *busy)
+            # Whoever replaces the row it read holds the lease; a loser reads again (and finds it busy).
+            claim = pending.claimed(current, now, lease_seconds, secrets.token_hex(8))
+            etag = self._store_marker(claim, current)
+            if etag is not None:
+                return replace(claim, etag=etag)
+            _backoff(attempt)
+        raise ConflictError(f"claim {target.key}: still contended after {_MAX_RACES} attempts")
+
+    def complete_pending(self, claimed: PendingMarker, now: float, window_seconds: float) -> bool:
+        what = f"complete {claimed.target.key}"
+        for attempt in range(_MAX_RACES):
+            current = self._read_marker(claimed.target)
+            if current is None or not pending.holds(current, claimed):
+                return False  # the lease lapsed and was taken over: the new holder finishes
+            successor = pending.follow_up(current, now, window_seconds)
+            if successor is None:
+                # Deleted only as read: an event joining in between changes the ETag (412, read again).
+                if self._delete_if(self._pending_table, _PENDING_PK, current.target.row_key, current.etag, what):
+                    return False
+            elif self._store_marker(successor, current) is not None:
+                return True
+            _backoff(attempt)
+        raise ConflictError(f"{what}: still contended after {_MAX_RACES} attempts")
+
+    def release_pending(
+        self, claimed: PendingMarker, now: float, retry_at: float, error: str = "", alerted: bool = False
+    ) -> bool:
+        for attempt in range(_MAX_RACES):
+            current = self._read_marker(claimed.target)
+            if current is None or not pending.holds(current, claimed):
+                return False
+            if self._store_marker(pending.released(current, retry_at, error, alerted), current) is not None:
+                return True
+            _backoff(attempt)
+        raise ConflictError(f"release pending {claimed.target.key}: still contended after {_MAX_RACES} attempts")
+
+    def _query_markers(self, condition: str) -> list[PendingMarker]:
         with _storage_errors(f"read {self._pending_table}"):
             rows = list(
                 self._table(self._pending_table).query_entities(
-                    f"PartitionKey eq @pk and Due lt {_odata_double(now - grace_seconds)}",
-                    parameters={"pk": _PENDING_PK},
+                    f"PartitionKey eq @pk and {condition}", parameters={"pk": _PENDING_PK}
                 )
             )
         markers = [codec.pending_from_json(unpack(row, "pending row"), _etag(row)) for row in rows]
-        return sorted(markers, key=lambda m: m.due)
+        return sorted(markers, key=pending.reclaim_at)
+
+    def overdue_pending(self, now: float, grace_seconds: float) -> list[PendingMarker]:
+        return self._query_markers(f"Due lt {_odata_double(now - grace_seconds)}")
+
+    def failing_pending(self) -> list[PendingMarker]:
+        return self._query_markers("Attempts gt 0")
 
     # -- outbox ----------------------------------------------------------------------------------------
     # Layout (table ``{prefix}outbox``, partition ``delivery``):
