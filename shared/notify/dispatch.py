@@ -1,7 +1,8 @@
 """The outbox and its dispatcher: every transition reaches each destination that wants it, once.
 
 ``OutboxSink`` is the pipeline's TransitionSink: it turns transitions into deliveries (one per
-accepting destination) and stores them *before* the account state is written, with ids derived
+accepting destination) and stores them once the state write that makes them true succeeded (see
+shared/pipeline.py, "Ordering"), with ids derived
 from (destination, idempotency key) so a re-decided or re-evaluated transition maps to the same
 row. ``Dispatcher`` sends what is due: it leases a delivery (conditional write) so two workers
 never send it concurrently, sends it, then marks it done. A crash between send and mark-done
