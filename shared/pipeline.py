@@ -507,10 +507,10 @@ class Pipeline:
                 self.store.put_account(replace(new, pending_transitions=()), written)
         if evaluation is not None and perimeter_aware:
             for view in evaluation.snapshot.perimeters:
-                transitions.extend(self._commit_profile(view, account_id, provenance, emit))
+                transitions.extend(self._apply_profile(view, account_id, provenance, emit))
         return transitions
 
-    def _commit_profile(
+    def _apply_profile(
         self, view: PerimeterView, account_id: str, provenance: Provenance, emit: bool
     ) -> list[Transition]:
         """The same ordering for a perimeter profile, shared by all its accounts: whichever of
