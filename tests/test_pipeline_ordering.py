@@ -146,3 +146,42 @@ def test_an_unchanged_evaluation_still_records_what_it_observed(store: SqliteSta
     assert result.transitions == ()
     assert before is not None and after is not None and after.etag != before.etag
     assert after.value.observed_at == clock.now
+
+
+def test_a_deleted_accounts_resolutions_carried_by_its_tombstone_are_recorded_by_the_sweep(
+    store: SqliteStateStore,
+) -> None:
+    """A sweep (no window to retry it) dies between the tombstone write and the outbox record:
+    the tombstone stays listed while it carries them, so the next sweep records them, once."""
+    record_baseline_estate(Estate.load(SAMPLES / "estate.json"), store, RulesConfig())
+    sftp = CLEAN.replace("stcontosoclean01", "stcontososftp01")
+    data = json.loads((SAMPLES / "estate.json").read_text())
+    gone = Estate({k: v for k, v in data.items() if "/stcontososftp01" not in k.lower()})
+    routes = parse_destinations([{"name": "siem", "type": "webhook", "url_setting": "U", "secret_setting": "S"}])
+
+    def sweeper(on: Any) -> Pipeline:
+        return Pipeline(
+            store=on,
+            outbox=OutboxSink(store, routes),
+            enqueue=MemoryQueue().send,
+            config=RulesConfig(),
+            scope=Scope((SUB,)),
+        )
+
+    with pytest.raises(Killed):
+        runtime.run(
+            sweeper(DiesAfter(store, 1)).evaluate_account(
+                sftp, Provenance(source="sweep"), readers_for(EstateClients(gone))
+            )
+        )
+    stored = store.get_account(sftp)
+    assert stored is not None and stored.value.is_tombstone and stored.value.pending_transitions
+    assert store.count_deliveries() == 0 and sftp in store.all_account_ids()
+
+    report = runtime.run(sweeper(store).sweep([SUB], readers_for(EstateClients(gone))))
+    assert report.failed == []
+    ((delivery, _),) = store.due_deliveries(1e12)
+    assert (delivery.transition["rule"], delivery.transition["transition"]) == ("sftp-enabled", "resolved")
+    assert sftp not in store.all_account_ids()  # recorded: the tombstone is no longer swept
+    runtime.run(sweeper(store).sweep([SUB], readers_for(EstateClients(gone))))
+    assert store.count_deliveries() == 1
