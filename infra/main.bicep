@@ -66,6 +66,11 @@ param coalesceSeconds int = 30
 @maxValue(240)
 param dispatchBudgetSeconds int = 120
 
+@description('NSP_DRIFT_INVOCATION_BUDGET_SECONDS: time budget of one evaluation or sweep invocation (10-480, well under functionTimeout); unfinished work is re-queued.')
+@minValue(10)
+@maxValue(480)
+param invocationBudgetSeconds int = 120
+
 @description('NSP_DRIFT_STATE_TABLE_PREFIX: prefix of the state tables (letters and digits, starting with a letter).')
 @minLength(1)
 @maxLength(41)
@@ -208,6 +213,7 @@ module appSettings 'app/appsettings.bicep' = {
     monitoredSubscriptionIds: monitored
     coalesceSeconds: coalesceSeconds
     dispatchBudgetSeconds: dispatchBudgetSeconds
+    invocationBudgetSeconds: invocationBudgetSeconds
     stateTablePrefix: stateTablePrefix
     sweepSchedule: sweepSchedule
     fullSweepSchedule: fullSweepSchedule

@@ -27,6 +27,9 @@ DOCUMENTED: dict[str, str] = {
     "NSP_DRIFT_COALESCE_SECONDS": "Coalescing window per target in seconds (default 30, 0-600)",
     "NSP_DRIFT_DISPATCH_BUDGET_SECONDS": "Time budget of one delivery run in seconds (default 120, 10-240): after it a "
     "run takes no new delivery and leaves the rest to the next run, so an invocation ends well inside functionTimeout",
+    "NSP_DRIFT_INVOCATION_BUDGET_SECONDS": "Time budget of one evaluation or sweep invocation in seconds (default "
+    "120, 10-480, well under host.json functionTimeout of 600): a perimeter change and the sweeps fan out over the "
+    "evaluation queue in batches, and work an invocation cannot finish inside it is re-queued, never dropped",
     "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
     "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the Resource Graph sweep: lists accounts, re-reads those whose "
     "summary changed, retries deliveries, sends digests (e.g. 0 */15 * * * *)",
@@ -62,6 +65,7 @@ class Settings:
     queue_service_uri: str = ""
     estate_path: str = ""
     dispatch_budget_seconds: float = 120.0
+    invocation_budget_seconds: float = 120.0
     rules: RulesConfig = field(default_factory=RulesConfig)
     cloud: Cloud = PUBLIC
 
@@ -102,6 +106,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         (120.0, 10.0, 240.0),
         "it must end, with its last send, well inside functionTimeout",
     )
+    invocation_budget = _seconds(
+        "NSP_DRIFT_INVOCATION_BUDGET_SECONDS",
+        env.get("NSP_DRIFT_INVOCATION_BUDGET_SECONDS", ""),
+        (120.0, 10.0, 480.0),
+        "an invocation must end well inside functionTimeout (600 s)",
+    )
     prefix = env.get("NSP_DRIFT_STATE_TABLE_PREFIX", "nspdrift") or "nspdrift"
     if not _TABLE_PREFIX.match(prefix):
         raise SettingsError("NSP_DRIFT_STATE_TABLE_PREFIX: letters and digits only, starting with a letter")
@@ -133,6 +143,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         queue_service_uri=queue_uri,
         estate_path=estate,
         dispatch_budget_seconds=budget,
+        invocation_budget_seconds=invocation_budget,
         rules=rules,
         cloud=cloud,
     )

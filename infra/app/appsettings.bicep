@@ -34,6 +34,11 @@ param coalesceSeconds int = 30
 @maxValue(240)
 param dispatchBudgetSeconds int = 120
 
+@description('NSP_DRIFT_INVOCATION_BUDGET_SECONDS (10-480): time budget of one evaluation or sweep invocation; the rest is re-queued.')
+@minValue(10)
+@maxValue(480)
+param invocationBudgetSeconds int = 120
+
 @description('NSP_DRIFT_STATE_TABLE_PREFIX: letters and digits, starting with a letter.')
 param stateTablePrefix string = 'nspdrift'
 
@@ -85,6 +90,7 @@ var baseSettings = {
   NSP_DRIFT_SUBSCRIPTIONS: join(monitoredSubscriptionIds, ',')
   NSP_DRIFT_COALESCE_SECONDS: string(coalesceSeconds)
   NSP_DRIFT_DISPATCH_BUDGET_SECONDS: string(dispatchBudgetSeconds)
+  NSP_DRIFT_INVOCATION_BUDGET_SECONDS: string(invocationBudgetSeconds)
   NSP_DRIFT_STATE_TABLE_PREFIX: stateTablePrefix
   NSP_DRIFT_SWEEP_SCHEDULE: sweepSchedule
   NSP_DRIFT_FULL_SWEEP_SCHEDULE: fullSweepSchedule
