@@ -102,6 +102,8 @@ def build_context(
         config=settings.rules,
         scope=Scope(settings.subscriptions),
         window_seconds=settings.coalesce_seconds,
+        enqueue_work=queue.send_work,
+        budget_seconds=settings.invocation_budget_seconds,
     )
     return AppContext(settings, store, pipeline, queue, clients, dispatcher)
 
@@ -168,18 +170,23 @@ MAX_DEQUEUE_COUNT = 5
 
 
 def handle_queue_message(body: str, dequeue_count: int) -> None:
-    from shared.adapters.queue import decode_message
+    from shared.adapters.queue import decode_any
     from shared.changes import poison_transition
     from shared.notify.redact import redact
+    from shared.work import Work
 
     try:
-        target, _ = decode_message(body)
+        item, _ = decode_any(body)
     except ValueError as exc:
         # A malformed message can never succeed: log and acknowledge instead of poisoning.
         log.error("dropped malformed evaluation message: %s", exc)
         return
     started = time.monotonic()
     ctx = context()
+    if isinstance(item, Work):
+        _handle_work(ctx, item, dequeue_count, started)
+        return
+    target = item
     try:
         result = runtime.run(ctx.pipeline.evaluate_window(target, ctx.readers()))
     except Exception as exc:
@@ -215,11 +222,37 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
     )
 
 
+def _handle_work(ctx: AppContext, work: Any, dequeue_count: int, started: float) -> None:
+    """A batch of accounts or a sweep page. A failure that escapes (store or queue unreachable)
+    raises: the queue redelivers the message and the batch is redone (idempotent)."""
+    result = runtime.run(ctx.pipeline.run_work(work, ctx.readers()))
+    report = deliver(ctx.dispatcher)
+    if report is not None:
+        log.info("delivered %d, retrying %d, failed %d", report.sent, report.retried, report.failed)
+    log.info(
+        "work %s from %s (attempt %d): %d evaluated, %d transition(s), %d deferred, %d failed, %d message(s) "
+        "queued in %.2fs",
+        work.kind.value,
+        work.origin or "-",
+        dequeue_count,
+        result.evaluated,
+        len(result.transitions),
+        result.deferred,
+        len(result.failed),
+        result.queued,
+        time.monotonic() - started,
+    )
+
+
 def handle_sweep(past_due: bool = False, full: bool = True) -> None:
+    """The timer only plans: one message per subscription, which lists and queues batches."""
     ctx = context()
     if past_due:
         log.warning("reconciliation sweep is running late")
-    report = runtime.run(ctx.pipeline.sweep(ctx.settings.subscriptions, ctx.readers(), use_graph=not full))
+    if ctx.pipeline.enqueue_work is not None:
+        report = runtime.run(ctx.pipeline.plan_sweep(ctx.settings.subscriptions, full))
+    else:
+        report = runtime.run(ctx.pipeline.sweep(ctx.settings.subscriptions, ctx.readers(), use_graph=not full))
     log.info(
         "sweep: %d account(s), %d transition(s), %d failure(s), %d partial, %d window(s) re-queued, "
         "%d window(s) backing off",

@@ -24,7 +24,15 @@ from shared.changes import (
     Transition,
     TransitionKind,
 )
-from shared.model import AccessMode, AccessRule, Evaluation, Finding, PerimeterView, Severity
+from shared.model import (
+    AccessMode,
+    AccessRule,
+    Evaluation,
+    Finding,
+    PerimeterView,
+    Severity,
+    StorageAccountSnapshot,
+)
 from shared.output import finding_to_dict
 from shared.rules.base import RuleParams
 from shared.state.base import AccountState, AssociationState, ProfileState
@@ -59,7 +67,22 @@ def account_state_of(evaluation: Evaluation, evaluated_at: str) -> AccountState:
         evaluated_at=evaluated_at,
         snapshot_digest=snapshot_digest(evaluation),
         summary_digest=summary_digest(summary_of_snapshot(snap)),
+        facts=facts_of(snap),
     )
+
+
+def facts_of(snap: StorageAccountSnapshot) -> dict[str, str]:
+    """What ``AccountState.facts`` keeps of a snapshot (the perimeter rules' account inputs)."""
+    return {
+        "name": snap.name,
+        "kind": snap.kind,
+        "location": snap.location,
+        "publicNetworkAccess": snap.public_network_access,
+        "defaultAction": snap.network_acls.default_action,
+        "keySource": snap.encryption.key_source,
+        "keyVaultUri": snap.encryption.key_vault_uri,
+        "keyName": snap.encryption.key_name,
+    }
 
 
 def rule_record(rule: AccessRule) -> dict[str, Any]:
@@ -336,6 +359,10 @@ def decide_account(
         return AccountDecision(tuple(transitions), _tombstone(prev, history, evaluated_at))
     if rules is not None and live is not None:
         curr = AccountState(**{**asdict_shallow(curr), **_carried_references(live, rules)})
+    if evaluation is not None and evaluation.snapshot.account_from_state and live is not None:
+        # Only the perimeter side was read: what describes the whole account stays as last read.
+        kept_fields = ("snapshot_digest", "summary_digest", "facts")
+        curr = AccountState(**{**asdict_shallow(curr), **{f: getattr(live, f) for f in kept_fields}})
     perimeter_unknown = bool(evaluation and "networkSecurityPerimeterConfigurations" in evaluation.snapshot.incomplete)
     if (not associations or perimeter_unknown) and live is not None:
         # The perimeter side was not read (or this evaluation may not judge it): an unreadable

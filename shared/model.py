@@ -225,6 +225,9 @@ class StorageAccountSnapshot:
     # Reads that failed for a reason other than "not configured" (names of the parts): the
     # evaluation is partial and the pipeline must not resolve findings that depend on them.
     incomplete: tuple[str, ...] = ()
+    # True when only the perimeter side was read (a perimeter change): the account's own
+    # properties come from its stored state (``AccountState.facts``) and no feature was read.
+    account_from_state: bool = False
 
     @property
     def in_perimeter(self) -> bool:

@@ -76,9 +76,10 @@ from shared.state.base import (
 )
 from shared.state.pending import backoff_seconds
 from shared.targeting import Scope, targets_for
+from shared.work import BATCH_ACCOUNTS, Work, WorkKind, batches
 
 if TYPE_CHECKING:
-    from shared.adapters.resource_graph import AccountSummary
+    from shared.adapters.resource_graph import AccountSummary, GraphInventory
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,12 @@ class CollectingSink:
 
 
 Enqueue = Callable[[Target, float], None]
+EnqueueWork = Callable[[Work, float], None]
 Clock = Callable[[], float]
+
+# Default of NSP_DRIFT_INVOCATION_BUDGET_SECONDS: no invocation starts new work after this long.
+INVOCATION_BUDGET_SECONDS = 120.0
+_VAULT_TYPE = "/providers/microsoft.keyvault/vaults/"
 
 
 class AccountReader(Protocol):
@@ -153,6 +159,10 @@ class TargetResolver(Protocol):
 
 class SummaryReader(Protocol):
     async def account_summaries(self, subscriptions: Sequence[str]) -> list[AccountSummary]: ...
+
+    async def inventory(self, subscriptions: Sequence[str]) -> GraphInventory:
+        """Accounts, VMs with VHDs and blob backup instances (shared.adapters.resource_graph)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -206,6 +216,19 @@ class WindowResult:
     error: str = ""  # why the evaluation failed (redacted, one line)
     attempts: int = 0  # failed evaluations of this window so far
     retry_in: float = 0.0  # seconds until the message put back (RETRY, BUSY) becomes visible
+
+
+@dataclass
+class WorkResult:
+    """What one work message did (``Pipeline.run_work``)."""
+
+    work: Work
+    evaluated: int = 0  # accounts whose evaluation committed
+    transitions: tuple[Transition, ...] = ()
+    deferred: int = 0  # not started inside the budget: re-queued at once
+    failed: tuple[str, ...] = ()  # failed or read partially: re-queued with back-off
+    queued: int = 0  # work messages this invocation sent (batches, the next page, retries)
+    listed: int = 0  # SWEEP: accounts on the page
 
 
 @dataclass
@@ -278,6 +301,10 @@ class Pipeline:
     lease_seconds: float = LEASE_SECONDS
     alert_after: int = ALERT_AFTER_FAILURES
     concurrency: int = 8
+    # Fan-out: where batches and sweep pages go (None: everything runs in this process, the CLI).
+    enqueue_work: EnqueueWork | None = None
+    budget_seconds: float = INVOCATION_BUDGET_SECONDS
+    batch_size: int = BATCH_ACCOUNTS
 
     # -- intake --------------------------------------------------------------------------------------
     def intake(self, raw_events: Iterable[Mapping[str, Any]]) -> IntakeReport:
@@ -337,23 +364,29 @@ class Pipeline:
             log.info("no open window for %s (already evaluated)", target.key)
             return WindowResult(target, WindowStatus.NONE)
 
+        deadline = self._deadline()
         accounts: list[str] = []
+        inline: list[str] = []
         results: list[AccountResult] = []
+        deferred: list[str] = []
         error = ""
         try:
             accounts = await self.resolve(target, readers)
-            gate = asyncio.Semaphore(self.concurrency)
-
-            async def one(account_id: str) -> AccountResult:
-                async with gate:
-                    return await self.evaluate_account(account_id, claim.provenance, readers, target.kind)
-
-            outcomes = await asyncio.gather(*(one(a) for a in accounts), return_exceptions=True)
+            if self.enqueue_work is not None and len(accounts) > self.batch_size:
+                # More than one invocation's share: one message per batch, any worker takes them.
+                members = _vault_members(readers, target)
+                await self._fan_out(accounts, target.kind, claim.provenance, target.key, readers, members)
+                outcomes: list[AccountResult | BaseException | None] = []
+            else:
+                inline = accounts
+                outcomes = await self._evaluate_many(inline, claim.provenance, readers, target.kind, deadline)
         except Exception as exc:
             error = _reason(exc)
         else:
-            for account, outcome in zip(accounts, outcomes, strict=True):
-                if isinstance(outcome, AccountResult):
+            for account, outcome in zip(inline, outcomes, strict=True):
+                if outcome is None:
+                    deferred.append(account)  # the budget ran out before it started
+                elif isinstance(outcome, AccountResult):
                     results.append(outcome)
                 elif isinstance(outcome, Exception):
                     error = error or f"{arm_ids.account_name_of(account)}: {_reason(outcome)}"
@@ -366,12 +399,114 @@ class Pipeline:
             error = f"partial read of {len(partial)} account(s) ({', '.join(parts)}), e.g. {partial[0]}"
         if error:
             return await self._back_off(claim, error, transitions, len(accounts), partial)
+        if deferred:  # sent before the window is done: a crash in between re-evaluates the window
+            members = _vault_members(readers, target)
+            await self._fan_out(deferred, target.kind, claim.provenance, target.key, readers, members)
         now = self.clock()
         if await asyncio.to_thread(self.store.complete_pending, claim, now, self.window_seconds):
             # Events joined while this evaluation ran: their window is open, and owed a message.
             await asyncio.to_thread(self.enqueue, target, self.window_seconds)
             await asyncio.to_thread(self.store.mark_queued, target, now)
         return WindowResult(target, WindowStatus.DONE, transitions, len(accounts), partial)
+
+    # -- fan-out: bounded invocations ------------------------------------------------------------------
+    def _deadline(self) -> float | None:
+        """When this invocation stops starting new work (None: in-process, nothing to bound)."""
+        return None if self.enqueue_work is None else self.clock() + self.budget_seconds
+
+    async def _evaluate_many(
+        self,
+        accounts: Sequence[str],
+        provenance: Provenance,
+        readers: Readers,
+        cause: TargetKind,
+        deadline: float | None,
+    ) -> list[AccountResult | BaseException | None]:
+        """Evaluate accounts concurrently; one not started by ``deadline`` is None (re-queue it)."""
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(account_id: str) -> AccountResult | None:
+            async with gate:
+                if deadline is not None and self.clock() >= deadline:
+                    return None
+                return await self.evaluate_account(account_id, provenance, readers, cause)
+
+        return list(await asyncio.gather(*(one(a) for a in accounts), return_exceptions=True))
+
+    async def _fan_out(
+        self,
+        accounts: Sequence[str],
+        cause: TargetKind,
+        provenance: Provenance,
+        origin: str,
+        readers: Readers,
+        members: Mapping[str, Sequence[str]] | None,
+        delay: float = 0.0,
+        attempts: int = 0,
+    ) -> int:
+        """Send ``accounts`` as batch messages; a perimeter's Key Vault associations travel with
+        them (read once here, not once per batch). Returns the messages sent."""
+        if self.enqueue_work is None:
+            raise RuntimeError("fan-out needs a work queue")
+        items = batches(list(accounts), cause, provenance, origin, members, self.batch_size)
+        for item in items:
+            await asyncio.to_thread(self.enqueue_work, replace(item, attempts=attempts), delay)
+        return len(items)
+
+    async def run_work(self, work: Work, readers: Readers) -> WorkResult:
+        """One work message, inside the invocation budget: what it cannot start in time is
+        re-queued at once, what fails is re-queued with back-off (never dropped). A store or queue
+        failure raises: the queue redelivers the message, and re-evaluating is idempotent."""
+        if work.kind is WorkKind.SWEEP:
+            return await self._sweep_page(work, readers)
+        remember = getattr(readers.accounts, "remember_members", None)
+        if callable(remember):
+            for perimeter_id, vaults in work.vault_members:
+                remember(perimeter_id, vaults)
+        deadline = self._deadline()
+        outcomes = await self._evaluate_many(work.accounts, work.provenance, readers, work.cause, deadline)
+        results: list[AccountResult] = []
+        deferred: list[str] = []
+        failed: list[str] = []
+        reasons: list[str] = []
+        for account, outcome in zip(work.accounts, outcomes, strict=True):
+            if outcome is None:
+                deferred.append(account)
+            elif isinstance(outcome, AccountResult):
+                results.append(outcome)
+                if outcome.partial:  # applied as far as read; read again later
+                    failed.append(account)
+                    reasons.append(f"{arm_ids.account_name_of(account)}: partial read ({', '.join(outcome.partial)})")
+            elif isinstance(outcome, Exception):
+                failed.append(account)
+                reasons.append(f"{arm_ids.account_name_of(account)}: {_reason(outcome)}")
+            else:
+                raise outcome
+        members = work.members_of()
+        queued = 0
+        if deferred:
+            queued += await self._fan_out(
+                deferred, work.cause, work.provenance, work.origin, readers, members, 0.0, work.attempts
+            )
+        if failed:
+            attempts = work.attempts + 1
+            delay = backoff_seconds(attempts)
+            if attempts == self.alert_after:
+                await asyncio.to_thread(self.outbox.emit, [_batch_failing(work, failed, reasons[0], attempts, delay)])
+            log.warning(
+                "%d account(s) of a batch from %s failed (%d in a row), retrying in %.0f s: %s",
+                len(failed),
+                work.origin,
+                attempts,
+                delay,
+                reasons[0],
+            )
+            queued += await self._fan_out(
+                failed, work.cause, work.provenance, work.origin, readers, members, delay, attempts
+            )
+        transitions = tuple(t for r in results for t in r.transitions)
+        evaluated = len(results)
+        return WorkResult(work, evaluated, transitions, len(deferred), tuple(failed), queued)
 
     async def _back_off(
         self,
@@ -442,7 +577,8 @@ class Pipeline:
         for _ in range(_MAX_READS):
             stored = await asyncio.to_thread(self.store.get_account, account_id)
             read_started = self.clock()
-            evaluation = await self.gather(account_id, readers.accounts)
+            facts = stored.value.facts if stored is not None and not stored.value.is_tombstone else None
+            evaluation = await self.gather(account_id, readers.accounts, cause, facts)
             try:
                 transitions = await asyncio.to_thread(
                     self._commit, account_id, stored, evaluation, provenance, cause, read_started, True
@@ -457,9 +593,21 @@ class Pipeline:
             return AccountResult(account_id, tuple(transitions), tuple(incomplete), evaluation is None)
         raise ConflictError(f"{account_id}: newer evaluations kept committing first ({_MAX_READS} reads)")
 
-    async def gather(self, account_id: str, reader: AccountReader) -> Evaluation | None:
+    async def gather(
+        self,
+        account_id: str,
+        reader: AccountReader,
+        cause: TargetKind = TargetKind.ACCOUNT,
+        facts: Mapping[str, str] | None = None,
+    ) -> Evaluation | None:
+        """Read what ``cause`` lets the evaluation judge: a perimeter change only the perimeter
+        side (``ArmReader.read_perimeter_side``), anything else the whole account."""
+        perimeter_side = getattr(reader, "read_perimeter_side", None)
         try:
-            snapshot = await reader.read_account(account_id)
+            if cause is TargetKind.PERIMETER and callable(perimeter_side):
+                snapshot = await perimeter_side(account_id, facts)
+            else:
+                snapshot = await reader.read_account(account_id)
         except AccountNotFound:
             return None
         return evaluate(snapshot, self.config, datetime.fromtimestamp(self.clock(), UTC).date())
@@ -567,25 +715,80 @@ class Pipeline:
     async def _changed_by_graph(
         self, subscriptions: Sequence[str], readers: Readers, report: SweepReport
     ) -> dict[str, str]:
-        """Accounts whose Resource Graph summary differs from the stored state (or is new), and
-        stored rows that still carry unrecorded transitions."""
+        """Accounts whose Resource Graph summary differs from the stored state (or is new), perimeter
+        accounts whose VMs with VHDs or blob backup instances differ from what their last evaluation
+        saw (the ``vhd-vms`` and ``blob-backups`` queries), stored rows that still carry unrecorded
+        transitions, and stored accounts no longer listed (gone: evaluating resolves them)."""
         if readers.summaries is None:
             raise ValueError("the graph sweep needs a Resource Graph reader")
-        summaries = await readers.summaries.account_summaries(subscriptions)
+        inventory = await readers.summaries.inventory(subscriptions)
         changed: dict[str, str] = {}
-        for summary in summaries:
+        for summary in inventory.accounts:
             stored = await asyncio.to_thread(self.store.get_account, summary.id)
             settled = stored is not None and not stored.value.pending_transitions
-            if settled and stored is not None and stored.value.summary_digest == summary.digest:
+            live = stored.value if stored is not None and not stored.value.is_tombstone else None
+            if settled and inventory.reason_to_evaluate(summary, live) is None:
                 report.unchanged += 1
                 continue
             changed[summary.id.lower()] = summary.id
-        listed = {s.id.lower() for s in summaries}
+        listed = {s.id.lower() for s in inventory.accounts}
+        wanted = {s.lower() for s in subscriptions}
         for account in await asyncio.to_thread(self.store.all_account_ids):
-            if account.lower() not in listed:
+            parsed = arm_ids.parse(account)
+            in_scope = parsed is None or not wanted or parsed.subscription.lower() in wanted
+            if in_scope and account.lower() not in listed:
                 changed.setdefault(account.lower(), account)  # stored but gone: resolves its findings
         report.listed = len(listed)
         return changed
+
+    # -- the sweep, fanned out: the timer only plans -----------------------------------------------------
+    async def plan_sweep(self, subscriptions: Sequence[str], full: bool) -> SweepReport:
+        """The timer's whole job: one sweep message per subscription (each lists, then queues its
+        accounts in batches), then windows nobody takes care of are re-queued."""
+        if self.enqueue_work is None:
+            raise RuntimeError("a planned sweep needs a work queue")
+        report = SweepReport()
+        for subscription in subscriptions:
+            work = Work(WorkKind.SWEEP, subscription=subscription, full=full, origin="sweep")
+            await asyncio.to_thread(self.enqueue_work, work, 0.0)
+        await self._requeue_lost(report)
+        return report
+
+    async def _sweep_page(self, work: Work, readers: Readers) -> WorkResult:
+        """One subscription of a planned sweep: list it (Resource Graph's three queries, or ARM's
+        account list), decide which accounts to evaluate, queue them in batches."""
+        report = SweepReport()
+        subscription = work.subscription
+        if work.full:
+            accounts = {a.lower(): a for a in await readers.accounts.list_account_ids(subscription)}
+            report.listed = len(accounts)
+            for account in await asyncio.to_thread(self.store.all_account_ids):
+                parsed = arm_ids.parse(account)
+                if parsed is not None and parsed.subscription.lower() == subscription.lower():
+                    accounts.setdefault(account.lower(), account)  # stored but gone: resolves its findings
+        else:
+            accounts = await self._changed_by_graph([subscription], readers, report)
+        queued = 0
+        if accounts:
+            origin = f"sweep:{subscription}"
+            sweep = Provenance(source="sweep")
+            queued = await self._fan_out(list(accounts.values()), TargetKind.ACCOUNT, sweep, origin, readers, None)
+        log.info(
+            "sweep of %s: %d listed, %d unchanged, %d to evaluate in %d batch(es)",
+            subscription,
+            report.listed,
+            report.unchanged,
+            len(accounts),
+            queued,
+        )
+        return WorkResult(work, queued=queued, listed=report.listed)
+
+    async def _requeue_lost(self, report: SweepReport) -> None:
+        now = self.clock()
+        for marker in await asyncio.to_thread(self.store.overdue_pending, now, max(self.window_seconds, 60.0)):
+            await asyncio.to_thread(self.enqueue, marker.target, 0.0)
+            report.requeued += 1
+        report.backing_off = len(await asyncio.to_thread(self.store.failing_pending))
 
     async def sweep(self, subscriptions: Sequence[str], readers: Readers, use_graph: bool = False) -> SweepReport:
         """Reconcile everything in scope. ``use_graph``: list with Resource Graph and evaluate only
@@ -624,12 +827,41 @@ class Pipeline:
 
         await asyncio.gather(*(one(a) for a in accounts.values()))
         report.accounts = len(accounts)
-        now = self.clock()
-        for marker in await asyncio.to_thread(self.store.overdue_pending, now, max(self.window_seconds, 60.0)):
-            await asyncio.to_thread(self.enqueue, marker.target, 0.0)
-            report.requeued += 1
-        report.backing_off = len(await asyncio.to_thread(self.store.failing_pending))
+        await self._requeue_lost(report)
         return report
+
+
+def _vault_members(readers: Readers, target: Target) -> dict[str, list[str]] | None:
+    """A perimeter target's Key Vault associations as this invocation read them (resolving the
+    target read the association list), for the batches it fans out."""
+    known = getattr(readers.accounts, "known_members", None)
+    if target.kind is not TargetKind.PERIMETER or not callable(known):
+        return None
+    found = known(target.resource_id)
+    if found is None:
+        return None
+    return {target.resource_id.lower(): [m for m in found if _VAULT_TYPE in m.lower()]}
+
+
+def _batch_failing(work: Work, failed: Sequence[str], reason: str, attempts: int, retry_in: float) -> Transition:
+    """The one alert for a batch whose accounts keep failing (keyed on the batch, so a redelivered
+    message records the same delivery)."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(sorted(a.lower() for a in failed)).encode()).hexdigest()[:16]
+    return Transition(
+        kind=TransitionKind.OPENED,
+        rule_id=EVALUATION_FAILING,
+        resource_id=failed[0],
+        perimeter_id=None,
+        severity="high",
+        title="Evaluation keeps failing (backing off)",
+        summary=f"Evaluation of {len(failed)} account(s) from {work.origin or 'a batch'} failed {attempts} time(s) "
+        f"in a row: {reason}. Retrying with back-off (next in {retry_in:.0f} s, doubling up to a day).",
+        key=f"failing|batch|{work.origin}|{digest}|{work.provenance.event_ids[:1]!r}",
+        evidence={"accounts": list(failed)[:50], "reason": reason, "attempts": attempts},
+        provenance=Provenance(event_ids=work.provenance.event_ids, source="sweep"),
+    )
 
 
 def _newer_profile(previous: ProfileState, current: ProfileState) -> bool:

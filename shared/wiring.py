@@ -231,10 +231,20 @@ class GraphSummaries:
 
         return await ResourceGraphReader(self._clients.graph()).account_summaries(subscriptions)
 
+    async def inventory(self, subscriptions: Any) -> Any:
+        from shared.adapters.resource_graph import ResourceGraphReader
+
+        return await ResourceGraphReader(self._clients.graph()).inventory(subscriptions)
+
 
 def readers_for(clients: Any) -> Readers:
     """The pipeline's readers over a client factory, for one invocation: the clients (and their
     connection pools) are the process's; the readers' lookup caches live for this run only."""
     from shared.adapters.arm_reader import ArmReader, TargetReads
 
-    return Readers(accounts=ArmReader(clients), targets=TargetReads(clients), summaries=GraphSummaries(clients))
+    accounts = ArmReader(clients)
+    return Readers(
+        accounts=accounts,
+        targets=TargetReads(clients, on_members=accounts.remember_members),
+        summaries=GraphSummaries(clients),
+    )

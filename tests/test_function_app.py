@@ -169,8 +169,27 @@ def test_malformed_event_is_logged_not_raised(
     assert any("bad-1" in r.getMessage() for r in caplog.records)
 
 
+def drain(functions: dict[str, Any]) -> list[str]:
+    """Run every queued message through the queue trigger until the queue is empty; the kinds."""
+    evaluate = functions["evaluate_target"].get_user_function()
+    kinds: list[str] = []
+    for _ in range(10):
+        bodies = receive_all(app_module.context())
+        if not bodies:
+            break
+        for body in bodies:
+            kinds.append(json.loads(body).get("work", {}).get("kind", "window"))
+            evaluate(QueueMessage(id="m", body=body.encode(), dequeue_count=1))
+    return kinds
+
+
 def test_sweep_timer_reconciles(functions: dict[str, Any], app_env: Sink) -> None:
+    """The timer only plans (one message per subscription); the queue trigger lists and evaluates
+    the batches the sweep message queued (issue 12: no invocation does the whole sweep)."""
     functions["reconcile_full_sweep"].get_user_function()(TimerRequest(past_due=False))
+    assert app_env.transitions == []
+    kinds = drain(functions)
+    assert kinds == ["sweep", "accounts"]  # the sample's 15 accounts fit one batch
     assert {t.rule_id for t in app_env.transitions} >= {
         "sftp-enabled",
         "unmanaged-disk",
@@ -180,4 +199,7 @@ def test_sweep_timer_reconciles(functions: dict[str, Any], app_env: Sink) -> Non
 
 def test_graph_sweep_timer_reads_only_changed_summaries(functions: dict[str, Any], app_env: Sink) -> None:
     functions["reconcile_sweep"].get_user_function()(TimerRequest(past_due=True))
-    assert {t.rule_id for t in app_env.transitions} == {"sftp-enabled"}  # the one summary that changed
+    assert drain(functions) == ["sweep", "accounts"]
+    # The one summary that changed (SFTP) and the account whose VM no longer keeps VHDs in it (the
+    # vhd-vms query; its summary is unchanged).
+    assert {t.rule_id for t in app_env.transitions} == {"sftp-enabled", "unmanaged-disk"}

@@ -252,9 +252,14 @@ def test_graph_sweep_evaluates_only_accounts_whose_summary_changed(store_factory
     clients = EstateClients(Estate.load(SAMPLES / "estate-changed.json"))
     p = Driver(clients, store, queue, sink, 30.0)
     report = p.sweep([SUB], use_graph=True)
-    assert report.listed == 15 and report.unchanged == 14 and report.accounts == 1
-    assert set(triples(sink.transitions)) == {("opened", "sftp-enabled", "stcontosoclean01")}
+    # stcontosoclean01's summary changed (SFTP); stcontosovhd01's summary did not, but the VM that
+    # kept VHDs in it no longer does (the vhd-vms query shows it): both are re-read (issue 12).
+    assert report.listed == 15 and report.unchanged == 13 and report.accounts == 2
+    assert set(triples(sink.transitions)) == {
+        ("opened", "sftp-enabled", "stcontosoclean01"),
+        ("resolved", "unmanaged-disk", "stcontosovhd01"),
+    }
     graph_posts = [path for method, path in clients.log.requests if method == "POST"]
-    assert len(graph_posts) == 1  # one Resource Graph query listed all 15 accounts
+    assert len(graph_posts) == 3  # the accounts, vhd-vms and blob-backups queries, one page each
     # Unchanged summaries after that: the next graph sweep evaluates nothing.
     assert p.sweep([SUB], use_graph=True).accounts == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -249,6 +249,60 @@ def _vhd_disks(vm: Any, account_name: str) -> list[UnmanagedDisk]:
     ]
 
 
+def _snapshot_of(
+    account: Any, account_id: str, sub: str, rg: str, name: str, perimeters: list[PerimeterView], incomplete: list[str]
+) -> StorageAccountSnapshot:
+    """The snapshot of an account's own properties (an SDK ``StorageAccount``), no features yet."""
+    if getattr(account, "properties", None) is None:
+        log.warning("storage account %s came back without properties", account_id)
+        incomplete.append("storageAccount.properties")
+    return StorageAccountSnapshot(
+        id=_s(account.id) or account_id,
+        name=_s(account.name) or name,
+        subscription_id=sub,
+        resource_group=rg,
+        location=_s(account.location),
+        kind=_s(account.kind),
+        sku=_s(_attr(account, "sku", "name")),
+        is_sftp_enabled=bool(getattr(account, "is_sftp_enabled", False)),
+        is_nfs_v3_enabled=bool(getattr(account, "enable_nfs_v3", False)),
+        is_hns_enabled=bool(getattr(account, "is_hns_enabled", False)),
+        is_local_user_enabled=bool(getattr(account, "is_local_user_enabled", False)),
+        allow_cross_tenant_replication=getattr(account, "allow_cross_tenant_replication", None),
+        public_network_access=_s(getattr(account, "public_network_access", "")),
+        network_acls=_network_acls(account),
+        private_endpoint_connections=tuple(
+            _s(getattr(c, "id", "")) for c in (getattr(account, "private_endpoint_connections", None) or ())
+        ),
+        encryption=_encryption(account),
+        perimeters=tuple(perimeters),
+        incomplete=tuple(incomplete),
+    )
+
+
+def snapshot_from_facts(account_id: str, facts: Mapping[str, str]) -> StorageAccountSnapshot | None:
+    """The account side of a snapshot from stored ``AccountState.facts`` (None when none stored)."""
+    parsed = arm_ids.parse(account_id)
+    if not facts or parsed is None:
+        return None
+    return StorageAccountSnapshot(
+        id=account_id,
+        name=facts.get("name") or parsed.name,
+        subscription_id=parsed.subscription,
+        resource_group=parsed.resource_group,
+        location=facts.get("location", ""),
+        kind=facts.get("kind", ""),
+        public_network_access=facts.get("publicNetworkAccess", ""),
+        network_acls=NetworkAcls(default_action=facts.get("defaultAction") or "Allow"),
+        encryption=Encryption(
+            key_source=facts.get("keySource") or "Microsoft.Storage",
+            key_vault_uri=facts.get("keyVaultUri", ""),
+            key_name=facts.get("keyName", ""),
+        ),
+        account_from_state=True,
+    )
+
+
 # -- the reader --------------------------------------------------------------------------------
 
 
@@ -266,6 +320,89 @@ class ArmReader:
         self._vms.clear()
         self._members.clear()
         self._policies.clear()
+
+    def remember_members(self, perimeter_id: str, members: Sequence[str]) -> None:
+        """The perimeter's associated resource ids as someone in this invocation (or whoever
+        fanned the work out) already read them: the CMK rule's lookup needs no read of its own."""
+        future: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
+        future.set_result(tuple(m.lower() for m in members))
+        self._members[perimeter_id.lower()] = future
+
+    def known_members(self, perimeter_id: str) -> tuple[str, ...] | None:
+        future = self._members.get(perimeter_id.lower())
+        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        return future.result()
+
+    async def read_perimeter_side(
+        self, account_id: str, facts: Mapping[str, str] | None = None
+    ) -> StorageAccountSnapshot:
+        """What the six perimeter rules need, with the fewest reads: the account's
+        ``networkSecurityPerimeterConfigurations`` (the truth for its effective rules, access mode
+        and provisioning issues), its own properties from ``facts`` (its stored state; the account
+        is read only when none are stored), and for a customer-managed key the perimeter's
+        associations (shared per perimeter). No feature is read: the result is only judged by the
+        perimeter rules (``account_from_state`` says the account side was not re-read)."""
+        parsed = arm_ids.parse(account_id)
+        if parsed is None or arm_ids.storage_account_of(account_id) is None:
+            raise ValueError(f"not a storage account id: {account_id!r}")
+        sub, rg, name = parsed.subscription, parsed.resource_group, parsed.segments[0][1]
+        storage = self._clients.storage(sub)
+        base = snapshot_from_facts(account_id, facts or {})
+        configurations = storage.network_security_perimeter_configurations
+        configs_read = _decoded(lambda: _collect_pages(configurations.list(rg, name)))
+        account: Any = None
+        if base is None:
+            account, configs = await asyncio.gather(
+                _decoded(lambda: storage.storage_accounts.get_properties(rg, name)),
+                configs_read,
+                return_exceptions=True,
+            )
+            if isinstance(account, BaseException):
+                if _is_not_found(account):
+                    raise AccountNotFound(account_id) from account
+                raise account
+        else:
+            configs = (await asyncio.gather(configs_read, return_exceptions=True))[0]
+            if isinstance(configs, BaseException) and _is_not_found(configs):
+                # The configurations of a deleted account answer 404 too: tell them apart.
+                try:
+                    await _decoded(lambda: storage.storage_accounts.get_properties(rg, name))
+                except Exception as exc:
+                    if _is_not_found(exc):
+                        raise AccountNotFound(account_id) from exc
+                    raise
+        incomplete: list[str] = []
+        perimeters: list[PerimeterView] = []
+        if isinstance(configs, BaseException):
+            if not _is_not_found(configs):
+                log.warning("NSP configurations of %s unreadable: %s", account_id, _brief(configs))
+                incomplete.append("networkSecurityPerimeterConfigurations")
+        else:
+            try:
+                perimeters = [perimeter_view_from_sdk(c) for c in configs]
+            except (ShapeError, TypeError, ValueError) as exc:
+                log.warning("NSP configurations of %s have an unexpected shape: %s", account_id, exc)
+                incomplete.append("networkSecurityPerimeterConfigurations")
+        if base is None:
+            snapshot = replace(
+                _snapshot_of(account, account_id, sub, rg, name, perimeters, incomplete), account_from_state=True
+            )
+        else:
+            snapshot = replace(base, perimeters=tuple(perimeters), incomplete=tuple(incomplete))
+        if not perimeters or not snapshot.encryption.uses_customer_managed_key:
+            return snapshot
+        views = []
+        for view in snapshot.perimeters:
+            try:
+                members: tuple[str, ...] | None = await _decoded(partial(self._perimeter_members, view.perimeter_id))
+            except Exception as exc:
+                if not _is_not_found(exc):
+                    log.warning("perimeterMembers of %s unreadable: %s", account_id, _brief(exc))
+                    incomplete.append("perimeterMembers")
+                members = None if not _is_not_found(exc) else ()
+            views.append(replace(view, perimeter_members=members) if members is not None else view)
+        return replace(snapshot, perimeters=tuple(views), incomplete=tuple(dict.fromkeys(incomplete)))
 
     async def _once(self, cache: dict[str, asyncio.Future[T]], key: str, make: Callable[[], Awaitable[T]]) -> T:
         """Share one in-flight read between concurrent callers; failures are not cached."""
@@ -316,32 +453,7 @@ class ArmReader:
                 # A perimeter we cannot read is not "no perimeter": keep the account in scope.
                 log.warning("NSP configurations of %s have an unexpected shape: %s", account_id, exc)
                 incomplete.append("networkSecurityPerimeterConfigurations")
-        if getattr(account, "properties", None) is None:
-            log.warning("storage account %s came back without properties", account_id)
-            incomplete.append("storageAccount.properties")
-
-        snapshot = StorageAccountSnapshot(
-            id=_s(account.id) or account_id,
-            name=_s(account.name) or name,
-            subscription_id=sub,
-            resource_group=rg,
-            location=_s(account.location),
-            kind=_s(account.kind),
-            sku=_s(_attr(account, "sku", "name")),
-            is_sftp_enabled=bool(getattr(account, "is_sftp_enabled", False)),
-            is_nfs_v3_enabled=bool(getattr(account, "enable_nfs_v3", False)),
-            is_hns_enabled=bool(getattr(account, "is_hns_enabled", False)),
-            is_local_user_enabled=bool(getattr(account, "is_local_user_enabled", False)),
-            allow_cross_tenant_replication=getattr(account, "allow_cross_tenant_replication", None),
-            public_network_access=_s(getattr(account, "public_network_access", "")),
-            network_acls=_network_acls(account),
-            private_endpoint_connections=tuple(
-                _s(getattr(c, "id", "")) for c in (getattr(account, "private_endpoint_connections", None) or ())
-            ),
-            encryption=_encryption(account),
-            perimeters=tuple(perimeters),
-            incomplete=tuple(incomplete),
-        )
+        snapshot = _snapshot_of(account, account_id, sub, rg, name, perimeters, incomplete)
         if not perimeters:
             return snapshot
         try:
@@ -520,8 +632,11 @@ def _brief(exc: BaseException) -> str:
 class TargetReads:
     """The extra reads that resolve a non-account target to storage accounts (uncached)."""
 
-    def __init__(self, clients: ClientFactory) -> None:
+    def __init__(
+        self, clients: ClientFactory, on_members: Callable[[str, Sequence[str]], None] | None = None
+    ) -> None:
         self._clients = clients
+        self._on_members = on_members  # the association list, handed to the account reader once read
 
     async def perimeter_storage_accounts(self, perimeter_id: str) -> list[str]:
         """Storage accounts associated with a perimeter now ([] if the perimeter is gone)."""
@@ -539,7 +654,9 @@ class TargetReads:
             if _is_not_found(exc):
                 return []
             raise
-        ids = (_s(_attr(a, "properties", "private_link_resource", "id")) for a in associations)
+        ids = [_s(_attr(a, "properties", "private_link_resource", "id")) for a in associations]
+        if self._on_members is not None:
+            self._on_members(perimeter_id, [arm_ids.normalise(i).lower() for i in ids if i])
         return [i for i in ids if arm_ids.storage_account_of(i) == arm_ids.normalise(i) and i]
 
     async def vm_vhd_account_names(self, vm_id: str) -> list[str]:

@@ -7,6 +7,17 @@ base64 by default)::
 
 The message is sent with a visibility delay equal to the window, so the queue itself is the
 timer: no polling, and the trigger fires once the window's events have been merged.
+
+Work messages (``shared.work``: a batch of accounts, one page of a sweep) share the queue and
+its trigger; they carry ``work`` instead of ``target`` (a reader that predates them refuses them
+as malformed rather than misreading them)::
+
+    {"work": {"kind": "accounts", "accounts": ["/subscriptions/..."], "cause": "perimeter",
+              "provenance": {...}, "vault_members": [["/subscriptions/.../networksecurityperimeters/p", [...]]],
+              "attempts": 0, "origin": "perimeter:/subscriptions/..."}, "not_before": 1732521600.0}
+    {"work": {"kind": "sweep", "subscription": "...", "page": "", "full": true, "sweep_round": 3}, "not_before": ...}
+
+``decode_any`` reads both kinds; ``decode_message`` still reads window messages only.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Encod
 from shared.changes import Target, TargetKind
 from shared.settings import QUEUE_NAME
 from shared.state.base import StoreUnavailable
+from shared.work import Work, WorkKind
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -45,8 +57,106 @@ def encode_message(target: Target, not_before: float) -> str:
     )
 
 
-def decode_message(text: str) -> tuple[Target, float]:
-    """The target and the epoch time its window closed; ValueError naming the bad field."""
+def encode_work(work: Work, not_before: float) -> str:
+    from shared.state.codec import provenance_to_dict
+
+    body: dict[str, Any] = {"kind": work.kind.value}
+    if work.kind is WorkKind.ACCOUNTS:
+        body.update(
+            accounts=list(work.accounts),
+            cause=work.cause.value,
+            provenance=provenance_to_dict(work.provenance),
+            vault_members=[[p, list(m)] for p, m in work.vault_members],
+            attempts=work.attempts,
+        )
+    else:
+        body.update(subscription=work.subscription, page=work.page, full=work.full, sweep_round=work.sweep_round)
+    body["origin"] = work.origin
+    return json.dumps({"work": body, "not_before": not_before}, separators=(",", ":"))
+
+
+def decode_any(text: str) -> tuple[Target | Work, float]:
+    """A window message's target or a work message's item, and its not-before time; ValueError
+    naming the bad field."""
+    document = _document(text)
+    if "work" in document:
+        return _work(document.get("work")), _not_before(document.get("not_before"))
+    return _target(document.get("target")), _not_before(document.get("not_before"))
+
+
+def _strings(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{what}: expected a list of non-empty strings")
+    return tuple(v.strip() for v in value)
+
+
+def _count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what}: expected a count, got {value!r}")
+    return value
+
+
+def _work(value: object) -> Work:
+    from shared.state.codec import CodecError, provenance_from_dict
+
+    if not isinstance(value, Mapping):
+        raise ValueError("work: expected an object with a kind")
+    try:
+        raw_kind = value.get("kind")
+        kind = WorkKind(raw_kind if isinstance(raw_kind, str) else "")
+    except ValueError:
+        raise ValueError(f"work.kind: {value.get('kind')!r} is not one of {', '.join(WorkKind)}") from None
+    origin = value.get("origin", "")
+    origin = origin if isinstance(origin, str) else ""
+    if kind is WorkKind.SWEEP:
+        subscription, page = value.get("subscription"), value.get("page", "")
+        if not isinstance(subscription, str) or not subscription.strip():
+            raise ValueError("work.subscription: expected a subscription id")
+        if not isinstance(page, str):
+            raise ValueError("work.page: expected a nextLink or an empty string")
+        return Work(
+            kind,
+            subscription=subscription.strip(),
+            page=page,
+            full=value.get("full", True) is not False,
+            sweep_round=_count(value.get("sweep_round", 0), "work.sweep_round"),
+            origin=origin,
+        )
+    accounts = _strings(value.get("accounts"), "work.accounts")
+    if not accounts:
+        raise ValueError("work.accounts: expected at least one account id")
+    try:
+        raw_cause = value.get("cause")
+        cause = TargetKind(raw_cause if isinstance(raw_cause, str) else "")
+    except ValueError:
+        raise ValueError(f"work.cause: {value.get('cause')!r} is not one of {', '.join(TargetKind)}") from None
+    raw_provenance = value.get("provenance")
+    if not isinstance(raw_provenance, Mapping):
+        raise ValueError("work.provenance: expected an object")
+    try:
+        provenance = provenance_from_dict(raw_provenance, "work.provenance")
+    except (CodecError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    members = []
+    raw_members = value.get("vault_members", [])
+    if not isinstance(raw_members, list):
+        raise ValueError("work.vault_members: expected a list of [perimeter id, [vault ids]]")
+    for item in raw_members:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError("work.vault_members: expected a list of [perimeter id, [vault ids]]")
+        members.append((item[0].lower(), tuple(v.lower() for v in _strings(item[1], "work.vault_members[]"))))
+    return Work(
+        kind,
+        accounts,
+        cause,
+        provenance,
+        tuple(members),
+        attempts=_count(value.get("attempts", 0), "work.attempts"),
+        origin=origin,
+    )
+
+
+def _document(text: str) -> dict[str, Any]:
     try:
         document = json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
@@ -56,6 +166,12 @@ def decode_message(text: str) -> tuple[Target, float]:
         raise ValueError(f"message: nested too deeply to decode ({len(text)} characters)") from None
     if not isinstance(document, dict):
         raise ValueError("message: expected a JSON object")
+    return document
+
+
+def decode_message(text: str) -> tuple[Target, float]:
+    """The target and the epoch time its window closed; ValueError naming the bad field."""
+    document = _document(text)
     return _target(document.get("target")), _not_before(document.get("not_before"))
 
 
@@ -151,6 +267,13 @@ class EvaluationQueue:
         before the last events of its window merged in."""
         delay = min(max(math.ceil(window_seconds), 0), _MAX_DELAY)
         body = encode_message(target, self._clock() + max(window_seconds, 0.0))
+        with _queue_errors(f"send to {self.queue_name}"):
+            self._queue().send_message(body, visibility_timeout=delay)
+
+    def send_work(self, work: Work, delay_seconds: float) -> None:
+        """Enqueue a work item (a batch of accounts, a sweep page), visible after ``delay_seconds``."""
+        delay = min(max(math.ceil(delay_seconds), 0), _MAX_DELAY)
+        body = encode_work(work, self._clock() + max(delay_seconds, 0.0))
         with _queue_errors(f"send to {self.queue_name}"):
             self._queue().send_message(body, visibility_timeout=delay)
 

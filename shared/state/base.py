@@ -76,6 +76,11 @@ class AccountState:
     # The transitions this write made true, until they are known to be in the outbox (see
     # shared.pipeline, "Ordering"): whoever overwrites the row records them first.
     pending_transitions: tuple[dict[str, Any], ...] = ()
+    # The account's own properties the perimeter rules read (name, kind, location, public network
+    # access, network default action, encryption key source / vault URI / key name), as of the
+    # read behind this state: a perimeter change re-reads only the NSP configuration and takes
+    # these from here (an account write re-reads them: its event evaluates the whole account).
+    facts: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_tombstone(self) -> bool:

@@ -110,7 +110,15 @@ def account_from_dict(document: Mapping[str, Any], what: str = "account") -> Acc
         pending_transitions=_objects(document, "pending_transitions", what)
         if "pending_transitions" in document
         else (),
+        facts=_facts(document, what),  # absent in states written before perimeter-only reads
     )
+
+
+def _facts(document: Mapping[str, Any], what: str) -> dict[str, str]:
+    values = document.get("facts") or {}
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise CodecError(f"{what}.facts: expected an object of strings")
+    return {str(k): v for k, v in values.items()}
 
 
 def _occurrences(document: Mapping[str, Any], what: str) -> dict[str, int]:
