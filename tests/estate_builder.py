@@ -1,6 +1,6 @@
 """Small estates for the rule and reader tests, built from the official Azure REST API examples.
 
-Every body starts from an official example (``../shared/corpus`` or ``tests/corpus_extra``,
+Every body starts from an official example (vendored in ``tests/corpus``,
 through ``tests/sample_estate.py``'s ``example``, ``renamed``, ``storage_account``,
 ``nsp_configuration`` and ``child``) and only changes the properties a test is about.
 

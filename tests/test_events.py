@@ -27,7 +27,7 @@ from shared.events import (
     parse_event,
 )
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parent / "corpus"
 RESOURCES = CORPUS / "eventgrid-Microsoft.Resources"
 ARN = CORPUS / "eventgrid-Microsoft.ResourceNotifications"
 

@@ -135,8 +135,8 @@ def test_event_to_queue_to_transitions(functions: dict[str, Any], app_env: Sink)
 
 def test_cloud_event_sample_with_capital_specversion_is_accepted(functions: dict[str, Any], app_env: Sink) -> None:
     corpus = (
-        ROOT.parent
-        / "shared"
+        ROOT
+        / "tests"
         / "corpus"
         / "eventgrid-Microsoft.Resources"
         / "cloud-events-schema"

@@ -15,7 +15,7 @@ What is checked:
 * no secret literal anywhere in the deployment files, destination secrets only as Key Vault
   references, identity-only storage and telemetry;
 * azd wiring: parameters, outputs the hook reads, the postdeploy hook;
-* host.json against the schemastore schema in ../shared/corpus; local.settings.json.example.
+* host.json against the schemastore schema vendored in tests/corpus; local.settings.json.example.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from shared.targeting import HANDLED_OPERATIONS
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 SCRIPTS = (ROOT / "scripts" / "postdeploy.sh", ROOT / "scripts" / "postdeploy.ps1")
-HOST_SCHEMA = ROOT.parent / "shared" / "corpus" / "host.schema.json"
+HOST_SCHEMA = ROOT / "tests" / "corpus" / "host.schema.json"
 
 # Read by the code, deliberately not set in Azure.
 NOT_IN_AZURE = {

@@ -43,7 +43,7 @@ DELETE = "Microsoft.Resources.ResourceDeleteSuccess"
 ACTION = "Microsoft.Resources.ResourceActionSuccess"
 ALL = Scope()
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parent / "corpus"
 
 
 def event(
