@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ACCOUNT = "devstoreaccount1"
@@ -32,6 +33,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
+
+# Called before every start (tests/conftest.py sets it: a test that starts Azurite without the
+# ``azurite`` marker fails there and then).
+before_start: Callable[[], None] | None = None
 
 
 class AzuriteError(RuntimeError):
@@ -117,6 +122,8 @@ class Azurite:
     def start(self, timeout: float = _START_TIMEOUT) -> None:
         if self.running:
             return
+        if before_start is not None:
+            before_start()
         with self._log.open("ab") as log:
             # A session of its own, so stop() can signal node and anything it spawned.
             self._process = subprocess.Popen(
@@ -133,9 +140,7 @@ class Azurite:
         ports = (self.blob_port, self.queue_port, self.table_port)
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise AzuriteError(
-                    f"Azurite exited with code {self._process.returncode}:\n{self._log_tail()}"
-                )
+                raise AzuriteError(f"Azurite exited with code {self._process.returncode}:\n{self._log_tail()}")
             if all(_port_open(p) for p in ports):
                 return
             time.sleep(0.1)
@@ -168,9 +173,7 @@ class Azurite:
             return "(no log)"
 
 
-def start_azurite(
-    location: Path | str | None = None, binary: str | None = None, attempts: int = 3
-) -> Azurite:
+def start_azurite(location: Path | str | None = None, binary: str | None = None, attempts: int = 3) -> Azurite:
     """Start Azurite and wait for its three sockets; in memory unless ``location`` is given.
 
     Retries with fresh ports a few times: a port picked free here can be taken by another

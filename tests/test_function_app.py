@@ -113,6 +113,7 @@ def receive_all(context: Any) -> list[str]:
     return [m.content for m in messages]
 
 
+@pytest.mark.azurite
 def test_event_to_queue_to_transitions(functions: dict[str, Any], app_env: Sink) -> None:
     events = json.loads((SAMPLES / "events.json").read_text())
     handler = functions["on_resource_event"].get_user_function()
@@ -133,6 +134,7 @@ def test_event_to_queue_to_transitions(functions: dict[str, Any], app_env: Sink)
     assert len(app_env.transitions) == count
 
 
+@pytest.mark.azurite
 def test_cloud_event_sample_with_capital_specversion_is_accepted(functions: dict[str, Any], app_env: Sink) -> None:
     corpus = (
         ROOT
@@ -153,6 +155,7 @@ def test_cloud_event_sample_with_capital_specversion_is_accepted(functions: dict
     assert [decode_message(b)[0].resource_id.rsplit("/", 1)[-1] for b in bodies] == ["stcontosooutside01"]
 
 
+@pytest.mark.azurite
 def test_malformed_event_is_logged_not_raised(
     functions: dict[str, Any], app_env: Sink, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,6 +186,7 @@ def drain(functions: dict[str, Any]) -> list[str]:
     return kinds
 
 
+@pytest.mark.azurite
 def test_sweep_timer_reconciles(functions: dict[str, Any], app_env: Sink) -> None:
     """The timer only plans (one message per subscription); the queue trigger lists and evaluates
     the batches the sweep message queued (issue 12: no invocation does the whole sweep)."""
@@ -197,6 +201,7 @@ def test_sweep_timer_reconciles(functions: dict[str, Any], app_env: Sink) -> Non
     }
 
 
+@pytest.mark.azurite
 def test_graph_sweep_timer_reads_only_changed_summaries(functions: dict[str, Any], app_env: Sink) -> None:
     functions["reconcile_sweep"].get_user_function()(TimerRequest(past_due=True))
     assert drain(functions) == ["sweep", "accounts"]

@@ -25,6 +25,7 @@ REPORT = Path(__file__).resolve().parents[1] / "bench" / "load-report.json"
 
 
 @pytest.mark.slow
+@pytest.mark.azurite
 def test_ten_thousand_events_none_lost_none_duplicated(azurite: Azurite) -> None:
     accounts, events_total = 200, 10_000
     before, after, ids = storm_estates(accounts)

@@ -92,6 +92,7 @@ def evaluate_function() -> Any:
 BODY = json.dumps({"target": {"kind": "account", "resource_id": ACCOUNT}, "not_before": 0})
 
 
+@pytest.mark.azurite
 def test_a_target_that_keeps_failing_backs_off_and_is_reported_once(
     context: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -118,6 +119,7 @@ def test_a_target_that_keeps_failing_backs_off_and_is_reported_once(
     assert context.store.claim_pending(target, clock.now, 60.0) is not None  # the window is kept
 
 
+@pytest.mark.azurite
 def test_a_failure_that_cannot_be_recorded_is_retried_by_the_host_and_poisoned_once(
     context: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
