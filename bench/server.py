@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -113,17 +113,23 @@ class Faults:
 
 
 class TokenBucket:
-    """ARM's read bucket per subscription (and one for tenant-level reads): capacity 250, refill 25/s."""
+    """ARM's read bucket per subscription (and one for tenant-level reads): capacity 250, refill 25/s.
 
-    def __init__(self, capacity: float = 250.0, rate: float = 25.0) -> None:
+    ``clock``: the time source (tests pass a virtual clock so the refill cannot depend on how fast
+    the machine runs)."""
+
+    def __init__(
+        self, capacity: float = 250.0, rate: float = 25.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.capacity, self.rate = capacity, rate
+        self._clock = clock
         self._state: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
         self.rejected: Counter[str] = Counter()
 
     def take(self, key: str) -> tuple[bool, int, float]:
         """(allowed, tokens left, seconds until the next token when refused)."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             tokens, at = self._state.get(key, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - at) * self.rate)
@@ -136,18 +142,20 @@ class TokenBucket:
 
 
 class GraphQuota:
-    """Resource Graph's per-user quota: ``limit`` queries per fixed ``window`` seconds."""
+    """Resource Graph's per-user quota: ``limit`` queries per fixed ``window`` seconds (``clock``: as
+    for ``TokenBucket``)."""
 
-    def __init__(self, limit: int = 15, window: float = 5.0) -> None:
+    def __init__(self, limit: int = 15, window: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.window = limit, window
-        self._start = time.monotonic()
+        self._clock = clock
+        self._start = clock()
         self._used = 0
         self._lock = threading.Lock()
         self.rejected = 0
 
     def take(self) -> tuple[bool, int, float]:
         """(allowed, queries left in this window, seconds until the window resets)."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if now - self._start >= self.window:
                 self._start, self._used = now, 0
@@ -414,6 +422,10 @@ class ArmServer:
     @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped (by ``stop()`` or its own bounds); False on timeout."""
+        return self._stopped.wait(timeout)
 
     def total(self) -> int:
         with self._lock:

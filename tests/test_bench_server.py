@@ -18,6 +18,7 @@ from bench.estates import SUB, build_estate
 from bench.run import live
 from bench.server import ArmServer, Faults, GraphQuota, TokenBucket, path_template, serving
 from shared import runtime
+from shared.adapters import throttle
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
 from shared.adapters.resource_graph import QUERIES
@@ -33,6 +34,7 @@ from shared.adapters.throttle import (
 )
 from shared.cloud import parse_cloud
 from shared.wiring import LiveClients
+from tests.fakes.clock import OnTheWire, VirtualClock
 
 SAMPLES = Path(__file__).resolve().parents[1] / "shared" / "samples"
 ACCOUNT_PATH = f"/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts"
@@ -107,8 +109,10 @@ def test_latency_is_injected_per_request() -> None:
 
 
 def test_the_read_bucket_answers_429_with_retry_after_and_always_sends_the_remaining_reads() -> None:
-    with serving(Estate(build_estate(1)), latency=0.0, bucket=TokenBucket(capacity=3, rate=0.5)) as server:
-        answers = [raw(server, "GET", f"{ACCOUNT_PATH}/stbench00000") for _ in range(4)]  # 4 handshakes: < 1 s
+    clock = VirtualClock()  # no time passes between the reads, however slow the handshakes
+    bucket = TokenBucket(capacity=3, rate=0.5, clock=clock)
+    with serving(Estate(build_estate(1)), latency=0.0, bucket=bucket) as server:
+        answers = [raw(server, "GET", f"{ACCOUNT_PATH}/stbench00000") for _ in range(4)]
         tenant = raw(server, "GET", "/providers/Microsoft.Storage/operations")
         graph = raw(
             server,
@@ -118,7 +122,7 @@ def test_the_read_bucket_answers_429_with_retry_after_and_always_sends_the_remai
         )
     assert [status for status, _, _ in answers] == [200, 200, 200, 429]
     assert [h[HEADER] for _, h, _ in answers] == ["2", "1", "0", "0"]
-    assert int(answers[-1][1]["retry-after"]) >= 1
+    assert answers[-1][1]["retry-after"] == "2"  # one token at 0.5/s
     assert json.loads(answers[-1][2])["error"]["code"] == "TooManyRequests"
     assert "x-ms-ratelimit-remaining-tenant-reads" in tenant[1]  # tenant-level reads: their own bucket
     assert graph[0] == 400 and HEADER not in graph[1]  # queries are not reads; an unknown query is refused
@@ -128,11 +132,19 @@ def test_the_read_bucket_answers_429_with_retry_after_and_always_sends_the_remai
 def test_the_graph_quota_answers_429_with_the_quota_headers() -> None:
     body = json.dumps({"query": QUERIES["accounts"], "subscriptions": [SUB]}).encode()
     path = "/providers/Microsoft.ResourceGraph/resources?api-version=2021-03-01"
-    with serving(Estate(build_estate(3)), latency=0.0, graph_quota=GraphQuota(limit=2, window=5.0)) as server:
-        answers = [raw(server, "POST", path, body) for _ in range(3)]
+    clock = VirtualClock()
+    with serving(
+        Estate(build_estate(3)), latency=0.0, graph_quota=GraphQuota(limit=2, window=5.0, clock=clock)
+    ) as server:
+        answers = [raw(server, "POST", path, body) for _ in range(2)]
+        clock.advance(1.5)
+        answers.append(raw(server, "POST", path, body))
+        clock.advance(3.5)  # the window has passed
+        after = raw(server, "POST", path, body)
     assert [status for status, _, _ in answers] == [200, 200, 429]
     assert [h["x-ms-user-quota-remaining"] for _, h, _ in answers] == ["1", "0", "0"]
-    assert answers[-1][1]["x-ms-user-quota-resets-after"] in {"00:00:05", "00:00:04"}
+    assert [h["x-ms-user-quota-resets-after"] for _, h, _ in answers] == ["00:00:05", "00:00:05", "00:00:04"]
+    assert after[0] == 200 and after[1]["x-ms-user-quota-remaining"] == "1"
     assert "retry-after" not in answers[-1][1]
     assert len(json.loads(answers[0][2])["data"]) == 3
     assert server.graph_throttled == 1
@@ -141,10 +153,7 @@ def test_the_graph_quota_answers_429_with_the_quota_headers() -> None:
 def test_the_server_stops_by_itself() -> None:
     server = ArmServer(Estate(build_estate(1)), latency=0.0, max_seconds=0.3).start()
     assert raw(server, "GET", f"{ACCOUNT_PATH}/stbench00000")[0] == 200
-    deadline = time.monotonic() + 5
-    while not server.stopped and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.stopped
+    assert server.wait_stopped(timeout=120)  # returns as soon as the server's own timer has stopped it
     with pytest.raises(OSError):
         raw(server, "GET", f"{ACCOUNT_PATH}/stbench00000")
     assert not Path(server.ca_path).exists()  # stop() removed the certificates
@@ -179,6 +188,32 @@ def test_path_templates() -> None:
 # -- pacing against the bucket, end to end ------------------------------------------------------
 
 
+class _VirtualPacing(ArmReadPacing):
+    """The production pacing policy, sleeping in virtual time and telling the clock when its read is
+    on the wire (azure-core links ``next`` at pipeline creation: wrap whatever it links)."""
+
+    def __init__(self, budget: ReadBudget, clock: VirtualClock) -> None:
+        self._clock = clock
+        super().__init__(budget, sleep=clock.sleep)
+
+    @property  # type: ignore[override]
+    def next(self) -> Any:
+        return self._next
+
+    @next.setter
+    def next(self, policy: Any) -> None:
+        self._next = OnTheWire(policy, self._clock)
+
+
+@pytest.fixture
+def virtual_time(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """One virtual clock for the server's bucket, the read budget and the pacing's sleeps: time
+    passes only when the pacing waits, so how fast this machine serves the reads cannot matter."""
+    clock = VirtualClock()
+    monkeypatch.setattr(throttle, "read_pacing_policy", lambda budget: _VirtualPacing(budget, clock))
+    return clock
+
+
 def _burst(server: ArmServer, budget: ReadBudget, accounts: list[str]) -> int:
     clients = live(server, budget=budget)
 
@@ -193,32 +228,38 @@ def _burst(server: ArmServer, budget: ReadBudget, accounts: list[str]) -> int:
         runtime.run(clients.close())
 
 
-def test_pacing_keeps_a_burst_of_400_reads_from_ever_receiving_a_429() -> None:
-    # ARM's bucket shape (a burst allowance, then a steady refill), time-compressed 4x so the
-    # test stays fast: capacity 100, 100 reads/s. The budget knows the same rate.
+def test_pacing_keeps_a_burst_of_400_reads_from_ever_receiving_a_429(virtual_time: VirtualClock) -> None:
+    # ARM's bucket shape (a burst allowance, then a steady refill), time-compressed 4x: capacity
+    # 100, 100 reads/s. The budget knows the same rate. Time is virtual (see virtual_time).
     estate = Estate(build_estate(50, in_perimeter_every=1))
     ids = list(estate.ids_of_type("microsoft.storage/storageaccounts"))
-    budget = ReadBudget(capacity=100, refill_per_second=100, reserve=10)
-    with serving(estate, latency=0.0, bucket=TokenBucket(capacity=100, rate=100)) as server:
+    budget = ReadBudget(capacity=100, refill_per_second=100, reserve=10, clock=virtual_time)
+    start = virtual_time()
+    with serving(estate, latency=0.0, bucket=TokenBucket(capacity=100, rate=100, clock=virtual_time)) as server:
         errors = _burst(server, budget, ids)
     reads = sum(v for k, v in server.counts.items() if k.startswith("GET "))
     assert reads >= 400
     assert server.throttled == 0  # not one 429: the reads slowed down before the bucket ran dry
     assert errors == 0
     stats = budget.stats()
-    assert stats.paced > 0 and stats.throttled == 0  # pacing did the work
+    assert stats.reads == reads and stats.throttled == 0
+    assert stats.paced > 0 and len(virtual_time.sleeps) == stats.paced  # pacing did the work: one wait per paced read
+    # The reads beyond the free share (capacity - reserve) were spread at the refill rate.
+    assert virtual_time() - start >= (reads - (100 - 10)) / 100
 
 
-def test_when_others_drain_the_bucket_retry_absorbs_the_429s_and_nothing_escapes() -> None:
+def test_when_others_drain_the_bucket_retry_absorbs_the_429s_and_nothing_escapes(virtual_time: VirtualClock) -> None:
     # Another consumer of the same identity empties the bucket first: this process cannot know,
     # so some reads meet a 429; azure-core's retry (the only retry layer) honours Retry-After and
-    # the budget holds the whole subscription back meanwhile.
+    # the budget holds the whole subscription back meanwhile. In virtual time the bucket stays
+    # empty until the budget waits (a real clock refilled it whenever the machine was slow to start
+    # the reads, and then nothing was throttled at all).
     estate = Estate(build_estate(25, in_perimeter_every=1))
     ids = list(estate.ids_of_type("microsoft.storage/storageaccounts"))
-    bucket = TokenBucket(capacity=60, rate=60)
-    for _ in range(55):
-        bucket.take(SUB)
-    budget = ReadBudget(capacity=60, refill_per_second=60, reserve=6)
+    bucket = TokenBucket(capacity=60, rate=60, clock=virtual_time)
+    while bucket.take(SUB)[0]:
+        pass  # the others take every token
+    budget = ReadBudget(capacity=60, refill_per_second=60, reserve=6, clock=virtual_time)
     with serving(estate, latency=0.0, bucket=bucket) as server:
         errors = _burst(server, budget, ids)
     assert errors == 0
@@ -320,7 +361,6 @@ def test_sync_policy_paces_on_the_header() -> None:
 
         def answer(self, method: str, url: str, body: Any = None) -> Reply:
             return Reply(200, b"{}", {HEADER: "3"})
-
 
     slept: list[float] = []
     budget = ReadBudget(capacity=250, refill_per_second=25, reserve=25, clock=Clock())
