@@ -4,7 +4,6 @@ with $skipToken, the quota back-off, and the sweep's change test against stored 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from shared.replay import record_baseline_estate
 from shared.state.base import AccountState, AssociationState
 from shared.state.sqlite_store import SqliteStateStore
 from shared.wiring import EstateClients
+from tests.fakes.clock import VirtualClock
 
 SAMPLES = Path(__file__).resolve().parents[1] / "shared" / "samples"
 GRAPH_URL = "https://management.azure.com/providers/Microsoft.ResourceGraph/resources?api-version=2021-03-01"
@@ -238,23 +238,41 @@ def test_a_graph_429_without_retry_after_gets_one_from_the_quota_header() -> Non
     assert parse_quota_reset("garbage") == 5.0
 
 
+class _WiredQuota(GraphQuota):
+    """The reader's quota, telling the virtual clock while a query is on the wire (so the server's
+    window cannot reset under a query the client already counted)."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(clock.sleep, clock=clock)
+        self.virtual = clock
+
+    async def acquire(self) -> None:
+        await super().acquire()
+        self.virtual.wire_start()
+
+    def release(self) -> None:
+        self.virtual.wire_end()
+        super().release()
+
+
 def test_over_tls_a_small_quota_is_waited_out_and_never_exceeded() -> None:
     # 2,500 accounts = 3 pages, plus the VHD and backup queries: 5 queries against 2 per second.
+    # Virtual time (the server's window and the reader's waits on one clock that moves only when the
+    # reader waits): a slow machine cannot reset a window early and save a wait.
     estate = Estate(build_estate(2500, vhd_vms={3}, backups={4}))
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await asyncio.sleep(seconds)
-
-    with serving(estate, latency=0.0, graph_quota=ServerQuota(limit=2, window=1.0)) as server:
+    clock = VirtualClock()
+    start = clock()
+    with serving(estate, latency=0.0, graph_quota=ServerQuota(limit=2, window=1.0, clock=clock)) as server:
         clients = live(server)
-        reader = ResourceGraphReader(clients.graph(), sleep=sleep)
+        reader = ResourceGraphReader(clients.graph(), quota=_WiredQuota(clock))
         inventory = runtime.run(reader.inventory([SUB]))
         runtime.run(clients.close())
     assert len(inventory.accounts) == 2500 and len(inventory.vhd_vms) == 1 and len(inventory.blob_backups) == 1
+    assert inventory.queries == reader.queries_sent == 5
     assert server.graph_throttled == 0  # the reader waited instead of meeting a 429
-    assert len(slept) >= 2 and reader.quota.waits == len(slept)
+    # Two queries per window: 5 queries need three windows, so exactly two waits for a reset.
+    assert reader.quota.waits == len(clock.sleeps) == 2
+    assert clock() - start == pytest.approx(2.0)
 
 
 # -- the sweep's change test --------------------------------------------------------------------
