@@ -11,9 +11,11 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import tenacity
 
 from shared.notify import http
 from shared.notify.base import Delivery, DeliveryStatus, Outcome
@@ -22,6 +24,7 @@ from shared.notify.dispatch import Dispatcher
 from shared.notify.github import GitHubIssuesSender, finding_label
 from shared.notify.webhook import SecretFormatError, WebhookSender, sign, verify_signature
 from tests.fakes import FakeAzureDevOps, FakeGitHub, FakeServer
+from tests.fakes.clock import VirtualClock
 from tests.fakes.transitions import MemoryTasks, delivery, make_transition
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -31,15 +34,19 @@ NOW = 1_790_000_000.0
 
 
 class Sleeps:
-    """Injected sleep: records what the retry layer asked for (optionally really sleeping)."""
+    """Injected sleep: records what the retry layer asked for (optionally really sleeping, or
+    sleeping on a virtual clock)."""
 
-    def __init__(self, real: bool = False) -> None:
+    def __init__(self, real: bool = False, clock: VirtualClock | None = None) -> None:
         self.calls: list[float] = []
         self.real = real
+        self.clock = clock
 
     def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
-        if self.real:
+        if self.clock is not None:
+            self.clock.sleep_sync(seconds)
+        elif self.real:
             time.sleep(seconds)
 
 
@@ -171,12 +178,15 @@ def test_429_retry_after_is_slept_for_real_and_retried_once(sink: FakeServer) ->
     assert sleeps.calls[0] >= 1.0 and elapsed >= 1.0
 
 
-def test_retry_after_as_an_http_date(sink: FakeServer) -> None:
-    when = email.utils.formatdate(time.time() + 3, usegmt=True)
+def test_retry_after_as_an_http_date(sink: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wall clock stands still for the parse, so the wait is exactly what the date says,
+    # however long the machine takes between here and there.
+    monkeypatch.setattr(http, "time", SimpleNamespace(time=lambda: NOW))
+    when = email.utils.formatdate(NOW + 3, usegmt=True)
     sink.script.then(503, {"Retry-After": when})
     sleeps = Sleeps()
     assert http.post_json(f"{sink.url}/hook", {}, retry=policy(sleeps)).ok
-    assert sink.hits == 2 and sleeps.calls[0] >= 2.0  # the date has one-second resolution
+    assert sink.hits == 2 and sleeps.calls == [3.0]
 
 
 def test_a_retry_after_beyond_the_cap_is_handed_to_the_outbox(sink: FakeServer) -> None:
@@ -214,9 +224,11 @@ def test_which_statuses_are_retried(sink: FakeServer, status: int, hits: int) ->
 
 
 def test_a_slow_server_times_out_and_is_retried(sink: FakeServer) -> None:
-    sink.script.then(200, delay=1.5)
-    result = http.post_json(f"{sink.url}/hook", {}, timeout=0.3, retry=policy())
-    assert result.ok and sink.hits == 2
+    # The first answer comes after 5 s, far past the 1 s timeout; the retry's answer is immediate
+    # (1 s leaves a busy machine ample time for it).
+    sink.script.then(200, delay=5.0)
+    result = http.post_json(f"{sink.url}/hook", {}, timeout=1.0, retry=policy())
+    assert result.ok and sink.hits == 2 and result.attempts == 2
 
 
 def test_a_refused_connection_is_retried_then_reported() -> None:
@@ -228,14 +240,21 @@ def test_a_refused_connection_is_retried_then_reported() -> None:
     assert "127.0.0.1" in result.error
 
 
-def test_the_total_time_cap_stops_before_a_sleep_would_pass_it(sink: FakeServer) -> None:
+def test_the_total_time_cap_stops_before_a_sleep_would_pass_it(
+    sink: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cap is on elapsed time. In virtual time (tenacity's clock and the sleeps on one VirtualClock
+    # that moves only by the sleeps) the requests themselves take no time, however busy the machine.
+    clock = VirtualClock()
+    monkeypatch.setattr(tenacity, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep_sync))
+    sleeps = Sleeps(clock=clock)
     sink.script.times(10, 500)
-    sleeps = Sleeps(real=True)  # the cap is on elapsed time: it needs a clock that moves
-    # Backoff clamped to 0.4 s (no jitter beyond the clamp), cap 1 s: sleeps end at ~0.4 and ~0.8 s;
-    # a third would end at ~1.2 s, so it is not started.
+    # Backoff clamped to 0.4 s (no jitter beyond the clamp), cap 1 s: sleeps end at 0.4 and 0.8 s;
+    # a third would end at 1.2 s, so it is not started.
     settings = policy(sleeps, attempts=10, initial=0.4, max_wait=0.4, max_total_seconds=1.0)
     result = http.post_json(f"{sink.url}/hook", {}, retry=settings)
     assert sink.hits == 3 and sleeps.calls == [0.4, 0.4]
+    assert clock.sleeps == [0.4, 0.4]
     assert result.retryable and result.status == 500
 
 

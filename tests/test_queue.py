@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy
@@ -68,14 +69,18 @@ def test_message_stays_invisible_until_the_window_closes(
     client = reader(azurite, queue_name)
     queue.send(TARGET, 2.0)
     sent = time.monotonic()
-
-    assert client.receive_message() is None
-    while time.monotonic() - sent < 6 and (message := client.receive_message()) is None:
+    # Poll until it shows (the service makes it visible 2 s after the send); 60 s only bounds a broken run.
+    message = client.receive_message(visibility_timeout=30)
+    while message is None and time.monotonic() - sent < 60:
         time.sleep(0.2)
-    waited = time.monotonic() - sent
-
+        message = client.receive_message(visibility_timeout=30)
     assert message is not None, "the message never became visible"
-    assert waited >= 1.5  # the delay is whole seconds on the service side
+    # The service's own clock, not this machine's speed: it was handed out no earlier than 2 s after
+    # it was inserted (the receive set next_visible_on = dequeue time + 30 s; whole seconds).
+    assert message.inserted_on is not None and message.next_visible_on is not None
+    dequeued = message.next_visible_on - timedelta(seconds=30)
+    assert (dequeued - message.inserted_on).total_seconds() >= 2
+    assert message.dequeue_count == 1
     assert decode_message(message.content) == (TARGET, 1002.0)
 
 
