@@ -43,7 +43,8 @@ param readerManagementGroupId string = ''
 
 // -- the function app -----------------------------------------------------------------------------
 
-@allowed(['3.11', '3.12'])
+@description('Python version of the function app (README: supported versions).')
+@allowed(['3.11', '3.12', '3.13'])
 param pythonVersion string = '3.11'
 
 @allowed([512, 2048, 4096])

@@ -7,26 +7,45 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+from packaging.markers import Marker
+
 import function_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETISH = re.compile(r"AccountKey=|SharedAccessSignature=|[?&]sig=|ghp_|github_pat_|whsec_|Bearer\s", re.IGNORECASE)
 
 
-def pins(text: str) -> dict[str, str]:
+SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
+
+
+def pins(text: str, python: str = "3.11") -> dict[str, str]:
+    """name -> version of every ``name==version`` line whose environment marker admits ``python``."""
+    environment = {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+    }
     found = {}
     for line in text.splitlines():
-        match = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", line)
-        if match:
-            found[match.group(1).lower().replace("_", "-")] = match.group(2)
+        match = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s;\\]+)\s*(?:;([^\\]*))?", line)
+        if match and (not match.group(3) or Marker(match.group(3).strip()).evaluate(environment)):
+            name = match.group(1).lower().replace("_", "-")
+            assert name not in found, f"{name} is pinned twice for Python {python}"
+            found[name] = match.group(2)
     return found
 
 
-def test_every_runtime_pin_is_locked_with_hashes() -> None:
-    requirements = pins((ROOT / "requirements.txt").read_text())
+@pytest.mark.parametrize("python", SUPPORTED_PYTHONS)
+def test_every_runtime_pin_is_locked_with_hashes(python: str) -> None:
+    requirements = pins((ROOT / "requirements.txt").read_text(), python)
     lock_text = (ROOT / "requirements.lock").read_text()
-    locked = pins(lock_text)
+    locked = pins(lock_text, python)
     assert requirements, "requirements.txt pins its runtime dependencies"
+    assert "azure-functions" in requirements and "azure-functions" in locked
     for name, version in requirements.items():
         assert locked.get(name) == version, f"{name}=={version} is not the locked version ({locked.get(name)})"
     blocks = [b for b in re.split(r"\n(?=[A-Za-z0-9_.-]+==)", lock_text) if re.match(r"[A-Za-z0-9_.-]+==", b)]

@@ -15,7 +15,7 @@ param storageAccountName string
 param deploymentContainerName string
 
 @description('Python version in functionAppConfig.runtime.')
-@allowed(['3.11', '3.12'])
+@allowed(['3.11', '3.12', '3.13'])
 param pythonVersion string = '3.11'
 
 @description('Instance memory (MB). 2048 is the Flex default.')

@@ -85,7 +85,8 @@ var baseSettings = {
   AzureWebJobsStorage__tableServiceUri: 'https://${storageAccountName}.table.${environment().suffixes.storage}'
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
-  // Python <= 3.12: use the app's pinned azure-functions (CloudEvent support), not the worker's copy.
+  // Python <= 3.12: use the app's pinned azure-functions (CloudEvent support), not the worker's copy
+  // (3.13 and later isolate the app's dependencies by default; the setting is then redundant).
   PYTHON_ISOLATE_WORKER_DEPENDENCIES: '1'
   NSP_DRIFT_SUBSCRIPTIONS: join(monitoredSubscriptionIds, ',')
   NSP_DRIFT_COALESCE_SECONDS: string(coalesceSeconds)
