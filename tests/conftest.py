@@ -32,18 +32,21 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "nsp-drift"))
 # Every test that starts Azurite (through the ``azurite`` fixture or ``start_azurite``) carries
 # ``@pytest.mark.azurite``, so ``-m "not azurite"`` really runs without the emulator. Enforced twice:
 # at collection for the fixture, and when Azurite starts for anything else.
-AZURITE_FIXTURES = frozenset({"azurite"})
 _running: pytest.Item | None = None
 
 
+def uses_azurite(fixturenames: Sequence[str]) -> bool:
+    """An Azurite fixture: ``azurite`` (the session-wide one) or any fixture named after it
+    (``persistent_azurite`` ...), directly or through another fixture."""
+    return any("azurite" in name for name in fixturenames)
+
+
 def unmarked_azurite_tests(items: Sequence[pytest.Item]) -> list[str]:
-    """Node ids of the tests that use an Azurite fixture (directly or through another fixture)
-    without the ``azurite`` marker."""
+    """Node ids of the tests that use an Azurite fixture without the ``azurite`` marker."""
     return [
         item.nodeid
         for item in items
-        if AZURITE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        and item.get_closest_marker("azurite") is None
+        if uses_azurite(getattr(item, "fixturenames", ())) and item.get_closest_marker("azurite") is None
     ]
 
 

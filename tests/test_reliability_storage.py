@@ -74,6 +74,7 @@ def messages(server: Azurite, queue: str) -> list[Any]:
     return found
 
 
+@pytest.mark.azurite
 def test_restart_mid_scenario_loses_nothing(persistent_azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
     import function_app  # noqa: F401  (the handlers below are the registered user functions)
     from handlers.evaluate import evaluate_target

@@ -70,8 +70,10 @@ class _Item:
 def test_a_test_using_azurite_without_the_marker_is_refused_at_collection() -> None:
     marked = _Item("t.py::marked", ["queue", "azurite"], {"azurite": pytest.mark.azurite})
     through_a_fixture = _Item("t.py::unmarked", ["queue", "azurite", "tmp_path"])
+    persistent = _Item("t.py::restart", ["persistent_azurite", "monkeypatch"])
     unrelated = _Item("t.py::pure", ["tmp_path"])
-    assert unmarked_azurite_tests([marked, through_a_fixture, unrelated]) == ["t.py::unmarked"]  # type: ignore[list-item]
+    items = [marked, through_a_fixture, persistent, unrelated]
+    assert unmarked_azurite_tests(items) == ["t.py::unmarked", "t.py::restart"]  # type: ignore[arg-type]
 
 
 def test_the_suite_as_collected_has_every_azurite_test_marked(request: pytest.FixtureRequest) -> None:
