@@ -7,7 +7,8 @@ The scanner reads every file under ``SCANNED`` (and the root-level entry points)
   above the repository root;
 * a string or comment naming a relative path that starts with two dots and a slash (relative to the
   working directory, which is the root), or ``".."`` given to a filesystem call;
-* an absolute path into a machine's own folders (work, home, root, opt, tmp, the user's home ...);
+* an absolute path into a machine's own folders (work, home, root, opt, tmp ...), or a path in the
+  user's home given to a path constructor or filesystem call;
 * in shell and PowerShell scripts, ``$(dirname "$0")/..`` or ``Split-Path -Parent $PSScriptRoot``
   chains that climb above the root, and any other ``..`` path segment.
 
@@ -40,7 +41,10 @@ DATA_DIRS = {PurePosixPath("tests/corpus"), PurePosixPath("shared/samples")}
 # Absolute paths into a machine's own folders. ARM ids (/subscriptions/...) and URL paths are not
 # filesystem paths, so only these roots are refused.
 _MACHINE_ROOTS = ("work", "home", "root", "opt", "mnt", "srv", "media", "tmp", "Users", "workspace")
-_ABSOLUTE = re.compile(r"^(?:/(?:" + "|".join(_MACHINE_ROOTS) + r")(?:/|$)|~/|[A-Za-z]:\\)")
+_ABSOLUTE = re.compile(r"^(?:/(?:" + "|".join(_MACHINE_ROOTS) + r")(?:/|$)|[A-Za-z]:\\)")
+# A home-relative path given to a path constructor or filesystem call (text that merely names one,
+# such as "requests looks ~/.netrc up", reads nothing).
+_HOME = re.compile(r"^~[^/]*(?:/|$)")
 _TOKEN = re.compile(r"[^\s'\"`(),;=<>\[\]{}]+")
 _UP = ".."
 _CLIMBS = (_UP + "/", _UP + "\\")  # a relative path whose first step leaves the working directory
@@ -123,7 +127,7 @@ class _PathEvaluator:
 
     def _join(self, node: ast.AST, parts: tuple[str, ...], text: str) -> tuple[str, ...]:
         if text.startswith(("/", "~")):
-            if _ABSOLUTE.match(text):
+            if _ABSOLUTE.match(text) or _HOME.match(text):
                 raise _Escaped(node, f"absolute path outside the repository: {text!r}")
             return ("<absolute>",)  # somewhere else entirely; not ours to judge
         for piece in re.split(r"[/\\]", text):
@@ -369,6 +373,7 @@ def test_scanner_catches_an_escape(rel: str, source: str) -> None:
         ("tests/test_x.py", 'ARM = "/subscriptions/s/providers/Microsoft.Storage/storageAccounts/' + UP + '/x"\n'),
         ("tests/test_x.py", 'NAMES = ["' + UP + '", "."]\n'),
         ("tests/test_x.py", '"""The id ``.../storageAccounts/a`` of an account."""\n'),
+        ("shared/x.py", '"""requests looks ``' + "~" + '/.netrc`` up for every call."""\n'),
         ("shared/x.py", 'URL = "https://example.com/work/items"\n'),
         (".ci/run", '#!/usr/bin/env bash\ncd "$(dirname "$0")/' + UP + '"\n'),
         ("scripts/x.sh", '#!/bin/sh\nroot=$(CDPATH=\'\' cd -- "$(dirname -- "$0")/' + UP + '" && pwd)\n'),
