@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared import runtime
+from shared.adapters.storage_http import storage_transport
 from shared.config import RulesConfig
 from shared.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.replay import MemoryQueue, record_baseline_estate
@@ -42,7 +43,11 @@ def resident_mb() -> float | None:
 def test_ten_thousand_events_none_lost_none_duplicated(azurite: Azurite) -> None:
     accounts, events_total = 200, 10_000
     before, after, ids = storm_estates(accounts)
-    store = TableStateStore.from_connection_string(azurite.connection_string, unique_name("load"))
+    # Wired as the app wires it (shared.app.build_context): one requests session per process with
+    # the environment resolved once per host, not merged again for each of the 44,000 calls.
+    store = TableStateStore.from_connection_string(
+        azurite.connection_string, unique_name("load"), transport=storage_transport()
+    )
     record_baseline_estate(before, store, RulesConfig())
     events = storm_events(ids, events_total)
     queue, sink = MemoryQueue(), CollectingSink()
