@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,15 @@ TESTS = Path(__file__).resolve().parent
 
 
 def test_the_hypothesis_profile_cannot_fail_a_correct_program_on_a_slow_machine() -> None:
+    suite = settings.get_profile("nsp-drift")
+    assert suite.deadline is None
+    assert HealthCheck.too_slow in suite.suppress_health_check
+    assert suite.derandomize and suite.database is None  # reproducible: the same examples every run
+    # The profile in force (nsp-drift unless HYPOTHESIS_PROFILE=explore) keeps the timing rules.
     active = settings.default
-    assert active.deadline is None
-    assert HealthCheck.too_slow in active.suppress_health_check
-    assert active.derandomize and active.database is None  # reproducible: the same examples every run
+    assert active.deadline is None and HealthCheck.too_slow in active.suppress_health_check
+    if os.environ.get("HYPOTHESIS_PROFILE", "nsp-drift") == "nsp-drift":
+        assert active.derandomize and active.database is None
 
 
 def _settings_calls() -> list[tuple[str, int, ast.Call]]:
