@@ -428,10 +428,14 @@ def test_an_older_sqlite_file_is_upgraded_with_its_digest_items_sorted_out(tmp_p
     db.commit()
     db.close()
     stores = [SqliteStateStore(path), SqliteStateStore(path)]  # a second opener finds it upgraded
+    later = Delivery("secops", "l2", make_transition(kind="resolved", key="l1"), created_at=3.0)
     try:
         for store in stores:
             assert [d.idempotency_key for d, _ in store.due_deliveries(10.0, digest=True)] == ["q1"]
             assert [d.idempotency_key for d, _ in store.due_deliveries(10.0, digest=False)] == ["l1"]
+            # The old pending rows are listed under their finding: a later transition waits for them.
+            older = store.older_pending(later)
+            assert older is not None and older.idempotency_key == "l1"
     finally:
         for store in stores:
             store.close()
@@ -469,3 +473,56 @@ def test_dispatch_budget_setting(value: str, expected: float | None) -> None:
             load_settings(env)
     else:
         assert load_settings(env).dispatch_budget_seconds == expected
+
+
+# -- order per finding ------------------------------------------------------------------------------------
+
+
+class FlakyReceiver(SlowReceiver):
+    """Fails its first ``failures`` requests with 503, then accepts; keeps the order it accepted in."""
+
+    def __init__(self, clock: FakeClock, failures: int) -> None:
+        super().__init__(clock, seconds=0.0)
+        self.failures = failures
+        self.accepted: list[str] = []
+
+    def handle(self, request: Received) -> Reply:
+        if self.failures > 0:
+            self.failures -= 1
+            return 503, {}, b"{}"
+        self.accepted.append(str(request.json()["data"]["transition"]))
+        return 200, {}, b"{}"
+
+
+def test_a_later_transition_of_a_finding_waits_for_an_earlier_retried_one(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    """Issue 11 (order per finding): a destination's "opened" fails and is retried later; the same
+    finding's "resolved", recorded meanwhile, must not overtake it. Before the fix the receiver
+    accepted ["resolved", "opened"] (the next run sent the resolved while the opened waited out
+    its back-off), i.e. it ended up believing the finding was open."""
+    receiver = FlakyReceiver(clock, failures=FAST.attempts)  # the opened's first attempt fails (with its retries)
+    key = "sftp-enabled|account-order|"
+    opened = make_transition("sftp-enabled", "opened", key=key, occurrence=1)
+    resolved = make_transition("sftp-enabled", "resolved", key=key, occurrence=1)
+    other = make_transition("sftp-enabled", "opened", key="sftp-enabled|account-other|", occurrence=1)
+    with receiver:
+        store = store_factory()
+        dispatcher = webhook_dispatcher(store, clock, ("siem", receiver))
+        store.add_deliveries([Delivery("siem", "order-opened", opened, created_at=clock(), next_attempt_at=clock())])
+        report = dispatcher.dispatch_due()
+        assert report.retried == 1 and receiver.accepted == []
+        clock.advance(1.0)  # the finding resolves; another one opens; the opened still backs off
+        store.add_deliveries(
+            [
+                Delivery("siem", "order-resolved", resolved, created_at=clock(), next_attempt_at=clock()),
+                Delivery("siem", "order-other", other, created_at=clock(), next_attempt_at=clock()),
+            ]
+        )
+        clock.advance(1.0)
+        dispatcher.dispatch_due()
+        assert receiver.accepted == ["opened"]  # another finding's alert is not held up
+        held = store.get_delivery(Delivery("siem", "order-resolved", resolved).delivery_id)
+        assert held is not None and held[0].status is DeliveryStatus.PENDING and held[0].attempts == 0
+        drain(dispatcher, store, clock)
+    assert receiver.accepted == ["opened", "opened", "resolved"]

@@ -172,7 +172,7 @@ def test_sweep_reads_only_pending_rows(backend: str, store: OutboxStore, request
         server: Azurite = request.getfixturevalue("azurite")
         with TableServiceClient.from_connection_string(server.connection_string) as service:
             table = service.get_table_client(store._outbox_table)
-            index = list(table.query_entities("PartitionKey eq 'delivery' and RowKey ge '~due|'"))
+            index = list(table.query_entities("PartitionKey eq 'delivery' and RowKey ge '~due|' and RowKey lt '~due}'"))
         assert sorted(row["DeliveryId"] for row in index) == sorted(delivery(n).delivery_id for n in (4, 5))
     else:
         db = sqlite3.connect(store_path(store))
@@ -197,7 +197,7 @@ def test_orphan_index_row_is_dropped_by_the_sweep(azurite: Azurite) -> None:
         table = service.get_table_client(store._outbox_table)
         table.delete_entity("delivery", delivery(1).delivery_id)
         assert keys(store.due_deliveries(2000.0)) == ["idem-2"]
-        index = list(table.query_entities("PartitionKey eq 'delivery' and RowKey ge '~due|'"))
+        index = list(table.query_entities("PartitionKey eq 'delivery' and RowKey ge '~due|' and RowKey lt '~due}'"))
     assert [row["DeliveryId"] for row in index] == [delivery(2).delivery_id]
     store.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +62,33 @@ class TaskRef:
     occurrence: int = 0
 
 
+_KIND_RANK = {"opened": 0, "changed": 1, "resolved": 2}
+
+
+def finding_order(delivery: Delivery) -> tuple[int, int, float, str]:
+    """Where a delivery stands among its finding's deliveries to one destination: by occurrence,
+    then opened < changed < resolved within it, then when it was recorded. Semantic first, so the
+    order holds across workers whose clocks disagree."""
+    kind = str(delivery.transition.get("transition", ""))
+    return (occurrence_of(delivery.transition), _KIND_RANK.get(kind, 1), delivery.created_at, delivery.delivery_id)
+
+
+def first_before(delivery: Delivery, candidates: Iterable[Delivery]) -> Delivery | None:
+    """The earliest pending delivery among ``candidates`` (same destination and finding) that
+    comes before ``delivery``, or None."""
+    mine = finding_order(delivery)
+    earlier = [
+        c
+        for c in candidates
+        if c.status is DeliveryStatus.PENDING
+        and c.delivery_id != delivery.delivery_id
+        and c.destination == delivery.destination
+        and c.finding_key == delivery.finding_key
+        and finding_order(c) < mine
+    ]
+    return min(earlier, key=finding_order, default=None)
+
+
 def occurrence_of(transition: Mapping[str, Any]) -> int:
     """The transition's occurrence (0 when a payload from before occurrences existed has none)."""
     value = transition.get("occurrence", 0)
@@ -108,6 +135,11 @@ class OutboxStore(Protocol):
 
         ``digest``: only quiet-mode (True) or only immediate (False) deliveries, ``limit`` applied
         to that kind alone (so a digest backlog never hides an alert); None: both kinds."""
+        ...
+
+    def older_pending(self, delivery: Delivery) -> Delivery | None:
+        """A PENDING delivery of the same finding to the same destination that comes before
+        ``delivery`` (``finding_order``), if any: ``delivery`` is not to be sent before it."""
         ...
 
     def update_delivery(self, delivery: Delivery, etag: str) -> str:

@@ -13,6 +13,7 @@ drop the repeat.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -71,6 +72,9 @@ class OutboxSink:
 
 DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_BUDGET_SECONDS = 120.0
+# A delivery waiting behind an earlier one of its finding is looked at again no later than this
+# (the earlier one may be leased by a worker that is about to finish it).
+BEHIND_RECHECK_SECONDS = 60.0
 
 
 @dataclass
@@ -83,6 +87,7 @@ class DispatchReport:
     deferred: int = 0  # due, left for the next run because the time budget was used up
     held: int = 0  # due, left for a later run because their destination just failed retryably
     held_back: dict[str, int] = field(default_factory=dict)  # destination -> deliveries held
+    behind: int = 0  # due, but an earlier delivery of the same finding to that destination is pending
     by_destination: dict[str, int] = field(default_factory=dict)
 
 
@@ -114,6 +119,11 @@ class Dispatcher:
     * After a retryable failure (timeout, 429, 5xx) a destination is not tried again in the same
       run: its other due deliveries are held back until the failed one's next attempt, which keeps
       their order and keeps them from standing in front of other destinations' deliveries.
+    * Order per finding: a delivery is not sent while an earlier delivery of the same finding to
+      the same destination is pending (``OutboxStore.older_pending``; by occurrence, then opened <
+      changed < resolved): a retried "opened" is never overtaken by its "resolved". The check is
+      made before the lease is taken, and a delivery only becomes pending in order (the pipeline
+      records a finding's transitions in the order of the state writes that make them true).
     * Immediate deliveries are read apart from quiet-mode (digest) ones, so a backlog of digest
       items never hides an alert; digests go out only when asked (``include_digests``: the sweep).
     """
@@ -186,6 +196,8 @@ class Dispatcher:
                 if item.destination in run.held:
                     self._hold(item, etag, run.held[item.destination], report)
                     continue
+                if self._behind(item, etag, report):
+                    continue
                 leased = self._lease(item, etag)
                 if leased is None:
                     report.skipped += 1
@@ -230,6 +242,20 @@ class Dispatcher:
             return leased, self.store.update_delivery(leased, etag)
         except ConflictError:
             return None  # another worker has it
+
+    def _behind(self, delivery: Delivery, etag: str, report: DispatchReport) -> bool:
+        """Whether an earlier delivery of the same finding to the same destination is pending; if
+        so this one waits for it (until its next attempt, or a minute, whichever is sooner)."""
+        earlier = self.store.older_pending(delivery)
+        if earlier is None:
+            return False
+        report.behind += 1
+        now = self.clock()
+        until = min(earlier.next_attempt_at, now + BEHIND_RECHECK_SECONDS)
+        if until > delivery.next_attempt_at:
+            with contextlib.suppress(ConflictError):  # another worker has it: it makes the same check
+                self.store.update_delivery(replace(delivery, next_attempt_at=until), etag)
+        return True
 
     def _hold(self, delivery: Delivery, etag: str, until: float, report: DispatchReport) -> None:
         """Leave a delivery for a later run (its destination is failing); attempts are not spent."""
@@ -290,6 +316,8 @@ class Dispatcher:
         leased = []
         for item, etag in items:
             run.seen.add(item.delivery_id)
+            if self._behind(item, etag, report):
+                continue
             taken = self._lease(item, etag)
             if taken is None:
                 report.skipped += 1

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.changes import Provenance, Target, TargetKind
-from shared.notify.base import Delivery, DeliveryStatus, TaskRef
+from shared.notify.base import Delivery, DeliveryStatus, TaskRef, first_before
 from shared.state import codec, pending
 from shared.state.base import (
     AccountState,
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE INDEX IF NOT EXISTS pending_by_due ON pending (due);
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, etag TEXT NOT NULL, status TEXT NOT NULL, next_attempt_at REAL NOT NULL,
-    created_at REAL NOT NULL, data TEXT NOT NULL, digest INTEGER NOT NULL DEFAULT 0);
+    created_at REAL NOT NULL, data TEXT NOT NULL, digest INTEGER NOT NULL DEFAULT 0,
+    destination TEXT NOT NULL DEFAULT '', finding TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (created_at, id, next_attempt_at) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS tasks (key TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -63,6 +64,12 @@ CREATE TABLE IF NOT EXISTS tasks (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 _KIND_INDEX = (
     "CREATE INDEX IF NOT EXISTS deliveries_pending_by_kind"
     " ON deliveries (digest, created_at, id, next_attempt_at) WHERE status = 'pending'"
+)
+
+# A finding's pending deliveries to one destination (shared.notify.base.OutboxStore.older_pending).
+_FINDING_INDEX = (
+    "CREATE INDEX IF NOT EXISTS deliveries_pending_by_finding"
+    " ON deliveries (destination, finding) WHERE status = 'pending'"
 )
 
 _MEMORY = ":memory:"
@@ -87,6 +94,7 @@ class SqliteStateStore:
             self._db.executescript(_SCHEMA)
             self._migrate(self._db)
             self._db.execute(_KIND_INDEX)
+            self._db.execute(_FINDING_INDEX)
 
     # -- plumbing -----------------------------------------------------------------------------------
     @contextmanager
@@ -108,15 +116,24 @@ class SqliteStateStore:
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
         """Bring a file written by an older version up to date (idempotent, safe between processes)."""
-        if "digest" in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}:
+        wanted = ("digest", "destination", "finding")
+        if set(wanted) <= {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}:
             return
         db.execute("BEGIN IMMEDIATE")
         try:
-            if "digest" not in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+            if "digest" not in columns:
                 db.execute("ALTER TABLE deliveries ADD COLUMN digest INTEGER NOT NULL DEFAULT 0")
+            for name in ("destination", "finding"):
+                if name not in columns:
+                    db.execute(f"ALTER TABLE deliveries ADD COLUMN {name} TEXT NOT NULL DEFAULT ''")
+            if not set(wanted) <= columns:
                 rows = db.execute("SELECT id, data FROM deliveries WHERE status = 'pending'").fetchall()
-                quiet = [(row_id,) for row_id, data in rows if codec.delivery_from_json(data).digest]
-                db.executemany("UPDATE deliveries SET digest = 1 WHERE id = ?", quiet)
+                updates = []
+                for row_id, data in rows:
+                    delivery = codec.delivery_from_json(data)
+                    updates.append((int(delivery.digest), delivery.destination, delivery.finding_key, row_id))
+                db.executemany("UPDATE deliveries SET digest = ?, destination = ?, finding = ? WHERE id = ?", updates)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -318,8 +335,9 @@ class SqliteStateStore:
             for delivery in deliveries:
                 etag = self._next_etag(db)
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO deliveries (id, etag, status, next_attempt_at, created_at, data, digest)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO deliveries"
+                    " (id, etag, status, next_attempt_at, created_at, data, digest, destination, finding)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         delivery.delivery_id,
                         etag,
@@ -328,6 +346,8 @@ class SqliteStateStore:
                         delivery.created_at,
                         codec.delivery_to_json(delivery),
                         int(delivery.digest),
+                        delivery.destination,
+                        delivery.finding_key,
                     ),
                 )
                 added += cursor.rowcount
@@ -353,6 +373,15 @@ class SqliteStateStore:
                     (int(digest), now, max(limit, 0)),
                 ).fetchall()
         return [(codec.delivery_from_json(data), etag) for data, etag in rows]
+
+    def older_pending(self, delivery: Delivery) -> Delivery | None:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT data FROM deliveries INDEXED BY deliveries_pending_by_finding"
+                " WHERE status = 'pending' AND destination = ? AND finding = ?",
+                (delivery.destination, delivery.finding_key),
+            ).fetchall()
+        return first_before(delivery, (codec.delivery_from_json(data) for (data,) in rows))
 
     def update_delivery(self, delivery: Delivery, etag: str) -> str:
         with self._transaction() as db:

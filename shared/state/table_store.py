@@ -43,7 +43,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, TransactionOperation, UpdateMode
 
 from shared.changes import Provenance, Target, TargetKind
-from shared.notify.base import Delivery, DeliveryStatus, TaskRef
+from shared.notify.base import Delivery, DeliveryStatus, TaskRef, first_before
 from shared.state import codec, pending
 from shared.state.base import (
     AccountState,
@@ -72,6 +72,7 @@ _PROFILE_PK = "profile"
 _PENDING_PK = "pending"
 _DUE_PREFIX = "~due|"  # index rows of pending deliveries; '~' sorts after the hex delivery ids
 _DUE_END = "~due}"  # '|' + 1: the exclusive upper bound of the index rows' RowKey range
+_FINDING_PREFIX = "~fnd|"  # ~fnd|<sha of destination|finding>|<delivery id>: a finding's pending deliveries
 _DELIVERY_ID = re.compile(r"^[0-9a-f]{1,64}$")
 
 # One operation of an entity-group transaction: (operation, entity, keyword arguments).
@@ -580,6 +581,42 @@ class TableStateStore:
         }
         return (TransactionOperation.UPSERT, row, {"mode": UpdateMode.REPLACE})
 
+    @staticmethod
+    def _finding_prefix(delivery: Delivery) -> str:
+        return f"{_FINDING_PREFIX}{_sha(delivery.destination + '|' + delivery.finding_key)}|"
+
+    def _finding_op(self, delivery: Delivery) -> _Operation:
+        """The row that lists a pending delivery under its (destination, finding), for
+        ``older_pending``. A hint: the delivery row is the truth (a stale one is dropped on read)."""
+        row = {
+            "PartitionKey": _DELIVERY_PK,
+            "RowKey": self._finding_prefix(delivery) + delivery.delivery_id,
+            "DeliveryId": delivery.delivery_id,
+        }
+        return (TransactionOperation.UPSERT, row, {"mode": UpdateMode.REPLACE})
+
+    def _drop_finding_row(self, delivery: Delivery) -> None:
+        with _storage_errors(f"drop finding row of {delivery.delivery_id}"):  # the SDK swallows 404 on delete
+            self._table(self._outbox_table).delete_entity(
+                _DELIVERY_PK, self._finding_prefix(delivery) + delivery.delivery_id
+            )
+
+    def older_pending(self, delivery: Delivery) -> Delivery | None:
+        prefix = self._finding_prefix(delivery)
+        query = f"PartitionKey eq '{_DELIVERY_PK}' and RowKey ge '{prefix}' and RowKey lt '{prefix[:-1]}}}'"
+        with _storage_errors(f"read {self._outbox_table}"):
+            rows = list(self._table(self._outbox_table).query_entities(query, select=["RowKey", "DeliveryId"]))
+        found: list[Delivery] = []
+        for row in rows:
+            if str(row["DeliveryId"]) == delivery.delivery_id:
+                continue
+            current = self.get_delivery(str(row["DeliveryId"]))
+            if current is None or current[0].status is not DeliveryStatus.PENDING:
+                self._delete_if(self._outbox_table, _DELIVERY_PK, str(row["RowKey"]), _etag(row), "drop finding row")
+                continue
+            found.append(current[0])
+        return first_before(delivery, found)
+
     def _transact(self, operations: list[_Operation], what: str) -> list[Mapping[str, Any]]:
         """One entity-group transaction; 409/412 on any operation -> ConflictError, 404 re-raised."""
         with _storage_errors(what):
@@ -590,7 +627,7 @@ class TableStateStore:
         for delivery in deliveries:
             operations: list[_Operation] = [(TransactionOperation.CREATE, self._delivery_entity(delivery), {})]
             if delivery.status is DeliveryStatus.PENDING:
-                operations.append(self._index_op(delivery))
+                operations += [self._index_op(delivery), self._finding_op(delivery)]
             try:
                 self._transact(operations, f"add delivery {delivery.delivery_id}")
             except ConflictError:
@@ -642,8 +679,9 @@ class TableStateStore:
             {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
         )
         pending = delivery.status is DeliveryStatus.PENDING
+        operations = [replace_op, self._index_op(delivery)] + ([self._finding_op(delivery)] if pending else [])
         try:
-            results = self._transact([replace_op, self._index_op(delivery)], what)
+            results = self._transact(operations, what)
         except HttpResponseError as exc:
             if exc.status_code != 404:
                 raise
@@ -651,7 +689,11 @@ class TableStateStore:
                 raise ConflictError(f"{what}: the row was deleted concurrently") from exc
             # The delivery was not pending (FAILED settled again, say), so there is no index row to
             # delete; or the delivery row itself is gone, which the plain replace reports as a conflict.
-            return self._replace(self._outbox_table, self._delivery_entity(delivery), etag, what)
+            etag = self._replace(self._outbox_table, self._delivery_entity(delivery), etag, what)
+            self._drop_finding_row(delivery)
+            return etag
+        if not pending:
+            self._drop_finding_row(delivery)  # after the settling write; a row left by a crash is dropped on read
         return str(results[0]["etag"])
 
     def get_delivery(self, delivery_id: str) -> tuple[Delivery, str] | None:
