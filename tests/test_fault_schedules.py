@@ -78,6 +78,7 @@ def test_seeded_schedule_table_storage(seed: int, servers: dict[str, FakeServer]
 
 
 @pytest.mark.soak
+@pytest.mark.azurite  # one schedule in 20 runs on Table storage
 def test_soak(servers: dict[str, FakeServer], tmp_path: Path) -> None:
     count = int(os.environ.get("NSP_DRIFT_SOAK_SCHEDULES", "1000"))
     first = int(os.environ.get("NSP_DRIFT_SOAK_FIRST_SEED", "1000"))
