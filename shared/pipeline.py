@@ -63,6 +63,7 @@ from shared.config import RulesConfig
 from shared.drift import decide_account, decide_profile, profile_state_of
 from shared.evaluate import evaluate
 from shared.events import EventError, parse_event
+from shared.membership import VERIFY_SWEEPS, needs_verify, sweep_round
 from shared.model import Evaluation, PerimeterView, StorageAccountSnapshot
 from shared.state import carried
 from shared.state.base import (
@@ -172,6 +173,18 @@ class Readers:
     accounts: AccountReader
     targets: TargetResolver
     summaries: SummaryReader | None = None  # Resource Graph (the frequent sweep)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A storage account as the full sweep's list page returned it (its body, when the page was
+    read, which perimeters of the subscription associate it, the sweep's verification round)."""
+
+    body: Mapping[str, Any]
+    at: float
+    associated: Mapping[str, Any]
+    round: int
+    sweeps: int
 
 
 class Deliverer(Protocol):
@@ -305,6 +318,9 @@ class Pipeline:
     enqueue_work: EnqueueWork | None = None
     budget_seconds: float = INVOCATION_BUDGET_SECONDS
     batch_size: int = BATCH_ACCOUNTS
+    # NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS: the full sweep verifies every account's membership within
+    # this many sweeps (shared.membership).
+    verify_sweeps: int = VERIFY_SWEEPS
 
     # -- intake --------------------------------------------------------------------------------------
     def intake(self, raw_events: Iterable[Mapping[str, Any]]) -> IntakeReport:
@@ -463,8 +479,22 @@ class Pipeline:
         if callable(remember):
             for perimeter_id, vaults in work.vault_members:
                 remember(perimeter_id, vaults)
+        accounts = work.accounts
+        if work.since:  # only those not evaluated since (a full sweep's stored, unlisted accounts)
+            accounts = tuple([a for a in accounts if not await self._seen_since(a, work.since)])
         deadline = self._deadline()
-        outcomes = await self._evaluate_many(work.accounts, work.provenance, readers, work.cause, deadline)
+        outcomes = await self._evaluate_many(accounts, work.provenance, readers, work.cause, deadline)
+        return await self._settle(replace(work, accounts=accounts), outcomes, readers)
+
+    async def _seen_since(self, account_id: str, since: float) -> bool:
+        stored = await asyncio.to_thread(self.store.get_account, account_id)
+        return stored is not None and stored.value.observed_at >= since
+
+    async def _settle(
+        self, work: Work, outcomes: Sequence[AccountResult | BaseException | None], readers: Readers
+    ) -> WorkResult:
+        """After a batch's evaluations: what was not started is re-queued at once, what failed (or
+        was read partially) with back-off and one alert after ``alert_after`` failures."""
         results: list[AccountResult] = []
         deferred: list[str] = []
         failed: list[str] = []
@@ -571,14 +601,34 @@ class Pipeline:
         provenance: Provenance,
         readers: Readers,
         cause: TargetKind = TargetKind.ACCOUNT,
+        listed: Listed | None = None,
     ) -> AccountResult:
         """See "Ordering" above: the stored version is read before ARM is, and the commit is
-        conditional on it; if another evaluation committed in between, ARM is read again."""
-        for _ in range(_MAX_READS):
+        conditional on it; if another evaluation committed in between, ARM is read again.
+
+        ``listed`` (the full sweep): the account's body from the list page stands for the read of
+        the account, which was read *before* the stored row. So it is used only when the stored
+        row's read began at least a lease (the longest an evaluation lives) before the page was
+        listed, i.e. the stored read certainly ended before the list: never an older read over a
+        newer one. Otherwise, and after a conflict, the account is read afresh."""
+        for attempt in range(_MAX_READS):
             stored = await asyncio.to_thread(self.store.get_account, account_id)
             read_started = self.clock()
             facts = stored.value.facts if stored is not None and not stored.value.is_tombstone else None
-            evaluation = await self.gather(account_id, readers.accounts, cause, facts)
+            read_listed = getattr(readers.accounts, "read_listed", None)
+            older = stored is None or stored.value.observed_at <= (listed.at if listed else 0.0) - self.lease_seconds
+            if listed is not None and attempt == 0 and older and callable(read_listed):
+                member = stored is not None and not stored.value.is_tombstone and bool(stored.value.associations)
+                verify = needs_verify(account_id, listed.body, listed.associated, member, listed.round, listed.sweeps)
+                read_started = listed.at
+                try:
+                    snapshot = await read_listed(listed.body, verify)
+                except AccountNotFound:
+                    evaluation = None
+                else:
+                    evaluation = evaluate(snapshot, self.config, datetime.fromtimestamp(self.clock(), UTC).date())
+            else:
+                evaluation = await self.gather(account_id, readers.accounts, cause, facts)
             try:
                 transitions = await asyncio.to_thread(
                     self._commit, account_id, stored, evaluation, provenance, cause, read_started, True
@@ -748,8 +798,16 @@ class Pipeline:
         if self.enqueue_work is None:
             raise RuntimeError("a planned sweep needs a work queue")
         report = SweepReport()
+        now = self.clock()
         for subscription in subscriptions:
-            work = Work(WorkKind.SWEEP, subscription=subscription, full=full, origin="sweep")
+            work = Work(
+                WorkKind.SWEEP,
+                subscription=subscription,
+                full=full,
+                origin="sweep",
+                sweep_round=sweep_round(now),
+                since=now,
+            )
             await asyncio.to_thread(self.enqueue_work, work, 0.0)
         await self._requeue_lost(report)
         return report
@@ -759,6 +817,8 @@ class Pipeline:
         account list), decide which accounts to evaluate, queue them in batches."""
         report = SweepReport()
         subscription = work.subscription
+        if work.full and callable(getattr(readers.accounts, "list_account_page", None)):
+            return await self._sweep_arm_page(work, readers)
         if work.full:
             accounts = {a.lower(): a for a in await readers.accounts.list_account_ids(subscription)}
             report.listed = len(accounts)
@@ -782,6 +842,73 @@ class Pipeline:
             queued,
         )
         return WorkResult(work, queued=queued, listed=report.listed)
+
+    async def _sweep_arm_page(self, work: Work, readers: Readers) -> WorkResult:
+        """One page of a subscription's full ARM sweep: list the page (raw bodies), queue the next
+        page as its own message, then evaluate the page's accounts from their listed bodies. Only
+        those that may be in a perimeter (``shared.membership``) have their NSP configurations
+        read, and only associated ones their features; the rest are recorded as in no perimeter.
+        Accounts not started inside the budget, or failed, go on as batches (never dropped). The
+        last page queues the subscription's stored accounts that no page evaluated since the sweep
+        began (gone ones: evaluating them resolves their findings)."""
+        subscription = work.subscription
+        send = self.enqueue_work
+        if send is None:
+            raise RuntimeError("a planned sweep needs a work queue")
+        accounts_reader: Any = readers.accounts
+        listed_at = self.clock()
+        next_link, bodies = await accounts_reader.list_account_page(subscription, work.page)
+        queued = 0
+        if next_link:  # before this page's work: the pages of a subscription run side by side
+            await asyncio.to_thread(send, replace(work, page=next_link), 0.0)
+            queued += 1
+        associations_of = getattr(accounts_reader, "perimeter_associations", None)
+        associated: Mapping[str, Any] = await associations_of(subscription) if callable(associations_of) else {}
+        round_ = work.sweep_round or sweep_round(listed_at)
+        sweeps = max(self.verify_sweeps, 1)
+        page = {str(b["id"]).lower(): b for b in bodies}
+        ids = tuple(str(b["id"]) for b in page.values())
+        provenance = Provenance(source="sweep")
+        origin = f"sweep:{subscription}"
+        deadline = self._deadline()
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(body: Mapping[str, Any]) -> AccountResult | None:
+            async with gate:
+                if deadline is not None and self.clock() >= deadline:
+                    return None
+                listed = Listed(body, listed_at, associated, round_, sweeps)
+                return await self.evaluate_account(str(body["id"]), provenance, readers, TargetKind.ACCOUNT, listed)
+
+        outcomes = list(await asyncio.gather(*(one(b) for b in page.values()), return_exceptions=True))
+        batch = Work(WorkKind.ACCOUNTS, ids, TargetKind.ACCOUNT, provenance, origin=origin)
+        result = await self._settle(batch, outcomes, readers) if ids else WorkResult(batch)
+        if next_link is None and work.since:
+            stored = await asyncio.to_thread(self.store.all_account_ids)
+            wanted = subscription.lower()
+            unlisted = [
+                a
+                for a in stored
+                if a.lower() not in page
+                and (arm_ids.parse(a) is not None)
+                and arm_ids.parse(a).subscription.lower() == wanted  # type: ignore[union-attr]
+            ]
+            if unlisted:
+                # After the other pages' invocations (each within the budget): whatever they have
+                # not evaluated since the sweep began is not listed any more.
+                items = batches(unlisted, TargetKind.ACCOUNT, provenance, origin, None, self.batch_size)
+                for item in items:
+                    await asyncio.to_thread(send, replace(item, since=work.since), self.budget_seconds)
+                queued += len(items)
+        log.info(
+            "full sweep of %s, page %s: %d listed, %d evaluated, %d message(s) queued",
+            subscription,
+            "first" if not work.page else "next",
+            len(ids),
+            result.evaluated,
+            result.queued + queued,
+        )
+        return replace(result, work=work, queued=result.queued + queued, listed=len(ids))
 
     async def _requeue_lost(self, report: SweepReport) -> None:
         now = self.clock()
@@ -829,6 +956,11 @@ class Pipeline:
         report.accounts = len(accounts)
         await self._requeue_lost(report)
         return report
+
+
+def _subscription_of(resource_id: str) -> str:
+    parsed = arm_ids.parse(resource_id)
+    return parsed.subscription.lower() if parsed is not None else ""
 
 
 def _vault_members(readers: Readers, target: Target) -> dict[str, list[str]] | None:

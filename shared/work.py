@@ -53,6 +53,9 @@ class Work:
     sweep_round: int = 0  # SWEEP: which verification slice this sweep reads (shared.membership)
     attempts: int = 0  # ACCOUNTS: failed evaluations of these accounts so far
     origin: str = ""  # what fanned it out (a target key, "sweep"), for the logs
+    # SWEEP: when the sweep was planned (epoch seconds). ACCOUNTS: evaluate only the accounts not
+    # evaluated since then (the full sweep's stored-but-not-listed accounts); 0 = all of them.
+    since: float = 0.0
 
     def members_of(self) -> dict[str, tuple[str, ...]]:
         return {p: m for p, m in self.vault_members}

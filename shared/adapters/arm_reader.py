@@ -314,12 +314,14 @@ class ArmReader:
         self._vms: dict[str, asyncio.Future[list[Any]]] = {}
         self._members: dict[str, asyncio.Future[tuple[str, ...]]] = {}
         self._policies: dict[str, asyncio.Future[tuple[str, ...]]] = {}
+        self._associations: dict[str, asyncio.Future[dict[str, tuple[str, ...]]]] = {}
 
     def forget_cached_lookups(self) -> None:
         """Drop subscription-wide caches (VM lists, perimeter members, backup policies)."""
         self._vms.clear()
         self._members.clear()
         self._policies.clear()
+        self._associations.clear()
 
     def remember_members(self, perimeter_id: str, members: Sequence[str]) -> None:
         """The perimeter's associated resource ids as someone in this invocation (or whoever
@@ -425,6 +427,68 @@ class ArmReader:
         client = self._clients.storage(subscription_id)
         return [i async for i in resource_ids(client, build_storage_accounts_list_request(subscription_id))]
 
+    async def list_account_page(self, subscription_id: str, page: str = "") -> tuple[str | None, list[dict[str, Any]]]:
+        """One page of the subscription's storage account list as raw bodies (``page``: ARM's
+        nextLink, "" for the first): (the next page's nextLink or None, the accounts). The list body
+        carries every property the snapshot's account side needs (``read_listed``)."""
+        from azure.mgmt.storage.operations._operations import build_storage_accounts_list_request
+
+        from shared.adapters.raw_list import resource_page
+
+        client = self._clients.storage(subscription_id)
+        return await resource_page(client, build_storage_accounts_list_request(subscription_id), page)
+
+    async def perimeter_associations(self, subscription_id: str) -> dict[str, tuple[str, ...]]:
+        """Every resource (lower-case id) associated with a perimeter of the subscription -> those
+        perimeters: the subscription's perimeters (``list_by_subscription``) and each one's
+        association list (shared with the CMK rule's lookup). Once per subscription per reader."""
+
+        async def read() -> dict[str, tuple[str, ...]]:
+            client = self._clients.network(subscription_id)
+            listing = client.network_security_perimeters.list_by_subscription
+            perimeters = await _decoded(lambda: _collect_pages(listing()))
+            ids = [_s(getattr(p, "id", "")) for p in perimeters if getattr(p, "id", None)]
+            lists = await asyncio.gather(*(self._perimeter_members(i) for i in ids), return_exceptions=True)
+            found: dict[str, tuple[str, ...]] = {}
+            for perimeter_id, members in zip(ids, lists, strict=True):
+                if isinstance(members, BaseException):
+                    if _is_not_found(members):
+                        continue  # deleted since it was listed: associates nothing
+                    raise members
+                for member in members:
+                    found[member] = (*found.get(member, ()), perimeter_id)
+            return found
+
+        return await self._once(self._associations, subscription_id.lower(), read)
+
+    async def read_listed(self, body: Mapping[str, Any], verify: bool) -> StorageAccountSnapshot:
+        """A snapshot from the account's body as the list returned it (no GET of the account): the
+        one SDK mapping (``_snapshot_of``) over the body deserialised as the SDK's own
+        ``StorageAccount``. ``verify``: read its NSP configurations (the truth of membership), and
+        all features when it is associated; otherwise it is recorded as in no perimeter."""
+        from azure.mgmt.storage._utils.model_base import _deserialize
+        from azure.mgmt.storage.models import StorageAccount
+
+        account_id = _s(body.get("id"))
+        parsed = arm_ids.parse(account_id)
+        if parsed is None or arm_ids.storage_account_of(account_id) is None:
+            raise ValueError(f"not a storage account id: {account_id!r}")
+        account = _deserialize(StorageAccount, dict(body))
+        sub, rg, name = parsed.subscription, parsed.resource_group, parsed.segments[0][1]
+        if not verify:
+            return _snapshot_of(account, account_id, sub, rg, name, [], [])
+        storage = self._clients.storage(sub)
+        configs: Any
+        try:
+            configs = await _decoded(
+                lambda: _collect_pages(storage.network_security_perimeter_configurations.list(rg, name))
+            )
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise AccountNotFound(account_id) from exc
+            configs = exc
+        return await self._complete(account, configs, account_id, sub, rg, name)
+
     async def read_account(self, account_id: str) -> StorageAccountSnapshot:
         parsed = arm_ids.parse(account_id)
         if parsed is None or arm_ids.storage_account_of(account_id) is None:
@@ -440,6 +504,13 @@ class ArmReader:
             if _is_not_found(account):
                 raise AccountNotFound(account_id) from account
             raise account
+        return await self._complete(account, configs, account_id, sub, rg, name)
+
+    async def _complete(
+        self, account: Any, configs: Any, account_id: str, sub: str, rg: str, name: str
+    ) -> StorageAccountSnapshot:
+        """The snapshot of an account (an SDK ``StorageAccount``) and its NSP configurations (or
+        the exception reading them raised); all features read when it is in a perimeter."""
         incomplete: list[str] = []
         perimeters: list[PerimeterView] = []
         if isinstance(configs, BaseException):
@@ -632,9 +703,7 @@ def _brief(exc: BaseException) -> str:
 class TargetReads:
     """The extra reads that resolve a non-account target to storage accounts (uncached)."""
 
-    def __init__(
-        self, clients: ClientFactory, on_members: Callable[[str, Sequence[str]], None] | None = None
-    ) -> None:
+    def __init__(self, clients: ClientFactory, on_members: Callable[[str, Sequence[str]], None] | None = None) -> None:
         self._clients = clients
         self._on_members = on_members  # the association list, handed to the account reader once read
 

@@ -72,6 +72,8 @@ def encode_work(work: Work, not_before: float) -> str:
     else:
         body.update(subscription=work.subscription, page=work.page, full=work.full, sweep_round=work.sweep_round)
     body["origin"] = work.origin
+    if work.since:
+        body["since"] = work.since
     return json.dumps({"work": body, "not_before": not_before}, separators=(",", ":"))
 
 
@@ -108,6 +110,9 @@ def _work(value: object) -> Work:
         raise ValueError(f"work.kind: {value.get('kind')!r} is not one of {', '.join(WorkKind)}") from None
     origin = value.get("origin", "")
     origin = origin if isinstance(origin, str) else ""
+    since = value.get("since", 0.0)
+    if isinstance(since, bool) or not isinstance(since, int | float) or not math.isfinite(since) or since < 0:
+        raise ValueError(f"work.since: expected epoch seconds, got {since!r}")
     if kind is WorkKind.SWEEP:
         subscription, page = value.get("subscription"), value.get("page", "")
         if not isinstance(subscription, str) or not subscription.strip():
@@ -121,6 +126,7 @@ def _work(value: object) -> Work:
             full=value.get("full", True) is not False,
             sweep_round=_count(value.get("sweep_round", 0), "work.sweep_round"),
             origin=origin,
+            since=float(since),
         )
     accounts = _strings(value.get("accounts"), "work.accounts")
     if not accounts:
@@ -153,6 +159,7 @@ def _work(value: object) -> Work:
         tuple(members),
         attempts=_count(value.get("attempts", 0), "work.attempts"),
         origin=origin,
+        since=float(since),
     )
 
 

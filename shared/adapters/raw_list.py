@@ -162,8 +162,16 @@ def _keep_id(ids: list[str], item: Any) -> None:
         log.warning("a listed resource without an id was skipped (%s)", type(item).__name__)
 
 
-async def _page_ids(client: Any, request: Any) -> tuple[str | None, list[str]]:
-    """One page through the client's pipeline: (nextLink, ids), the body read again if it breaks off."""
+def _keep_item(items: list[dict[str, Any]], item: Any) -> None:
+    if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
+        items.append(item)
+    else:
+        log.warning("a listed resource without an id was skipped (%s)", type(item).__name__)
+
+
+async def _read_page(client: Any, request: Any, keep: Callable[[list[Any], Any], None]) -> tuple[str | None, list[Any]]:
+    """One page through the client's pipeline: (nextLink, what ``keep`` kept of each item), the
+    body read again if it breaks off."""
     from azure.core.exceptions import DecodeError
 
     for attempt in range(1, ATTEMPTS + 1):
@@ -172,18 +180,31 @@ async def _page_ids(client: Any, request: Any) -> tuple[str | None, list[str]]:
             if response.status_code != 200:
                 await response.read()
                 _raise_for_status(response)
-            ids: list[str] = []
+            kept: list[Any] = []
             try:
-                next_link = await parse_listing(response.iter_bytes(), partial(_keep_id, ids))
+                next_link = await parse_listing(response.iter_bytes(), partial(keep, kept))
             except (json.JSONDecodeError, DecodeError) as exc:  # IncompleteReadError is a DecodeError
                 if attempt == ATTEMPTS:
                     raise DecodeError(f"an ARM list page could not be decoded: {exc}", response=response) from exc
                 log.info("list page could not be decoded; reading it again (%d/%d)", attempt + 1, ATTEMPTS)
                 continue
-            return next_link, ids
+            return next_link, kept
         finally:
             await response.close()
     raise AssertionError("unreachable")
+
+
+async def _page_ids(client: Any, request: Any) -> tuple[str | None, list[str]]:
+    return await _read_page(client, request, _keep_id)
+
+
+async def resource_page(client: Any, first: Any, next_link: str = "") -> tuple[str | None, list[dict[str, Any]]]:
+    """ONE page of a listing as raw JSON objects (``first``: the SDK's request for page one, used
+    when ``next_link`` is empty): (the next page's ``nextLink`` or None, the page's resources).
+    The sweep lists one page per invocation and queues the next one as its own message."""
+    from azure.core.rest import HttpRequest
+
+    return await _read_page(client, first if not next_link else HttpRequest("GET", next_link), _keep_item)
 
 
 def resource_ids(client: Any, first: Any) -> Any:
