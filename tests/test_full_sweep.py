@@ -27,7 +27,10 @@ from shared.targeting import Scope
 from shared.wiring import EstateClients, readers_for
 from shared.work import Work, WorkKind
 
-PERIMETER = f"/subscriptions/{SUB}/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/nsp-contoso-data"
+PERIMETER = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/"
+    "nsp-contoso-data"
+)
 DAY = 86_400.0
 FEATURES = 6  # object replication, lifecycle, inventory, blob service, backup instances, file shares
 
@@ -56,6 +59,8 @@ def estate(accounts: int, associated: set[int], configured: set[int] | None = No
     ids = account_ids(resources)
     for i, account in enumerate(ids):
         name = account.rsplit("/", 1)[-1]
+        if i not in associated:  # the sample's account is SecuredByPerimeter: outside (or Learning) it is not
+            resources[account]["properties"]["publicNetworkAccess"] = "Enabled"
         if i in associated or i in (configured or set()):
             cfg = json.loads(config_text.replace("stbench00000", name))
             resources[cfg["id"]] = cfg
