@@ -188,12 +188,12 @@ def drain(functions: dict[str, Any]) -> list[str]:
 
 @pytest.mark.azurite
 def test_sweep_timer_reconciles(functions: dict[str, Any], app_env: Sink) -> None:
-    """The timer only plans (one message per subscription); the queue trigger lists and evaluates
-    the batches the sweep message queued (issue 12: no invocation does the whole sweep)."""
+    """The timer only plans (one message per subscription); the queue trigger lists one page per
+    sweep message and evaluates its accounts (issue 12: no invocation does the whole sweep)."""
     functions["reconcile_full_sweep"].get_user_function()(TimerRequest(past_due=False))
     assert app_env.transitions == []
     kinds = drain(functions)
-    assert kinds == ["sweep", "accounts"]  # the sample's 15 accounts fit one batch
+    assert kinds == ["sweep"]  # the sample's 15 accounts fit one page, evaluated by its message
     assert {t.rule_id for t in app_env.transitions} >= {
         "sftp-enabled",
         "unmanaged-disk",
