@@ -104,6 +104,7 @@ def build_context(
         window_seconds=settings.coalesce_seconds,
         enqueue_work=queue.send_work,
         budget_seconds=settings.invocation_budget_seconds,
+        verify_sweeps=settings.membership_verify_sweeps,
     )
     return AppContext(settings, store, pipeline, queue, clients, dispatcher)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from shared.cloud import PUBLIC, Cloud, CloudError, cloud_from_env
 from shared.config import ConfigError, RulesConfig, config_from_settings
+from shared.membership import VERIFY_SWEEPS
 
 QUEUE_NAME = "nsp-drift-evaluations"  # fixed: the queue trigger binds to it by name
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -30,6 +31,11 @@ DOCUMENTED: dict[str, str] = {
     "NSP_DRIFT_INVOCATION_BUDGET_SECONDS": "Time budget of one evaluation or sweep invocation in seconds (default "
     "120, 10-480, well under host.json functionTimeout of 600): a perimeter change and the sweeps fan out over the "
     "evaluation queue in batches, and work an invocation cannot finish inside it is re-queued, never dropped",
+    "NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS": "The full ARM sweep reads the NSP configuration of every listed account "
+    "within this many full sweeps (default 7, 1-31): each sweep verifies a rotating 1/k slice of the accounts not "
+    "otherwise known to be in a perimeter, so an association made by a perimeter in a subscription outside the scope "
+    "is found within k sweeps (the slice rotates by UTC day: with the daily full sweep, within k days; 1: every "
+    "account every sweep, the most reads; see Bounded invocations)",
     "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
     "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the Resource Graph sweep: lists accounts, re-reads those whose "
     "summary changed, retries deliveries, sends digests (e.g. 0 */15 * * * *)",
@@ -66,6 +72,7 @@ class Settings:
     estate_path: str = ""
     dispatch_budget_seconds: float = 120.0
     invocation_budget_seconds: float = 120.0
+    membership_verify_sweeps: int = VERIFY_SWEEPS
     rules: RulesConfig = field(default_factory=RulesConfig)
     cloud: Cloud = PUBLIC
 
@@ -87,6 +94,17 @@ def _seconds(name: str, raw: str, bounds: tuple[float, float, float], why: str) 
         raise SettingsError(f"{name}: expected seconds, got {raw!r}") from None
     if not low <= value <= high:  # also refuses nan
         raise SettingsError(f"{name}: must be between {low:g} and {high:g} ({why})")
+    return value
+
+
+def _verify_sweeps(raw: str) -> int:
+    name = "NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS"
+    try:
+        value = int(raw.strip()) if raw.strip() else VERIFY_SWEEPS
+    except ValueError:
+        raise SettingsError(f"{name}: expected a whole number of full sweeps, got {raw!r}") from None
+    if not 1 <= value <= 31:
+        raise SettingsError(f"{name}: must be between 1 and 31 (every account is verified within that many sweeps)")
     return value
 
 
@@ -112,6 +130,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         (120.0, 10.0, 480.0),
         "an invocation must end well inside functionTimeout (600 s)",
     )
+    verify_sweeps = _verify_sweeps(env.get("NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS", ""))
     prefix = env.get("NSP_DRIFT_STATE_TABLE_PREFIX", "nspdrift") or "nspdrift"
     if not _TABLE_PREFIX.match(prefix):
         raise SettingsError("NSP_DRIFT_STATE_TABLE_PREFIX: letters and digits only, starting with a letter")
@@ -144,6 +163,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         estate_path=estate,
         dispatch_budget_seconds=budget,
         invocation_budget_seconds=invocation_budget,
+        membership_verify_sweeps=verify_sweeps,
         rules=rules,
         cloud=cloud,
     )

@@ -47,3 +47,28 @@ def test_handler_logs_one_line_and_raises_for_retry(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == ["nsp-drift is misconfigured: NSP_DRIFT_COALESCE_SECONDS: expected seconds, got 'soon'"]
     app_module.reset_context(None)
+
+
+@pytest.mark.parametrize("value", ["seven", "0", "32", "-1", "2.5"])
+def test_bad_membership_verify_sweeps_is_named(value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**GOOD, "NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS": value})
+    message = str(caught.value)
+    assert message.startswith("NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("value", "sweeps"), [("", 7), ("1", 1), (" 14 ", 14), ("31", 31)])
+def test_membership_verify_sweeps_parses(value: str, sweeps: int) -> None:
+    env = {**GOOD, "NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS": value} if value else GOOD
+    assert load_settings(env).membership_verify_sweeps == sweeps
+
+
+def test_the_apps_pipeline_gets_the_verify_sweeps() -> None:
+    from shared.state.sqlite_store import SqliteStateStore
+
+    settings = load_settings({**GOOD, "NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS": "3"})
+    context = app_module.build_context(settings, store=SqliteStateStore(":memory:"), clients=object())
+    assert context.pipeline.verify_sweeps == 3
+    default = app_module.build_context(load_settings(GOOD), store=SqliteStateStore(":memory:"), clients=object())
+    assert default.pipeline.verify_sweeps == 7

@@ -39,6 +39,11 @@ param dispatchBudgetSeconds int = 120
 @maxValue(480)
 param invocationBudgetSeconds int = 120
 
+@description('NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS (1-31): the full sweep verifies every account\'s perimeter membership within this many full sweeps.')
+@minValue(1)
+@maxValue(31)
+param membershipVerifySweeps int = 7
+
 @description('NSP_DRIFT_STATE_TABLE_PREFIX: letters and digits, starting with a letter.')
 param stateTablePrefix string = 'nspdrift'
 
@@ -92,6 +97,7 @@ var baseSettings = {
   NSP_DRIFT_COALESCE_SECONDS: string(coalesceSeconds)
   NSP_DRIFT_DISPATCH_BUDGET_SECONDS: string(dispatchBudgetSeconds)
   NSP_DRIFT_INVOCATION_BUDGET_SECONDS: string(invocationBudgetSeconds)
+  NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS: string(membershipVerifySweeps)
   NSP_DRIFT_STATE_TABLE_PREFIX: stateTablePrefix
   NSP_DRIFT_SWEEP_SCHEDULE: sweepSchedule
   NSP_DRIFT_FULL_SWEEP_SCHEDULE: fullSweepSchedule
