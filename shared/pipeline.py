@@ -621,8 +621,9 @@ class Pipeline:
                 member = stored is not None and not stored.value.is_tombstone and bool(stored.value.associations)
                 verify = needs_verify(account_id, listed.body, listed.associated, member, listed.round, listed.sweeps)
                 read_started = listed.at
+                backups = stored.value.backup_instance_ids if stored is not None else ()
                 try:
-                    snapshot = await read_listed(listed.body, verify)
+                    snapshot = await read_listed(listed.body, verify, backups)
                 except AccountNotFound:
                     evaluation = None
                 else:

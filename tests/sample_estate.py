@@ -366,6 +366,10 @@ def extras(estate: dict[str, Any], put: Any) -> None:
     put(smb)
     vault = f"/subscriptions/{SUB}/resourceGroups/{RG_BACKUP}/providers/Microsoft.DataProtection"
     vault += f"/backupVaults/{BACKUP_VAULT}"
+    vault_body = example("dataprotection-2025-07-01/GetBackupVault.json")
+    vault_body["id"], vault_body["name"] = vault, BACKUP_VAULT
+    vault_body["type"], vault_body["location"] = "Microsoft.DataProtection/backupVaults", LOCATION
+    estate[vault] = vault_body
     for policy_name, store in (("policy-blob-vaulted", "VaultStore"), ("policy-blob-operational", "OperationalStore")):
         policy = example("dataprotection-2025-07-01/GetBackupPolicy.json")
         policy = json.loads(json.dumps(policy).replace('"VaultStore"', f'"{store}"'))

@@ -18,6 +18,7 @@ from bench.estates import SUB, account_ids, build_estate
 from shared import runtime
 from shared.adapters.estate import Estate
 from shared.adapters.queue import decode_any, encode_work
+from shared.changes import Provenance
 from shared.config import RulesConfig
 from shared.membership import in_slice, sweep_round
 from shared.pipeline import CollectingSink, Pipeline
@@ -32,7 +33,11 @@ PERIMETER = (
     "nsp-contoso-data"
 )
 DAY = 86_400.0
-FEATURES = 6  # object replication, lifecycle, inventory, blob service, backup instances, file shares
+# Per member: object replication, lifecycle, inventory, blob service, file shares. Its backup
+# instances come from the subscription's Backup vaults, listed once per invocation.
+FEATURES = 5
+OTHER_SUB = "0b5a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"  # a subscription outside the scope
+EXTENSION_ROUTING = "/providers/Microsoft.DataProtection/backupInstances"
 
 
 class Clock:
@@ -43,11 +48,14 @@ class Clock:
         return self.now
 
 
-def estate(accounts: int, associated: set[int], configured: set[int] | None = None) -> dict[str, Any]:
+def estate(
+    accounts: int, associated: set[int], configured: set[int] | None = None, backups: set[int] | None = None
+) -> dict[str, Any]:
     """``accounts`` accounts; those in ``associated`` have an NSP configuration and an association in
     the sample perimeter's list; those in ``configured`` only the configuration (a perimeter the
-    sweep cannot list associated them)."""
-    resources = build_estate(accounts, in_perimeter_every=accounts + 1)
+    sweep cannot list associated them); those in ``backups`` a blob backup instance in the sample's
+    vault (which, with its policies, is in the estate then)."""
+    resources = build_estate(accounts, in_perimeter_every=accounts + 1, backups=backups)
     config_key = next(
         k for k in build_estate(1, in_perimeter_every=1) if "/networkSecurityPerimeterConfigurations/" in k
     )
@@ -71,6 +79,13 @@ def estate(accounts: int, associated: set[int], configured: set[int] | None = No
             body["properties"]["privateLinkResource"]["id"] = account
             resources[body["id"]] = body
     return resources
+
+
+def _vault(subscription: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/rg-backup/providers/Microsoft.DataProtection/"
+        "backupVaults/bv-contoso"
+    )
 
 
 def make(store: Any, sink: CollectingSink, work: list[Work], clock: Clock, **kwargs: Any) -> Pipeline:
@@ -107,10 +122,12 @@ def gets(clients: EstateClients) -> list[str]:
 
 
 def test_full_sweep_of_10000_accounts_reads_within_the_goal(tmp_path: Path) -> None:
-    """10,000 accounts, 10 % associated, pages of 1,000: the exact read count. On 02faea9 26,003."""
+    """10,000 accounts, 10 % associated, 1 % with a blob backup instance, pages of 1,000: the exact
+    read count. On 02faea9 26,003."""
     accounts, page = 10_000, 1_000
     members = set(range(0, accounts, 10))
-    clients = EstateClients(Estate(estate(accounts, members), page_size=page))
+    backed_up = set(range(0, accounts, 100))  # members; ten per page
+    clients = EstateClients(Estate(estate(accounts, members, backups=backed_up), page_size=page))
     store = SqliteStateStore(str(tmp_path / "s.sqlite"))
     sink, work, clock = CollectingSink(), [], Clock()
     p = make(store, sink, work, clock)
@@ -133,23 +150,35 @@ def test_full_sweep_of_10000_accounts_reads_within_the_goal(tmp_path: Path) -> N
         if r.endswith("/networkSecurityPerimeterConfigurations")
         else "vms"
         if r.endswith("/virtualMachines")
+        else "vaults"
+        if r.endswith("/backupVaults")
+        else "extension"
+        if r.endswith(EXTENSION_ROUTING)
+        else "vault-instances"
+        if r.endswith("/backupInstances")
+        else "policies"
+        if "/backupPolicies/" in r
         else "feature"
         for r in reads
     )
     # Per page: the page, the subscription's perimeters and their association lists (one perimeter),
-    # the VM list once; per member its NSP configuration and its features; per slice account its
+    # the VM list, the Backup vaults and the one vault's instances, the one backup policy; per member
+    # its NSP configuration and its features (no per-account backup read); per slice account its
     # NSP configuration.
     assert kinds == Counter(
         list=pages,
         perimeters=pages,
         associations=pages,
         vms=pages,
+        vaults=pages,
+        **{"vault-instances": pages},
+        policies=pages,
         nsp=len(members) + sliced,
         feature=FEATURES * len(members),
     )
-    expected = 4 * pages + (1 + FEATURES) * len(members) + sliced
-    assert len(reads) == expected
-    assert len(reads) <= 7_000 + 1_500  # goal 7,000: see the README for why the slice costs 9,000 / k
+    expected = 7 * pages + (1 + FEATURES) * len(members) + sliced
+    assert len(reads) == expected  # 70 + 6,000 + 1,284 = 7,354
+    assert len(reads) <= 7_000 + 500  # goal 7,000: see the README for the k that meets it
     assert not any("/storageAccounts/" in r and r.rsplit("/", 1)[-1].startswith("stbench") for r in reads)
     # Every account is recorded: members with their perimeter, the others in none.
     assert len(store.all_account_ids()) == accounts
@@ -157,6 +186,14 @@ def test_full_sweep_of_10000_accounts_reads_within_the_goal(tmp_path: Path) -> N
     outsider = store.get_account(ids[11])
     assert member is not None and [a.perimeter_id.lower() for a in member.value.associations] == [PERIMETER.lower()]
     assert outsider is not None and outsider.value.associations == () and outsider.value.facts["name"] == "stbench00011"
+    # The backup instances from the vault listing are those the account's own read finds.
+    protected = store.get_account(ids[100])
+    assert protected is not None and protected.value.backup_instance_ids == (
+        f"{_vault(SUB)}/backupInstances/stbench00100-blob".lower(),
+    )
+    assert [t.resource_id for t in sink.transitions if t.rule_id == "azure-backup"] == [
+        ids[i] for i in sorted(backed_up)
+    ]
 
 
 def test_a_member_of_an_unlistable_perimeter_is_found_within_k_sweeps(tmp_path: Path) -> None:
@@ -234,3 +271,50 @@ def test_a_stored_account_no_longer_listed_is_resolved_by_the_last_page(tmp_path
     full_sweep(p, work, EstateClients(Estate(gone, page_size=10)))
     stored = store.get_account(ids[4])
     assert stored is None or stored.value.is_tombstone
+
+
+def test_backup_instances_in_a_vault_of_another_subscription_are_read_per_account(tmp_path: Path) -> None:
+    """The subscription's vault listing cannot see a vault in another subscription; an account whose
+    stored state names an instance the listing does not hold is read through extension routing
+    (which sees every vault), so the sweep neither resolves that finding nor flaps."""
+    accounts = 20
+    ids = account_ids(estate(accounts, set()))
+    resources = estate(accounts, {3, 4}, backups={4})  # 4: in the sweep's own subscription's vault
+    # Account 3's instance (and its vault and policies) in a subscription outside the scope.
+    own = {k: v for k, v in resources.items() if k.startswith(_vault(SUB)) and "/backupInstances/" not in k}
+    for key, body in own.items():
+        resources[key.replace(SUB, OTHER_SUB)] = json.loads(json.dumps(body).replace(SUB, OTHER_SUB))
+    foreign = json.loads(
+        json.dumps(resources[f"{_vault(SUB)}/backupInstances/stbench00004-blob"])
+        .replace(SUB, OTHER_SUB)
+        .replace("stbench00004", "stbench00003")
+    )
+    foreign["properties"]["dataSourceInfo"]["resourceID"] = ids[3]
+    resources[foreign["id"]] = foreign
+    store = SqliteStateStore(str(tmp_path / "s.sqlite"))
+    sink, work, clock = CollectingSink(), [], Clock()
+    p = make(store, sink, work, clock)
+    clients = EstateClients(Estate(resources, page_size=10))
+    # The account's own event reads it through extension routing: the foreign instance is found.
+    runtime.run(p.evaluate_account(ids[3], Provenance(source="event"), readers_for(clients)))
+    stored = store.get_account(ids[3])
+    assert stored is not None and stored.value.backup_instance_ids == (foreign["id"].lower(),)
+    clock.now += DAY
+    clients = EstateClients(Estate(resources, page_size=10))
+    full_sweep(p, work, clients)
+    extension = [r for r in gets(clients) if r.endswith(EXTENSION_ROUTING)]
+    assert extension == [f"{ids[3]}{EXTENSION_ROUTING}"]  # only the account the listing cannot cover
+    for index, instance in ((3, foreign["id"]), (4, f"{_vault(SUB)}/backupInstances/stbench00004-blob")):
+        stored = store.get_account(ids[index])
+        assert stored is not None and stored.value.backup_instance_ids == (instance.lower(),), index
+    backup = [t for t in sink.transitions if t.rule_id == "azure-backup"]
+    assert [(t.resource_id, t.kind.value) for t in backup] == [(ids[3], "opened"), (ids[4], "opened")]
+    # The foreign instance is deleted: the next sweep's per-account read resolves it.
+    clock.now += DAY
+    del resources[foreign["id"]]
+    full_sweep(p, work, EstateClients(Estate(resources, page_size=10)))
+    stored = store.get_account(ids[3])
+    assert stored is not None and stored.value.backup_instance_ids == ()
+    assert [(t.resource_id, t.kind.value) for t in sink.transitions if t.rule_id == "azure-backup"][2:] == [
+        (ids[3], "resolved")
+    ]

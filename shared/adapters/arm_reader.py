@@ -6,7 +6,9 @@ run concurrently in three rounds, each depending only on the one before:
 1. the account itself and its ``networkSecurityPerimeterConfigurations`` (the NSP truth);
 2. only for an account in a perimeter: object replication, lifecycle, inventory, blob service
    (static website), file shares (skipped for kinds without Azure Files), backup instances
-   (extension routing), the subscription's VMs (cached per reader: one list per subscription)
+   (extension routing; in the full sweep, ``read_listed``, the subscription's Backup vaults' lists
+   instead, once per subscription per reader), the subscription's VMs (cached per reader: one list
+   per subscription)
    and, for a CMK account, the perimeter's resource associations (cached per perimeter);
 3. the backup policies of the instances found (cached per policy).
 
@@ -315,10 +317,12 @@ class ArmReader:
         self._members: dict[str, asyncio.Future[tuple[str, ...]]] = {}
         self._policies: dict[str, asyncio.Future[tuple[str, ...]]] = {}
         self._associations: dict[str, asyncio.Future[dict[str, tuple[str, ...]]]] = {}
+        self._backups: dict[str, asyncio.Future[dict[str, tuple[Any, ...]]]] = {}
 
     def forget_cached_lookups(self) -> None:
-        """Drop subscription-wide caches (VM lists, perimeter members, backup policies)."""
+        """Drop subscription-wide caches (VM lists, perimeter members, backup instances and policies)."""
         self._vms.clear()
+        self._backups.clear()
         self._members.clear()
         self._policies.clear()
         self._associations.clear()
@@ -461,11 +465,16 @@ class ArmReader:
 
         return await self._once(self._associations, subscription_id.lower(), read)
 
-    async def read_listed(self, body: Mapping[str, Any], verify: bool) -> StorageAccountSnapshot:
+    async def read_listed(
+        self, body: Mapping[str, Any], verify: bool, stored_backups: Sequence[str] = ()
+    ) -> StorageAccountSnapshot:
         """A snapshot from the account's body as the list returned it (no GET of the account): the
         one SDK mapping (``_snapshot_of``) over the body deserialised as the SDK's own
         ``StorageAccount``. ``verify``: read its NSP configurations (the truth of membership), and
-        all features when it is associated; otherwise it is recorded as in no perimeter."""
+        all features when it is associated; otherwise it is recorded as in no perimeter. Its backup
+        instances come from the subscription's vaults (``subscription_backups``) unless
+        ``stored_backups`` (the instance ids its last evaluation saw) names one they do not hold:
+        then from its own extension-routing read, which sees vaults in any subscription."""
         from azure.mgmt.storage._utils.model_base import _deserialize
         from azure.mgmt.storage.models import StorageAccount
 
@@ -487,7 +496,8 @@ class ArmReader:
             if _is_not_found(exc):
                 raise AccountNotFound(account_id) from exc
             configs = exc
-        return await self._complete(account, configs, account_id, sub, rg, name)
+        backups = partial(self._listed_backups, account_id, tuple(stored_backups))
+        return await self._complete(account, configs, account_id, sub, rg, name, backups)
 
     async def read_account(self, account_id: str) -> StorageAccountSnapshot:
         parsed = arm_ids.parse(account_id)
@@ -507,10 +517,18 @@ class ArmReader:
         return await self._complete(account, configs, account_id, sub, rg, name)
 
     async def _complete(
-        self, account: Any, configs: Any, account_id: str, sub: str, rg: str, name: str
+        self,
+        account: Any,
+        configs: Any,
+        account_id: str,
+        sub: str,
+        rg: str,
+        name: str,
+        backups: Callable[[], Awaitable[list[Any]]] | None = None,
     ) -> StorageAccountSnapshot:
         """The snapshot of an account (an SDK ``StorageAccount``) and its NSP configurations (or
-        the exception reading them raised); all features read when it is in a perimeter."""
+        the exception reading them raised); all features read when it is in a perimeter.
+        ``backups``: how to read its backup instances (default: extension routing)."""
         incomplete: list[str] = []
         perimeters: list[PerimeterView] = []
         if isinstance(configs, BaseException):
@@ -528,14 +546,16 @@ class ArmReader:
         if not perimeters:
             return snapshot
         try:
-            return await self._read_features(snapshot)
+            return await self._read_features(snapshot, backups)
         except (ShapeError, TypeError, AttributeError) as exc:
             # A child answered with a shape we cannot trust: evaluate what we have, mark it partial
             # (so nothing is resolved on the strength of it) and name the problem in the log.
             log.warning("features of %s have an unexpected shape: %s", account_id, exc)
             return replace(snapshot, incomplete=(*snapshot.incomplete, "features"))
 
-    async def _read_features(self, snap: StorageAccountSnapshot) -> StorageAccountSnapshot:
+    async def _read_features(
+        self, snap: StorageAccountSnapshot, read_backups: Callable[[], Awaitable[list[Any]]] | None = None
+    ) -> StorageAccountSnapshot:
         storage = self._clients.storage(snap.subscription_id)
         rg, name = snap.resource_group, snap.name
         reads: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -543,7 +563,7 @@ class ArmReader:
             "managementPolicies": lambda: storage.management_policies.get(rg, name, "default"),
             "inventoryPolicies": lambda: _collect_pages(storage.blob_inventory_policies.list(rg, name)),
             "blobServices": lambda: storage.blob_services.get_service_properties(rg, name),
-            "backupInstances": lambda: self._backup_instances(snap.id),
+            "backupInstances": read_backups or partial(self._backup_instances, snap.id),
             "virtualMachines": lambda: self._subscription_vms(snap.subscription_id),
         }
         if snap.kind.lower() not in _KINDS_WITHOUT_FILES:
@@ -628,13 +648,53 @@ class ArmReader:
     async def _backup_instances(self, account_id: str) -> list[Any]:
         client = self._clients.dataprotection(arm_ids.parse(account_id).subscription)  # type: ignore[union-attr]
         items = await _collect_pages(client.backup_instances_extension_routing.list(account_id))
-        return [
-            item
-            for item in items
-            if _s(_attr(item, "properties", "data_source_info", "datasource_type"))
-            .lower()
-            .startswith("microsoft.storage/storageaccounts")
-        ]
+        return [item for item in items if _protects_storage(item)]
+
+    async def subscription_backups(self, subscription_id: str) -> dict[str, tuple[Any, ...]]:
+        """Storage account id (lower case) -> the backup instances protecting it, from every
+        Backup vault of the subscription (``backup_vaults.get_in_subscription``, then each vault's
+        ``backup_instances.list``): 1 + vaults reads once per subscription per reader, instead of
+        one extension-routing read per account. Vaults in other subscriptions are not in it
+        (``_listed_backups`` falls back for the instances it knows of)."""
+
+        async def read() -> dict[str, tuple[Any, ...]]:
+            client = self._clients.dataprotection(subscription_id)
+            vaults = await _collect_pages(client.backup_vaults.get_in_subscription())
+            scopes = [arm_ids.parse(_s(getattr(v, "id", ""))) for v in vaults]
+            lists = await asyncio.gather(
+                *(
+                    _collect_pages(client.backup_instances.list(s.resource_group, s.name))
+                    for s in scopes
+                    if s is not None and s.resource_group
+                ),
+                return_exceptions=True,
+            )
+            found: dict[str, tuple[Any, ...]] = {}
+            for items in lists:
+                if isinstance(items, BaseException):
+                    if _is_not_found(items):
+                        continue  # the vault was deleted since it was listed: protects nothing
+                    raise items
+                for item in items:
+                    source = _s(_attr(item, "properties", "data_source_info", "resource_id"))
+                    if source and _protects_storage(item):
+                        key = arm_ids.normalise(source).lower()
+                        found[key] = (*found.get(key, ()), item)
+            return found
+
+        return await self._once(self._backups, subscription_id.lower(), read)
+
+    async def _listed_backups(self, account_id: str, stored: tuple[str, ...]) -> list[Any]:
+        parsed = arm_ids.parse(account_id)
+        if parsed is None:
+            raise ValueError(f"not a storage account id: {account_id!r}")
+        items = list((await self.subscription_backups(parsed.subscription)).get(account_id.lower(), ()))
+        seen = {_s(getattr(i, "id", "")).lower() for i in items}
+        if any(s.lower() not in seen for s in stored):
+            # It was protected by an instance the subscription's vaults do not hold (a vault in
+            # another subscription, or one deleted since): its own read sees every vault.
+            return await self._backup_instances(account_id)
+        return items
 
     async def _backup_details(self, instances: list[Any], incomplete: list[str]) -> list[BackupInstance]:
         async def one(item: Any) -> BackupInstance:
@@ -691,6 +751,11 @@ class ArmReader:
             )
 
         return await self._once(self._members, perimeter_id.lower(), read)
+
+
+def _protects_storage(item: Any) -> bool:
+    datasource = _s(_attr(item, "properties", "data_source_info", "datasource_type"))
+    return datasource.lower().startswith("microsoft.storage/storageaccounts")
 
 
 def _brief(exc: BaseException) -> str:
