@@ -44,7 +44,7 @@ def triples(transitions: Any) -> list[tuple[str, str, str]]:
     return sorted((t.kind.value, t.rule_id, t.resource_id.rsplit("/", 1)[-1]) for t in transitions)
 
 
-@pytest.fixture(params=["sqlite", "table"])
+@pytest.fixture(params=["sqlite", pytest.param("table", marks=pytest.mark.azurite)])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], StateStore]]:
     stores: list[StateStore] = []
 

@@ -40,7 +40,7 @@ RG = f"/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/s
 SFTP = f"{RG}/stcontososftp01"
 
 
-@pytest.fixture(params=["sqlite", "table"])
+@pytest.fixture(params=["sqlite", pytest.param("table", marks=pytest.mark.azurite)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     if request.param == "sqlite":
         from shared.state.sqlite_store import SqliteStateStore

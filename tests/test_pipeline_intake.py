@@ -60,7 +60,7 @@ class FlakyQueue:
         self.sent.append(target)
 
 
-@pytest.fixture(params=["sqlite", "table"])
+@pytest.fixture(params=["sqlite", pytest.param("table", marks=pytest.mark.azurite)])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], StateStore]]:
     stores: list[StateStore] = []
 
