@@ -450,3 +450,82 @@ def serving(estate: Estate, **kwargs: Any) -> Iterator[ArmServer]:
 
 
 # The loopback ARM authenticates nobody: the same static credential as the offline estate.
+
+
+class DeliveryReceiver:
+    """A loopback endpoint for the app's HTTP deliveries (the ``webhook`` destination, plain http to
+    127.0.0.1, which the destinations allow for loopback only): answers 204 to every POST and counts
+    them, with each CloudEvent's type and its transition's rule (``data.rule``). ``fail_first``:
+    answer 503 to that many requests first (the sender's retries are then counted too)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.requests = 0
+        self.events: Counter[str] = Counter()  # CloudEvent type
+        self.rules: Counter[tuple[str, str]] = Counter()  # (transition kind, rule id)
+        self.fail_first = fail_first
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = self.rfile.read(length) if length else b""
+                status = outer.record(payload)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="delivery-receiver", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hooks/nsp-drift"
+
+    def record(self, payload: bytes) -> int:
+        with self._lock:
+            self.requests += 1
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return 503
+        try:
+            event = json.loads(payload or b"{}")
+        except ValueError:
+            event = {}
+        data = event.get("data") if isinstance(event, dict) else None
+        items = data.get("transitions") if isinstance(data, dict) and "transitions" in data else [data]
+        with self._lock:
+            self.events[str(event.get("type", "")) if isinstance(event, dict) else ""] += 1
+            for item in items or []:
+                if isinstance(item, dict):
+                    self.rules[(str(item.get("transition", "")), str(item.get("rule", "")))] += 1
+        return 204
+
+    def start(self) -> DeliveryReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.events.clear()
+            self.rules.clear()
+
+
+@contextmanager
+def receiving(fail_first: int = 0) -> Iterator[DeliveryReceiver]:
+    receiver = DeliveryReceiver(fail_first).start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
