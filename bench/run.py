@@ -260,6 +260,7 @@ def scenario(
                 "requests": receiver.requests,
                 "events": dict(receiver.events),
                 "transitions": {f"{kind} {rule}": n for (kind, rule), n in sorted(receiver.rules.items())},
+                "resources": {f"{kind} {rule}": sorted(ids) for (kind, rule), ids in sorted(receiver.resources.items())},
             }
     invocations = child["invocations"]
     longest = max((v["longest_seconds"] for v in invocations.values()), default=0.0)
@@ -308,7 +309,7 @@ def perimeter_change(options: Options) -> dict[str, Any]:
     return result
 
 
-def _sweep_estates(options: Options) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+def _sweep_estates(options: Options) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]]]:
     n, every = options.sweep_accounts, 10
     perimeter = range(0, n, every)
     featured = {i for i in perimeter if (i // every) % options.features_every == 1}
@@ -317,17 +318,19 @@ def _sweep_estates(options: Options) -> tuple[dict[str, Any], dict[str, Any], di
     kwargs: dict[str, Any] = {"in_perimeter_every": every, "features_every": options.features_every}
     before = build_estate(n, **kwargs)
     after = build_estate(n, sftp=changed, vhd_vms=set(hidden[:5]), backups=set(hidden[5:]), **kwargs)
-    expected = {
-        "opened sftp-enabled": len(changed),
-        "opened unmanaged-disk": len(hidden[:5]),
-        "opened azure-backup": len(hidden[5:]),
+    ids = account_ids(after)
+    expected = {  # the accounts each change must be reported for
+        "opened sftp-enabled": [ids[i] for i in sorted(changed)],
+        "opened unmanaged-disk": [ids[i] for i in hidden[:5]],
+        "opened azure-backup": [ids[i] for i in hidden[5:]],
     }
     return before, after, expected
 
 
-def _detected(result: dict[str, Any], expected: dict[str, int]) -> dict[str, str]:
-    seen = result["deliveries"]["transitions"]
-    return {key: f"{min(seen.get(key, 0), n)}/{n}" for key, n in expected.items()}
+def _detected(result: dict[str, Any], expected: dict[str, list[str]]) -> dict[str, str]:
+    """Per change: how many of the accounts it happened to had it delivered."""
+    seen = result["deliveries"]["resources"]
+    return {key: f"{len({a.lower() for a in want} & set(seen.get(key, [])))}/{len(want)}" for key, want in expected.items()}
 
 
 def full_sweep(options: Options) -> dict[str, Any]:

@@ -462,6 +462,7 @@ class DeliveryReceiver:
         self.requests = 0
         self.events: Counter[str] = Counter()  # CloudEvent type
         self.rules: Counter[tuple[str, str]] = Counter()  # (transition kind, rule id)
+        self.resources: dict[tuple[str, str], set[str]] = {}  # (kind, rule) -> resource ids (lower case)
         self.fail_first = fail_first
         self._lock = threading.Lock()
         outer = self
@@ -504,7 +505,9 @@ class DeliveryReceiver:
             self.events[str(event.get("type", "")) if isinstance(event, dict) else ""] += 1
             for item in items or []:
                 if isinstance(item, dict):
-                    self.rules[(str(item.get("transition", "")), str(item.get("rule", "")))] += 1
+                    key = (str(item.get("transition", "")), str(item.get("rule", "")))
+                    self.rules[key] += 1
+                    self.resources.setdefault(key, set()).add(str(item.get("resource", "")).lower())
         return 204
 
     def start(self) -> DeliveryReceiver:
@@ -520,6 +523,7 @@ class DeliveryReceiver:
             self.requests = 0
             self.events.clear()
             self.rules.clear()
+            self.resources.clear()
 
 
 @contextmanager
