@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -41,7 +42,9 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 CURRENT = contextvars.ContextVar("bench_function", default="")
-POLL_SECONDS = 0.2  # between empty receives (the host backs off up to maxPollingInterval; 0.2 s keeps that out of the figures)
+# Between empty receives: from 0.2 s doubling to 1 s (the host backs off up to maxPollingInterval,
+# 5 s here; 1 s keeps most of that idle time out of the figures).
+POLL_SECONDS, POLL_MAX_SECONDS = 0.2, 1.0
 
 
 def _seconds(text: str) -> float:
@@ -151,7 +154,10 @@ class FunctionsHost:
         self.invocations: list[Invocation] = []
         self.host_calls: Counter[str] = Counter()
         self.poisoned = 0
-        self.timed_out = False
+        self.timed_out = False  # the bench's own deadline passed
+        self.killed: list[Invocation] = []  # invocations that reached functionTimeout
+        self.lost_leases = 0  # a message's delete refused: its pop receipt changed meanwhile
+        self._running: dict[int, tuple[str, float]] = {}
         self._lock = threading.Lock()
         self._t0 = time.perf_counter()
         self._queue_running = 0
@@ -160,6 +166,9 @@ class FunctionsHost:
     def invoke(self, function: str, argument: Any) -> Invocation:
         token = CURRENT.set(function)
         started = time.perf_counter()
+        key = threading.get_ident()
+        with self._lock:
+            self._running[key] = (function, started)
         error = ""
         try:
             self.functions[function](argument)
@@ -169,8 +178,21 @@ class FunctionsHost:
             CURRENT.reset(token)
         record = Invocation(function, started - self._t0, time.perf_counter() - started, error)
         with self._lock:
+            self._running.pop(key, None)
             self.invocations.append(record)
         return record
+
+    def _overdue(self) -> list[Invocation]:
+        """Running invocations past functionTimeout: the host would kill the worker now."""
+        now = time.perf_counter()
+        limit = self.settings["function_timeout"]
+        with self._lock:
+            running = list(self._running.values())
+        return [
+            Invocation(function, started - self._t0, limit, f"killed: functionTimeout ({limit:.0f} s)")
+            for function, started in running
+            if now - started >= limit
+        ]
 
     @staticmethod
     def event_argument(payload: dict[str, Any]) -> Any:
@@ -186,6 +208,7 @@ class FunctionsHost:
         return TimerRequest(past_due=past_due)
 
     def _process(self, message: Any) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
         from azure.functions.queue import QueueMessage
 
         try:
@@ -197,7 +220,11 @@ class FunctionsHost:
             )
             outcome = self.invoke("evaluate_target", argument)
             if not outcome.error:
-                self._call("delete", self.queue.delete_message, message)
+                try:
+                    self._call("delete", self.queue.delete_message, message)
+                except ResourceNotFoundError:
+                    with self._lock:
+                        self.lost_leases += 1
             elif (message.dequeue_count or 1) >= self.settings["max_dequeue_count"]:
                 self._call("poison send", self.poison.send_message, message.content)
                 self._call("delete", self.queue.delete_message, message)
@@ -233,7 +260,9 @@ class FunctionsHost:
         started = time.perf_counter()
         deadline = started + deadline_seconds
         pending: set[Future[Any]] = set()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="invocation") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="invocation")
+        poll = POLL_SECONDS
+        try:
             for function, argument in triggers:
                 pending.add(pool.submit(self.invoke, function, argument))
             while True:
@@ -251,14 +280,23 @@ class FunctionsHost:
                             self.queue.receive_messages,
                             messages_per_page=int(self.settings["batch_size"]),
                             max_messages=int(self.settings["batch_size"]),
-                            visibility_timeout=int(self.settings["function_timeout"]),
+                            visibility_timeout=max(1, math.ceil(self.settings["function_timeout"])),
                         )
                     )
                     for message in received:
                         with self._lock:
                             self._queue_running += 1
                         pending.add(pool.submit(self._process, message))
+                overdue = self._overdue()
+                if overdue:
+                    # The host kills the worker process at functionTimeout: the invocation's work
+                    # is lost. The run ends here (its retries would only be killed the same way).
+                    self.killed = overdue
+                    with self._lock:
+                        self.invocations.extend(overdue)
+                    break
                 if received:
+                    poll = POLL_SECONDS
                     continue
                 if not pending:
                     left = self._call("properties", self.queue.get_queue_properties).approximate_message_count
@@ -267,7 +305,11 @@ class FunctionsHost:
                 if time.perf_counter() > deadline:
                     self.timed_out = True
                     break
-                time.sleep(POLL_SECONDS)
+                time.sleep(poll)
+                poll = min(poll * 2, POLL_MAX_SECONDS)
+        finally:
+            # Threads still running (a killed invocation) die with the process (the caller exits).
+            pool.shutdown(wait=not (self.killed or self.timed_out), cancel_futures=True)
         return time.perf_counter() - started
 
     def summary(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.estates import CHANGED_RULE, SUB, account_ids, build_estate, members
+from bench.host import host_settings
 from bench.server import ArmServer, DeliveryReceiver, GraphQuota, TokenBucket, receiving, serving
 from shared import runtime
 from shared.adapters.estate import Estate
@@ -105,6 +106,7 @@ class Options:
     features_every: int = 10  # every n-th perimeter account has shares, a VHD VM and a backup instance
     cold_runs: int = 3
     deadline: float = 3 * 3600.0  # per scenario: the bench gives up (and says so) after this
+    function_timeout: float | None = None  # None: host.json's functionTimeout
 
 
 QUICK = Options(perimeter_accounts=200, sweep_accounts=1_000, storm_events=100, storm_accounts=10, cold_runs=1)
@@ -253,7 +255,12 @@ def scenario(
             receiving() as receiver,
         ):
             env = app_environment(storage, prefix, server, receiver, options.window)
-            spec = {"triggers": triggers, "deadline": options.deadline, "prefix": prefix}
+            spec = {
+                "triggers": triggers,
+                "deadline": options.deadline,
+                "prefix": prefix,
+                "function_timeout": options.function_timeout,
+            }
             child = run_child("scenario", spec, env, options.deadline + 900)
             arm = arm_counts(server)
             deliveries = {
@@ -282,6 +289,8 @@ def scenario(
         "host_calls": child["host_calls"],
         "poisoned": child["poisoned"],
         "timed_out": child["timed_out"],
+        "killed": child["killed"],
+        "lost_leases": child["lost_leases"],
         "peak_rss_mb": child["peak_rss_mb"],
         "bucket_bound_seconds": bucket_bound(arm["reads"]),
     }
@@ -468,11 +477,14 @@ def cpu(accounts: int = 200) -> dict[str, Any]:
 
 
 def child_scenario(spec: dict[str, Any]) -> dict[str, Any]:
-    from bench.host import FunctionsHost, StorageCalls, peak_rss_mb
+    from bench.host import FunctionsHost, StorageCalls, host_settings, peak_rss_mb
 
     connection = os.environ["AzureWebJobsStorage"]
     calls = StorageCalls(connection, spec["prefix"]).install()
-    host = FunctionsHost(connection)
+    settings = host_settings()
+    if spec.get("function_timeout"):
+        settings["function_timeout"] = float(spec["function_timeout"])
+    host = FunctionsHost(connection, settings)
     triggers = []
     for trigger in spec["triggers"]:
         if "event" in trigger:
@@ -489,6 +501,8 @@ def child_scenario(spec: dict[str, Any]) -> dict[str, Any]:
         "host_calls": dict(host.host_calls),
         "poisoned": host.poisoned,
         "timed_out": host.timed_out,
+        "killed": [{"function": k.function, "started": round(k.started, 2)} for k in host.killed],
+        "lost_leases": host.lost_leases,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -577,6 +591,12 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 inv=_invocations(r),
             )
             + (f"; **gave up after {report['options']['deadline']:.0f} s**" if r["timed_out"] else "")
+            + "".join(
+                f"; **{k['function']} reached functionTimeout ({report['function_timeout']:g} s): the host kills it "
+                "and its work "
+                "is lost; counts up to then**"
+                for k in r["killed"]
+            )
         )
 
     if "perimeter" in report:
@@ -711,6 +731,7 @@ def run(options: Options, only: set[str], quick: bool = False) -> dict[str, Any]
         "commit": _commit(),
         "quick": quick,
         "options": asdict(options),
+        "function_timeout": options.function_timeout or host_settings()["function_timeout"],
     }
     steps = {
         "perimeter": perimeter_change,

@@ -74,6 +74,18 @@ def test_perimeter_change_reads_every_member_and_reports_the_rule_change_once() 
     assert result["storage"]["by_function"]["on_resource_event"]["queue"] >= 1  # the window's message
 
 
+def test_an_invocation_reaching_function_timeout_is_killed_as_the_host_kills_it() -> None:
+    # 2 s instead of host.json's 10 minutes, and a slow ARM: resolving the perimeter's members (3
+    # pages) and reading them (3 rounds) takes at least 6 x 0.5 s; the intake needs far less.
+    result = bench.perimeter_change(replace(SMALL, function_timeout=2.0, latency=0.5))
+    assert result["killed"] == [{"function": "evaluate_target", "started": result["killed"][0]["started"]}]
+    assert result["invocations"]["evaluate_target"] == {**result["invocations"]["evaluate_target"], "failed": 1}
+    assert result["longest_invocation_seconds"] == 2.0
+    assert result["deliveries"]["requests"] == 0  # killed before it could report anything
+    report = {"function_timeout": 2.0, "options": {"deadline": 300.0}, "perimeter": result}
+    assert "evaluate_target reached functionTimeout (2 s)" in bench.rows(report)[0][1]
+
+
 def test_full_sweep_finds_every_change_and_pages_the_account_list() -> None:
     result = bench.full_sweep(SMALL)
     assert_consistent(result)
