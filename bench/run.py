@@ -42,6 +42,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,7 @@ from bench.estates import CHANGED_RULE, SUB, account_ids, build_estate, members
 from bench.host import host_settings
 from bench.server import ArmServer, DeliveryReceiver, GraphQuota, TokenBucket, receiving, serving
 from shared import runtime
+from shared import settings as _settings
 from shared.adapters.estate import Estate
 
 __all__ = ["build_estate", "live", "main", "unlimited"]
@@ -68,7 +70,7 @@ ACCOUNT_EVENT, RULE_EVENT = EVENTS[0], EVENTS[7]  # a storage account write; an 
 TODAY = date(2026, 11, 25)
 ARM_BUCKET, ARM_RATE = 250, 25.0
 GRAPH_LIMIT, GRAPH_WINDOW = 15, 5.0
-INVOCATION_BUDGET = 120.0  # the default budget per invocation (seconds)
+INVOCATION_BUDGET = _settings.Settings().invocation_budget_seconds  # NSP_DRIFT_INVOCATION_BUDGET_SECONDS's default
 FIRST_INVOCATION_GOAL = (1.0, 100.0)  # seconds, MB
 SCENARIOS = ("perimeter", "sweep", "graph_sweep", "storm", "cold_start", "cpu")
 
@@ -775,6 +777,8 @@ def main(argv: list[str] | None = None) -> None:
         result = child_scenario(spec) if mode == "scenario" else child_cold(spec)
         print(json.dumps(result), flush=True)
         os._exit(0)  # the app's clients and loop die with the process, as a recycled worker's do
+    # Stopped (SIGTERM): unwind, so Azurite and the servers stop with the benchmark.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     options = QUICK if args.quick else Options()
     overrides = {
         "perimeter_accounts": args.perimeter_accounts,
