@@ -20,8 +20,6 @@ from bench.estates import ADDED_PREFIX, CHANGED_RULE, account_ids, build_estate,
 from bench.host import StorageCalls, host_settings
 from bench.run import QUICK, Options
 
-pytestmark = pytest.mark.azurite
-
 SMALL = replace(
     QUICK,
     perimeter_accounts=12,
@@ -63,6 +61,7 @@ def assert_consistent(result: dict[str, Any]) -> None:
     assert result["peak_rss_mb"] > 0 and result["longest_invocation_seconds"] > 0
 
 
+@pytest.mark.azurite
 def test_perimeter_change_reads_every_member_and_reports_the_rule_change_once() -> None:
     result = bench.perimeter_change(SMALL)
     assert_consistent(result)
@@ -74,6 +73,7 @@ def test_perimeter_change_reads_every_member_and_reports_the_rule_change_once() 
     assert result["storage"]["by_function"]["on_resource_event"]["queue"] >= 1  # the window's message
 
 
+@pytest.mark.azurite
 def test_an_invocation_reaching_function_timeout_is_killed_as_the_host_kills_it() -> None:
     # 2 s instead of host.json's 10 minutes, and a slow ARM: listing the perimeter's associations
     # alone (3 pages of 5, one after the other) takes 3 x 1 s; the intake reads no ARM.
@@ -86,6 +86,7 @@ def test_an_invocation_reaching_function_timeout_is_killed_as_the_host_kills_it(
     assert "evaluate_target reached functionTimeout (2 s)" in bench.rows(report)[0][1]
 
 
+@pytest.mark.azurite
 def test_full_sweep_finds_every_change_and_pages_the_account_list() -> None:
     result = bench.full_sweep(SMALL)
     assert_consistent(result)
@@ -100,6 +101,7 @@ def test_full_sweep_finds_every_change_and_pages_the_account_list() -> None:
     assert result["goal_reads"] == 70
 
 
+@pytest.mark.azurite
 def test_graph_sweep_queries_resource_graph_and_finds_the_summary_change() -> None:
     result = bench.graph_sweep(SMALL)
     assert_consistent(result)
@@ -108,6 +110,7 @@ def test_graph_sweep_queries_resource_graph_and_finds_the_summary_change() -> No
     assert set(result["detected"]) == {"opened sftp-enabled", "opened unmanaged-disk", "opened azure-backup"}
 
 
+@pytest.mark.azurite
 def test_storm_evaluates_each_account_and_counts_storage_per_event() -> None:
     result = bench.storm(SMALL)
     assert_consistent(result)
@@ -119,6 +122,7 @@ def test_storm_evaluates_each_account_and_counts_storage_per_event() -> None:
     assert storage["by_function"]["on_resource_event"]["table"] >= 24  # each event is recorded as seen
 
 
+@pytest.mark.azurite
 def test_cold_start_evaluates_in_a_fresh_process_then_warm() -> None:
     result = bench.cold_start(SMALL)
     assert result["statuses"] == ["ok", "ok"]
