@@ -127,7 +127,8 @@ def test_full_sweep_of_10000_accounts_reads_within_the_goal(tmp_path: Path) -> N
     accounts, page = 10_000, 1_000
     members = set(range(0, accounts, 10))
     backed_up = set(range(0, accounts, 100))  # members; ten per page
-    clients = EstateClients(Estate(estate(accounts, members, backups=backed_up), page_size=page))
+    resources = estate(accounts, members, backups=backed_up)
+    clients = EstateClients(Estate(resources, page_size=page))
     store = SqliteStateStore(str(tmp_path / "s.sqlite"))
     sink, work, clock = CollectingSink(), [], Clock()
     p = make(store, sink, work, clock)
@@ -188,9 +189,15 @@ def test_full_sweep_of_10000_accounts_reads_within_the_goal(tmp_path: Path) -> N
     assert outsider is not None and outsider.value.associations == () and outsider.value.facts["name"] == "stbench00011"
     # The backup instances from the vault listing are those the account's own read finds.
     protected = store.get_account(ids[100])
-    assert protected is not None and protected.value.backup_instance_ids == (
-        f"{_vault(SUB)}/backupInstances/stbench00100-blob".lower(),
+    own_instances = tuple(
+        key.lower()
+        for key, body in resources.items()
+        if key.lower().startswith(f"{_vault(SUB)}/backupInstances/".lower())
+        and str(((body.get("properties") or {}).get("dataSourceInfo") or {}).get("resourceID", "")).lower()
+        == ids[100].lower()
     )
+    assert len(own_instances) == 1
+    assert protected is not None and protected.value.backup_instance_ids == own_instances
     assert [t.resource_id for t in sink.transitions if t.rule_id == "azure-backup"] == [
         ids[i] for i in sorted(backed_up)
     ]
@@ -284,10 +291,9 @@ def test_backup_instances_in_a_vault_of_another_subscription_are_read_per_accoun
     own = {k: v for k, v in resources.items() if k.startswith(_vault(SUB)) and "/backupInstances/" not in k}
     for key, body in own.items():
         resources[key.replace(SUB, OTHER_SUB)] = json.loads(json.dumps(body).replace(SUB, OTHER_SUB))
+    own_instance = next(k for k in resources if k.startswith(f"{_vault(SUB)}/backupInstances/stbench00004-"))
     foreign = json.loads(
-        json.dumps(resources[f"{_vault(SUB)}/backupInstances/stbench00004-blob"])
-        .replace(SUB, OTHER_SUB)
-        .replace("stbench00004", "stbench00003")
+        json.dumps(resources[own_instance]).replace(SUB, OTHER_SUB).replace("stbench00004", "stbench00003")
     )
     foreign["properties"]["dataSourceInfo"]["resourceID"] = ids[3]
     resources[foreign["id"]] = foreign
@@ -304,7 +310,7 @@ def test_backup_instances_in_a_vault_of_another_subscription_are_read_per_accoun
     full_sweep(p, work, clients)
     extension = [r for r in gets(clients) if r.endswith(EXTENSION_ROUTING)]
     assert extension == [f"{ids[3]}{EXTENSION_ROUTING}"]  # only the account the listing cannot cover
-    for index, instance in ((3, foreign["id"]), (4, f"{_vault(SUB)}/backupInstances/stbench00004-blob")):
+    for index, instance in ((3, foreign["id"]), (4, own_instance)):
         stored = store.get_account(ids[index])
         assert stored is not None and stored.value.backup_instance_ids == (instance.lower(),), index
     backup = [t for t in sink.transitions if t.rule_id == "azure-backup"]
