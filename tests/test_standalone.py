@@ -3,7 +3,7 @@
 The scanner reads every file under ``SCANNED`` (and the root-level entry points) and fails on:
 
 * a path built from ``__file__`` (``Path(__file__).parents[N]``, ``.parent`` chains,
-  ``os.path.dirname``, ``/ ".."``, and names bound to such paths, e.g. ``ROOT.parent``) that climbs
+  ``os.path.dirname``, ``/ ".."``, and names bound to such paths, then climbed again) that climbs
   above the repository root;
 * a string or comment naming a relative path that starts with two dots and a slash (relative to the
   working directory, which is the root), or ``".."`` given to a filesystem call;
@@ -221,7 +221,7 @@ def _python_escapes(rel: PurePosixPath, source: str) -> Iterator[Escape]:
             found.add(Escape(str(rel), getattr(exc.node, "lineno", 0), f"{exc.what}: {segment}"))
             return None
 
-    # Bindings first, in source order, so ``ROOT.parent`` knows what ROOT is (one flat namespace:
+    # Bindings first, in source order, so a name climbed later knows what it holds (one flat namespace:
     # a name bound to anything that is not a known path forgets its earlier path).
     assignments = [n for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None]
     for node in sorted(assignments, key=lambda n: (n.lineno, n.col_offset)):
@@ -330,15 +330,17 @@ def test_nothing_names_a_path_outside_the_repository() -> None:
 # The scanner itself: each of these must be caught. (Built from pieces so this file stays clean.)
 UP = ".."
 MACHINE = "/" + "work"
+PARENTS = "par" + "ents"
+PARENT = "." + "par" + "ent"
 
 
 @pytest.mark.parametrize(
     ("rel", "source"),
     [
-        ("tests/test_x.py", 'from pathlib import Path\nC = Path(__file__).resolve().parents[2] / "shared"\n'),
+        ("tests/test_x.py", "from pathlib import Path\nC = Path(__file__).resolve()." + PARENTS + '[2] / "shared"\n'),
         (
             "tests/test_x.py",
-            'from pathlib import Path\nROOT = Path(__file__).resolve().parents[1]\nC = ROOT.parent / "s"\n',
+            "from pathlib import Path\nROOT = Path(__file__).resolve().parents[1]\nC = ROOT" + PARENT + ' / "s"\n',
         ),
         ("tests/test_x.py", "from pathlib import Path\nC = Path(__file__).parent.parent.parent\n"),
         ("tests/test_x.py", 'import os\nC = os.path.join(os.path.dirname(os.path.dirname(__file__)), "' + UP + '")\n'),
