@@ -378,18 +378,7 @@ class ArmReader:
                     if _is_not_found(exc):
                         raise AccountNotFound(account_id) from exc
                     raise
-        incomplete: list[str] = []
-        perimeters: list[PerimeterView] = []
-        if isinstance(configs, BaseException):
-            if not _is_not_found(configs):
-                log.warning("NSP configurations of %s unreadable: %s", account_id, _brief(configs))
-                incomplete.append("networkSecurityPerimeterConfigurations")
-        else:
-            try:
-                perimeters = [perimeter_view_from_sdk(c) for c in configs]
-            except (ShapeError, TypeError, ValueError) as exc:
-                log.warning("NSP configurations of %s have an unexpected shape: %s", account_id, exc)
-                incomplete.append("networkSecurityPerimeterConfigurations")
+        perimeters, incomplete = _perimeter_views(configs, account_id)
         if base is None:
             snapshot = replace(
                 _snapshot_of(account, account_id, sub, rg, name, perimeters, incomplete), account_from_state=True
@@ -529,19 +518,7 @@ class ArmReader:
         """The snapshot of an account (an SDK ``StorageAccount``) and its NSP configurations (or
         the exception reading them raised); all features read when it is in a perimeter.
         ``backups``: how to read its backup instances (default: extension routing)."""
-        incomplete: list[str] = []
-        perimeters: list[PerimeterView] = []
-        if isinstance(configs, BaseException):
-            if not _is_not_found(configs):
-                log.warning("NSP configurations of %s unreadable: %s", account_id, _brief(configs))
-                incomplete.append("networkSecurityPerimeterConfigurations")
-        else:
-            try:
-                perimeters = [perimeter_view_from_sdk(c) for c in configs]
-            except (ShapeError, TypeError, ValueError) as exc:
-                # A perimeter we cannot read is not "no perimeter": keep the account in scope.
-                log.warning("NSP configurations of %s have an unexpected shape: %s", account_id, exc)
-                incomplete.append("networkSecurityPerimeterConfigurations")
+        perimeters, incomplete = _perimeter_views(configs, account_id)
         snapshot = _snapshot_of(account, account_id, sub, rg, name, perimeters, incomplete)
         if not perimeters:
             return snapshot
@@ -756,6 +733,22 @@ class ArmReader:
 def _protects_storage(item: Any) -> bool:
     datasource = _s(_attr(item, "properties", "data_source_info", "datasource_type"))
     return datasource.lower().startswith("microsoft.storage/storageaccounts")
+
+
+def _perimeter_views(configs: Any, account_id: str) -> tuple[list[PerimeterView], list[str]]:
+    """An account's perimeters from its NSP configurations (or the exception reading them raised),
+    and what could not be read. 404 means no perimeter; a configuration we cannot read or parse is
+    not "no perimeter": it is recorded as incomplete so nothing resolves on the strength of it."""
+    if isinstance(configs, BaseException):
+        if _is_not_found(configs):
+            return [], []
+        log.warning("NSP configurations of %s unreadable: %s", account_id, _brief(configs))
+        return [], ["networkSecurityPerimeterConfigurations"]
+    try:
+        return [perimeter_view_from_sdk(c) for c in configs], []
+    except (ShapeError, TypeError, ValueError) as exc:
+        log.warning("NSP configurations of %s have an unexpected shape: %s", account_id, exc)
+        return [], ["networkSecurityPerimeterConfigurations"]
 
 
 def _brief(exc: BaseException) -> str:
