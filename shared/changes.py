@@ -85,8 +85,12 @@ class TransitionKind(enum.StrEnum):
 PERIMETER_RULES_CHANGED = "perimeter-access-rules-changed"
 PERIMETER_ASSOCIATION_CHANGED = "perimeter-association-changed"
 PERIMETER_MODE_CHANGED = "perimeter-access-mode-changed"
-# Operator alert: an evaluation kept failing and its message went to the poison queue.
+PERIMETER_RULES = frozenset({PERIMETER_RULES_CHANGED, PERIMETER_ASSOCIATION_CHANGED, PERIMETER_MODE_CHANGED})
+# Operator alerts (about nsp-drift itself, not a storage account): an evaluation's message went to
+# the poison queue; a window or batch keeps failing and backs off.
 EVALUATION_POISONED = "evaluation-poisoned"
+EVALUATION_FAILING = "evaluation-failing"
+OPERATOR_RULES = frozenset({EVALUATION_POISONED, EVALUATION_FAILING})
 
 
 @dataclass(frozen=True)

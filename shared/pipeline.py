@@ -58,7 +58,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared import arm_ids
 from shared.adapters.arm_reader import AccountNotFound
-from shared.changes import ChangeEvent, Provenance, Target, TargetKind, Transition, TransitionKind
+from shared.changes import (
+    EVALUATION_FAILING,
+    ChangeEvent,
+    Provenance,
+    Target,
+    TargetKind,
+    Transition,
+    TransitionKind,
+)
 from shared.config import RulesConfig
 from shared.drift import decide_account, decide_profile, profile_state_of
 from shared.evaluate import evaluate
@@ -91,8 +99,6 @@ _MAX_READS = 3  # account reads per evaluation when newer evaluations keep commi
 LEASE_SECONDS = 660.0
 # Failed evaluations of one window before the operators are told (once), as maxDequeueCount.
 ALERT_AFTER_FAILURES = 5
-# Operator alert: a window's evaluation keeps failing and backs off.
-EVALUATION_FAILING = "evaluation-failing"
 
 # Which findings an evaluation may open or resolve, by what caused it (None = every rule).
 # An account event or the sweep judges everything; a perimeter change judges what depends on

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.changes import EVALUATION_POISONED
+from shared.changes import EVALUATION_FAILING, EVALUATION_POISONED
 from shared.model import Severity
 from shared.notify import redact
 from shared.notify.destinations import (
@@ -324,9 +324,10 @@ def test_task_destinations_close_what_they_opened_and_skip_perimeter_changes() -
         assert accepts(teams, make_transition(rule, "changed"))  # these samples are high
 
 
-def test_operator_alerts_bypass_the_floor_and_digests() -> None:
+@pytest.mark.parametrize("rule", [EVALUATION_POISONED, EVALUATION_FAILING])
+def test_operator_alerts_bypass_the_floor_and_digests(rule: str) -> None:
     quiet = config(min_severity="critical")
-    poison = make_transition(EVALUATION_POISONED, "opened", severity="low")
+    poison = make_transition(rule, "opened", severity="low")
     assert accepts(quiet, poison)
     digesting = config(min_severity="info", digest_below="high")
     assert not is_digest(digesting, poison)
@@ -342,7 +343,19 @@ def test_digest_below() -> None:
 
 
 def test_every_known_rule_can_be_routed() -> None:
-    assert set(ALL_RULES) == KNOWN_RULES == {*RULES_BY_ID, *PSEUDO_RULES, EVALUATION_POISONED}
+    assert set(ALL_RULES) == KNOWN_RULES == {*RULES_BY_ID, *PSEUDO_RULES, EVALUATION_POISONED, EVALUATION_FAILING}
+
+
+@pytest.mark.parametrize("rule", [EVALUATION_POISONED, EVALUATION_FAILING])
+def test_operator_alerts_are_operator_events_with_a_reason(rule: str) -> None:
+    """Both operator alerts (a poisoned message, a window that keeps failing) are announced as
+    operator events and explain themselves; neither is mistaken for a storage finding."""
+    from shared.notify.explain import why_and_how
+    from shared.notify.webhook import event_type
+
+    assert event_type(make_transition(rule, "opened")) == "com.nspdrift.operator.opened"
+    why, how = why_and_how(rule)
+    assert why and how
     every = config(min_severity="info")
     assert all(accepts(every, make_transition(rule, kind)) for rule in ALL_RULES for kind in KINDS)
 

@@ -30,12 +30,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.changes import (
-    EVALUATION_POISONED,
-    PERIMETER_ASSOCIATION_CHANGED,
-    PERIMETER_MODE_CHANGED,
-    PERIMETER_RULES_CHANGED,
-)
+from shared.changes import OPERATOR_RULES, PERIMETER_RULES
 from shared.model import Severity
 from shared.notify.base import Sender
 from shared.notify.devops import AzureDevOpsSender
@@ -56,8 +51,7 @@ SETTING_KEYS = ("url_setting", "secret_setting", "token_setting")  # keys whose 
 TYPES = ("teams", "webhook", "azure-devops", "github")
 TASK_TYPES = frozenset({"azure-devops", "github"})
 KINDS = ("opened", "resolved", "changed")
-PERIMETER_RULES = frozenset({PERIMETER_RULES_CHANGED, PERIMETER_ASSOCIATION_CHANGED, PERIMETER_MODE_CHANGED})
-KNOWN_RULES = frozenset({*RULES_BY_ID, *PERIMETER_RULES, EVALUATION_POISONED})
+KNOWN_RULES = frozenset({*RULES_BY_ID, *PERIMETER_RULES, *OPERATOR_RULES})
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # also a storage table key: no / \ # ?
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # what App Service allows on Linux
@@ -151,7 +145,7 @@ def accepts(config: DestinationConfig, transition: Mapping[str, Any]) -> bool:
         return False
     if config.type in TASK_TYPES and rule in PERIMETER_RULES:
         return False  # a perimeter-level change has no finding to open or close a task for
-    if rule == EVALUATION_POISONED:
+    if rule in OPERATOR_RULES:
         return True  # operator alerts bypass the severity floor
     if kind == "resolved" and config.type in TASK_TYPES:
         # Close whatever task was opened, even if the finding sank below the floor meanwhile; the
@@ -161,7 +155,7 @@ def accepts(config: DestinationConfig, transition: Mapping[str, Any]) -> bool:
 
 
 def is_digest(config: DestinationConfig, transition: Mapping[str, Any]) -> bool:
-    if config.digest_below is None or transition.get("rule") == EVALUATION_POISONED:
+    if config.digest_below is None or str(transition.get("rule", "")) in OPERATOR_RULES:
         return False
     return _severity(transition.get("severity", "info")) < config.digest_below
 

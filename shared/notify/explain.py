@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.changes import (
+    EVALUATION_FAILING,
     EVALUATION_POISONED,
     PERIMETER_ASSOCIATION_CHANGED,
     PERIMETER_MODE_CHANGED,
@@ -32,6 +33,12 @@ _PSEUDO = {
         "the next successful reconciliation sweep.",
         "Check the function's logs for the failure named here (permissions, throttling, a malformed resource) "
         "and the messages in the poison queue.",
+    ),
+    EVALUATION_FAILING: (
+        "nsp-drift keeps failing to evaluate this target and is backing off (doubling up to a day): changes to it "
+        "are not reported until an evaluation succeeds.",
+        "Check the function's logs for the failure named here (permissions, throttling, a malformed resource); "
+        "the target is retried by itself and this alert is not repeated while the failure lasts.",
     ),
 }
 

@@ -21,19 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.changes import (
-    EVALUATION_POISONED,
-    PERIMETER_ASSOCIATION_CHANGED,
-    PERIMETER_MODE_CHANGED,
-    PERIMETER_RULES_CHANGED,
-)
+from shared.changes import OPERATOR_RULES, PERIMETER_RULES
 from shared.notify import http, limits
 from shared.notify.base import Delivery, Outcome, TaskLookup
 
 CONTENT_TYPE = "application/cloudevents+json"
 SOURCE = "nsp-drift"
 DIGEST_TYPE = "com.nspdrift.digest"
-_PERIMETER_RULES = {PERIMETER_RULES_CHANGED, PERIMETER_ASSOCIATION_CHANGED, PERIMETER_MODE_CHANGED}
 
 
 class SecretFormatError(ValueError):
@@ -74,7 +68,7 @@ def verify_signature(
 def event_type(transition: Mapping[str, Any]) -> str:
     rule = str(transition.get("rule", ""))
     kind = str(transition.get("transition", "changed"))
-    category = "perimeter" if rule in _PERIMETER_RULES else "operator" if rule == EVALUATION_POISONED else "finding"
+    category = "perimeter" if rule in PERIMETER_RULES else "operator" if rule in OPERATOR_RULES else "finding"
     return f"com.nspdrift.{category}.{kind}"
 
 

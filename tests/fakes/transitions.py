@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.changes import (
+    EVALUATION_FAILING,
     EVALUATION_POISONED,
     PERIMETER_ASSOCIATION_CHANGED,
     PERIMETER_MODE_CHANGED,
@@ -25,7 +26,7 @@ PERIMETER = (
     f"/subscriptions/{SUB}/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/nsp-contoso"
 )
 PSEUDO_RULES = (PERIMETER_RULES_CHANGED, PERIMETER_ASSOCIATION_CHANGED, PERIMETER_MODE_CHANGED)
-ALL_RULES = (*sorted(RULES_BY_ID), *PSEUDO_RULES, EVALUATION_POISONED)
+ALL_RULES = (*sorted(RULES_BY_ID), *PSEUDO_RULES, EVALUATION_POISONED, EVALUATION_FAILING)
 KINDS = ("opened", "changed", "resolved")
 
 PROVENANCE = Provenance(
