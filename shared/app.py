@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared import runtime
@@ -19,6 +20,7 @@ from shared.changes import Target
 from shared.pipeline import Pipeline, Readers, TransitionSink, WindowStatus, deliver
 from shared.settings import QUEUE_NAME, Settings, SettingsError, load_settings
 from shared.state.base import StateStore, StoreUnavailable
+from shared.telemetry import SPAN_EVALUATE, SPAN_INTAKE, Telemetry, correlation_ids_of
 
 log = logging.getLogger("nsp_drift")
 
@@ -47,6 +49,7 @@ class AppContext:
     queue: Any
     clients: Any  # the process's ARM client factory (connection pools); readers are per invocation
     dispatcher: Any = None  # shared.notify.dispatch.Dispatcher when destinations are configured
+    telemetry: Telemetry = field(default_factory=Telemetry.off)
 
     def readers(self) -> Readers:
         """Fresh readers for one invocation (their lookup caches must not outlive it)."""
@@ -59,10 +62,52 @@ _lock = threading.Lock()
 _context: AppContext | None = None
 
 
+class CountingSink:
+    """Counts the transitions recorded (``nsp_drift.transitions``), then passes them on.
+
+    A transition can be emitted more than once (each account of a perimeter reports the
+    perimeter's change; a retried evaluation emits again): the outbox keeps one per idempotency
+    key, and so does this count, over the last ``remember`` keys this process saw. Only the count
+    uses this memory; what is delivered never depends on it."""
+
+    def __init__(self, inner: TransitionSink, telemetry: Telemetry, remember: int = 10_000) -> None:
+        self.inner = inner
+        self._telemetry = telemetry
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+        self._lock = threading.Lock()
+
+    def emit(self, transitions: Any) -> None:
+        transitions = list(transitions)
+        self.inner.emit(transitions)
+        fresh = []
+        with self._lock:
+            for t in transitions:
+                if t.idempotency_key not in self._seen:
+                    self._seen[t.idempotency_key] = None
+                    fresh.append(t)
+            while len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+        self._telemetry.transitions(fresh)
+
+
+def telemetry_for(settings: Settings) -> Telemetry:
+    """Exporting to Application Insights when its connection string is set, else off (free)."""
+    if not settings.appinsights_connection:
+        return Telemetry.off()
+    from shared.adapters.appinsights import application_insights
+
+    return Telemetry(*application_insights(settings.appinsights_connection, settings.appinsights_authentication))
+
+
 def build_context(
-    settings: Settings, sink: TransitionSink | None = None, store: StateStore | None = None, clients: Any = None
+    settings: Settings,
+    sink: TransitionSink | None = None,
+    store: StateStore | None = None,
+    clients: Any = None,
+    telemetry: Telemetry | None = None,
 ) -> AppContext:
-    """``sink``, ``store``, ``clients``: replace what the settings would build (tests)."""
+    """``sink``, ``store``, ``clients``, ``telemetry``: replace what the settings would build (tests)."""
     from shared.adapters.queue import EvaluationQueue
     from shared.adapters.storage_http import storage_transport
     from shared.state.table_store import TableStateStore
@@ -83,18 +128,21 @@ def build_context(
         if store is None:
             store = TableStateStore.from_service_uri(settings.table_service_uri, credential, prefix, **tables)
         queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential, **queues)
+    telemetry = telemetry or telemetry_for(settings)
     dispatcher = None
     if sink is None:
-        sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds)
+        sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds, telemetry)
+    if telemetry.enabled:
+        sink = CountingSink(sink, telemetry)
     if clients is None and settings.estate_path:
         from shared.adapters.estate import Estate
         from shared.wiring import EstateClients
 
-        clients = EstateClients(Estate.load(settings.estate_path))
+        clients = EstateClients(Estate.load(settings.estate_path), telemetry=telemetry)
     elif clients is None:
         from shared.wiring import LiveClients
 
-        clients = LiveClients(settings.cloud)
+        clients = LiveClients(settings.cloud, telemetry=telemetry)
     pipeline = Pipeline(
         store=store,
         outbox=sink,
@@ -106,10 +154,10 @@ def build_context(
         budget_seconds=settings.invocation_budget_seconds,
         verify_sweeps=settings.membership_verify_sweeps,
     )
-    return AppContext(settings, store, pipeline, queue, clients, dispatcher)
+    return AppContext(settings, store, pipeline, queue, clients, dispatcher, telemetry)
 
 
-def _delivery(store: Any, budget_seconds: float) -> tuple[TransitionSink, Any]:
+def _delivery(store: Any, budget_seconds: float, telemetry: Telemetry) -> tuple[TransitionSink, Any]:
     """The outbox and its dispatcher when destinations are configured, else a logging sink."""
     from shared.notify.destinations import DestinationError, build_senders, load_destinations
     from shared.notify.dispatch import Dispatcher, OutboxSink
@@ -121,6 +169,10 @@ def _delivery(store: Any, budget_seconds: float) -> tuple[TransitionSink, Any]:
         senders, digests = build_senders(destinations)
     except DestinationError as exc:
         raise SettingsError(str(exc)) from None
+    if telemetry.enabled:
+        from shared.notify.traced import TracedSender
+
+        senders = {name: TracedSender(sender, telemetry) for name, sender in senders.items()}
     return OutboxSink(store, destinations), Dispatcher(store, senders, digests, budget_seconds=budget_seconds)
 
 
@@ -150,11 +202,15 @@ def handle_event(event: Any) -> None:
     from shared.events import event_from_binding
 
     raw = event_from_binding(event)
-    try:
-        report = context().pipeline.intake([raw])
-    except StoreUnavailable:
-        log.error("state store unavailable: event %s will be retried by Event Grid", raw.get("id"))
-        raise
+    ctx = context()
+    with ctx.telemetry.span(SPAN_INTAKE, [_correlation_id(raw)], event_id=str(raw.get("id") or "")):
+        try:
+            report = ctx.pipeline.intake([raw])
+        except StoreUnavailable:
+            log.error("state store unavailable: event %s will be retried by Event Grid", raw.get("id"))
+            raise
+    ctx.telemetry.events(report.accepted, report.duplicates, report.dropped)
+    ctx.telemetry.windows_opened(report.windows_opened)
     log.info(
         "event %s: accepted=%d duplicates=%d windows_opened=%d dropped=%s",
         raw.get("id"),
@@ -189,8 +245,11 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
         return
     target = item
     try:
-        result = runtime.run(ctx.pipeline.evaluate_window(target, ctx.readers()))
+        with ctx.telemetry.span(SPAN_EVALUATE, target=target.key) as span:
+            result = runtime.run(ctx.pipeline.evaluate_window(target, ctx.readers()))
+            _annotate(span, result.correlation_ids)
     except Exception as exc:
+        ctx.telemetry.evaluations("failed", "window")
         # Evaluation failures back off inside the pipeline; what arrives here could not even be
         # recorded (state store or queue unreachable): the runtime retries the message.
         reason = redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:300]
@@ -201,6 +260,7 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
             # Last attempt: tell the operators once, then let the host move the message aside.
             ctx.pipeline.outbox.emit([poison_transition(target, reason, dequeue_count, QUEUE_NAME)])
         raise
+    ctx.telemetry.evaluations(result.status.value, "window")
     if result.status is WindowStatus.RETRY:
         log.error(
             "evaluation of %s failed (%d in a row): %s; retrying in %.0f s",
@@ -226,7 +286,13 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
 def _handle_work(ctx: AppContext, work: Any, dequeue_count: int, started: float) -> None:
     """A batch of accounts or a sweep page. A failure that escapes (store or queue unreachable)
     raises: the queue redelivers the message and the batch is redone (idempotent)."""
-    result = runtime.run(ctx.pipeline.run_work(work, ctx.readers()))
+    with ctx.telemetry.span(SPAN_EVALUATE, work=work.kind.value) as span:
+        result = runtime.run(ctx.pipeline.run_work(work, ctx.readers()))
+        _annotate(span, correlation_ids_of(result.transitions))
+    kind = work.kind.value
+    ctx.telemetry.evaluations("done", kind, result.evaluated)
+    ctx.telemetry.evaluations("failed", kind, len(result.failed))
+    ctx.telemetry.evaluations("deferred", kind, result.deferred)
     report = deliver(ctx.dispatcher)
     if report is not None:
         log.info("delivered %d, retrying %d, failed %d", report.sent, report.retried, report.failed)
@@ -277,6 +343,23 @@ def handle_sweep(past_due: bool = False, full: bool = True) -> None:
         )
     # Event Grid stops redelivering after 24 h: ids older than two days can go.
     ctx.store.purge_events(time.time() - 2 * 86400)
+
+
+def _correlation_id(raw: Any) -> str:
+    """The Azure operation's correlation id of a raw event (both schemas keep it in ``data``)."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    value = data.get("correlationId") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _annotate(span: Any, correlation_ids: Any) -> None:
+    """Correlation ids known only once the window is claimed (the events it coalesced)."""
+    ids = [c for c in dict.fromkeys(correlation_ids) if c]
+    if span is not None and ids:
+        from shared.telemetry import CORRELATION_ID, CORRELATION_IDS
+
+        span.set_attribute(CORRELATION_ID, ids[0])
+        span.set_attribute(CORRELATION_IDS, ids)
 
 
 def _describe(target: Target) -> str:

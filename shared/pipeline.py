@@ -235,6 +235,7 @@ class WindowResult:
     error: str = ""  # why the evaluation failed (redacted, one line)
     attempts: int = 0  # failed evaluations of this window so far
     retry_in: float = 0.0  # seconds until the message put back (RETRY, BUSY) becomes visible
+    correlation_ids: tuple[str, ...] = ()  # of the events the window coalesced (telemetry's spans)
 
 
 @dataclass
@@ -429,7 +430,8 @@ class Pipeline:
             # Events joined while this evaluation ran: their window is open, and owed a message.
             await asyncio.to_thread(self.enqueue, target, self.window_seconds)
             await asyncio.to_thread(self.store.mark_queued, target, now)
-        return WindowResult(target, WindowStatus.DONE, transitions, len(accounts), partial)
+        ids = claim.provenance.correlation_ids
+        return WindowResult(target, WindowStatus.DONE, transitions, len(accounts), partial, correlation_ids=ids)
 
     # -- fan-out: bounded invocations ------------------------------------------------------------------
     def _deadline(self) -> float | None:
@@ -564,7 +566,8 @@ class Pipeline:
             return WindowResult(target, WindowStatus.TAKEN, transitions, accounts, partial, error, attempts)
         await asyncio.to_thread(self.enqueue, target, delay)
         await asyncio.to_thread(self.store.mark_queued, target, now)
-        return WindowResult(target, WindowStatus.RETRY, transitions, accounts, partial, error, attempts, delay)
+        ids = claim.provenance.correlation_ids
+        return WindowResult(target, WindowStatus.RETRY, transitions, accounts, partial, error, attempts, delay, ids)
 
     async def resolve(self, target: Target, readers: Readers) -> list[str]:
         """The storage accounts a target stands for: as ARM says now, plus as stored before."""

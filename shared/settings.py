@@ -54,6 +54,11 @@ DOCUMENTED: dict[str, str] = {
     "/.default) and the authority azure-identity signs in at (see Clouds). Infra sets the deployment's own cloud",
     "NSP_DRIFT_AUTHORITY_HOST": "The https authority host that issues tokens for a custom ARM endpoint in "
     "NSP_DRIFT_CLOUD (e.g. https://login.microsoftonline.com, or an AD FS host); empty with a named cloud",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "Application Insights to export nsp-drift's own metrics and spans to "
+    "(see Telemetry); unset: no telemetry is recorded and the OpenTelemetry SDK is not even imported. Infra sets it",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD (optionally ;ClientId=<user-assigned identity>): "
+    "export with the app's managed identity (Monitoring Metrics Publisher) to an Application Insights with local "
+    "authentication disabled, as infra deploys it",
 }
 
 
@@ -75,6 +80,9 @@ class Settings:
     membership_verify_sweeps: int = VERIFY_SWEEPS
     rules: RulesConfig = field(default_factory=RulesConfig)
     cloud: Cloud = PUBLIC
+    # Application Insights (shared.telemetry): metrics and spans are exported when it is set.
+    appinsights_connection: str = field(default="", repr=False)
+    appinsights_authentication: str = ""  # Authorization=AAD[;ClientId=...]: Entra-authenticated export
 
 
 def _subscriptions(raw: str) -> tuple[str, ...]:
@@ -153,6 +161,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cloud = cloud_from_env(env)
     except CloudError as exc:
         raise SettingsError(str(exc)) from None
+    appinsights = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
+    if appinsights and "instrumentationkey=" not in appinsights.lower():
+        raise SettingsError(
+            "APPLICATIONINSIGHTS_CONNECTION_STRING: expected an Application Insights connection string "
+            "(InstrumentationKey=...;IngestionEndpoint=...)"
+        )
     return Settings(
         subscriptions=_subscriptions(env.get("NSP_DRIFT_SUBSCRIPTIONS", "")),
         coalesce_seconds=window,
@@ -166,4 +180,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         membership_verify_sweeps=verify_sweeps,
         rules=rules,
         cloud=cloud,
+        appinsights_connection=appinsights,
+        appinsights_authentication=env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip(),
     )

@@ -19,6 +19,7 @@ from typing import Any
 from shared.adapters.estate import AsyncEstateTransport, Estate, RequestLog
 from shared.cloud import Cloud, cloud_from_env
 from shared.pipeline import Readers
+from shared.telemetry import Telemetry
 
 # azure-core retries 408/429/5xx itself, honouring Retry-After: keep that the single layer.
 ARM_RETRY_TOTAL = 3
@@ -45,6 +46,15 @@ class _StaticToken:
 
     async def __aexit__(self, *args: object) -> None:
         return None
+
+
+def _metrics_policies(telemetry: Telemetry | None) -> Callable[[], list[Any]]:
+    """Fresh per-client policies counting ARM requests (none when telemetry is off)."""
+    if telemetry is None or not telemetry.enabled:
+        return list
+    from shared.adapters.arm_metrics import ArmMetricsPolicy
+
+    return lambda: [ArmMetricsPolicy(telemetry)]
 
 
 class _ClientCache:
@@ -122,16 +132,21 @@ class _Factory:
 class EstateClients(_Factory):
     """Real SDK clients answered by an offline estate; ``log`` counts the requests they make."""
 
-    def __init__(self, estate: Estate, log: RequestLog | None = None) -> None:
+    def __init__(self, estate: Estate, log: RequestLog | None = None, telemetry: Telemetry | None = None) -> None:
         self.estate = estate
         self.log = log or RequestLog()
         credential = _StaticToken()
+        policies = _metrics_policies(telemetry)
 
         def build(kind: str, subscription_id: str) -> Any:
-            transport = AsyncEstateTransport(estate, self.log)
+            kwargs: dict[str, Any] = {
+                "transport": AsyncEstateTransport(estate, self.log),
+                "retry_total": 0,
+                "per_retry_policies": policies(),
+            }
             if kind == "graph":
-                return _client_class(kind)(credential, transport=transport, retry_total=0)
-            return _client_class(kind)(credential, subscription_id, transport=transport, retry_total=0)
+                return _client_class(kind)(credential, **kwargs)
+            return _client_class(kind)(credential, subscription_id, **kwargs)
 
         super().__init__(build)
 
@@ -189,7 +204,13 @@ class LiveClients(_Factory):
     remaining-reads header (shared.adapters.throttle) inside azure-core's retry policy, which stays
     the only retry layer. The environment (cloud, credential, SSL_CERT_FILE) is read here, once."""
 
-    def __init__(self, cloud: Cloud | None = None, budget: Any = None, read_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        cloud: Cloud | None = None,
+        budget: Any = None,
+        read_timeout: float = 60.0,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         from shared.adapters.arm_http import SharedHttp
         from shared.adapters.throttle import read_pacing_policy
 
@@ -197,13 +218,14 @@ class LiveClients(_Factory):
         self.http = SharedHttp()
         self.credential = make_credential(aio=True, cloud=self.cloud, transport=self.http.transport())
         shared_budget = budget or read_budget()
+        metrics = _metrics_policies(telemetry)
 
         def build(kind: str, subscription_id: str) -> Any:
             kwargs: dict[str, Any] = {
                 **self.cloud.client_kwargs(),
                 "retry_total": ARM_RETRY_TOTAL,
                 # One policy per client (azure-core links a policy into one pipeline), one budget for all.
-                "per_retry_policies": [read_pacing_policy(shared_budget)],
+                "per_retry_policies": [read_pacing_policy(shared_budget), *metrics()],
                 # A hung response fails this attempt (azure-core then retries) instead of pinning
                 # an invocation for aiohttp's 5-minute default.
                 "transport": self.http.transport(read_timeout=read_timeout),
