@@ -10,7 +10,13 @@ Key Vault references. Example::
      {"name": "boards", "type": "azure-devops", "organization": "contoso", "project": "Platform",
       "token_setting": "NSP_DRIFT_ADO_TOKEN", "min_severity": "high", "area_path": "Platform\\\\Security"},
      {"name": "issues", "type": "github", "repository": "contoso/platform-security",
-      "token_setting": "NSP_DRIFT_GITHUB_TOKEN", "labels": ["security"], "min_severity": "high"}]
+      "token_setting": "NSP_DRIFT_GITHUB_TOKEN", "labels": ["security"], "min_severity": "high"},
+     {"name": "bus", "type": "eventgrid", "endpoint_setting": "NSP_DRIFT_EVENTGRID_ENDPOINT", "min_severity": "low"},
+     {"name": "ns", "type": "eventgrid", "endpoint_setting": "NSP_DRIFT_EG_NAMESPACE", "topic": "security",
+      "key_setting": "NSP_DRIFT_EG_KEY"}]
+
+An ``eventgrid`` destination without ``key_setting`` publishes with the app's managed identity,
+which needs the "EventGrid Data Sender" role on the topic (infra/: ``eventGridTopicId``).
 
 Parsing checks shape only (no environment); ``build_senders`` resolves the named settings. Every
 error names the offending field as ``NSP_DRIFT_DESTINATIONS[i].field`` and never echoes a value
@@ -35,6 +41,7 @@ from shared.model import Severity
 from shared.notify.base import Sender
 from shared.notify.devops import AzureDevOpsSender
 from shared.notify.dispatch import DigestSender
+from shared.notify.eventgrid import EventGridSender
 from shared.notify.github import GitHubIssuesSender
 from shared.notify.redact import register_secret
 from shared.notify.teams import TeamsSender
@@ -46,9 +53,10 @@ SETTING = "NSP_DRIFT_DESTINATIONS"
 # For docs: the settings this module reads itself; the destinations name the others
 # (``referenced_settings``), typically NSP_DRIFT_*_URL / _SECRET / _TOKEN.
 SETTINGS: frozenset[str] = frozenset({SETTING})
-SETTING_KEYS = ("url_setting", "secret_setting", "token_setting")  # keys whose value names an app setting
+# Keys whose value names an app setting.
+SETTING_KEYS = ("url_setting", "secret_setting", "token_setting", "endpoint_setting", "key_setting")
 
-TYPES = ("teams", "webhook", "azure-devops", "github")
+TYPES = ("teams", "webhook", "azure-devops", "github", "eventgrid")
 TASK_TYPES = frozenset({"azure-devops", "github"})
 KINDS = ("opened", "resolved", "changed")
 KNOWN_RULES = frozenset({*RULES_BY_ID, *PERIMETER_RULES, *OPERATOR_RULES})
@@ -56,6 +64,8 @@ KNOWN_RULES = frozenset({*RULES_BY_ID, *PERIMETER_RULES, *OPERATOR_RULES})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # also a storage table key: no / \ # ?
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # what App Service allows on Linux
 _ORGANIZATION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,49}$")
+# An Event Grid namespace topic's name: 3-50 letters, digits and '-'.
+_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{2,49}$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _SECRETISH = re.compile(r"(?i)url|token|secret|password|pat|sig|key")
@@ -84,12 +94,14 @@ _FIELDS: dict[str, dict[str, str]] = {  # key -> kind of value; required keys ar
         "assignees": "texts",
         "api_url": "url",
     },
+    "eventgrid": {"endpoint_setting": "setting", "topic": "topic", "key_setting": "setting"},
 }
 _REQUIRED = {
     "teams": ("url_setting",),
     "webhook": ("url_setting", "secret_setting"),
     "azure-devops": ("organization", "project", "token_setting"),
     "github": ("repository", "token_setting"),
+    "eventgrid": ("endpoint_setting",),
 }
 
 
@@ -209,7 +221,15 @@ def _value(kind: str, value: Any, where: str) -> Any:
         raise DestinationError(f"{where}: {text!r} is not an Azure DevOps organization name")
     if kind == "repository" and not _REPOSITORY.match(text):
         raise DestinationError(f"{where}: expected 'owner/name', got {text!r}")
+    if kind == "topic" and not _TOPIC.match(text):
+        raise DestinationError(
+            f"{where}: {_short(text)!r} is not an Event Grid namespace topic name (3-50 letters, digits, '-')"
+        )
     return text
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _parse_severity(entry: Mapping[str, Any], key: str, where: str) -> Severity | None:
@@ -357,6 +377,17 @@ def _endpoint(env: Mapping[str, str], config: DestinationConfig, key: str) -> st
     return url
 
 
+def _topic_endpoint(env: Mapping[str, str], config: DestinationConfig) -> str:
+    url = _endpoint(env, config, "endpoint_setting")
+    parts = urlsplit(url)
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise DestinationError(
+            f"{config.where}.endpoint_setting: app setting {config.options['endpoint_setting']} must be the "
+            "topic endpoint alone (no query, fragment or credentials: the key goes in key_setting)"
+        )
+    return url
+
+
 def _signing_secret(env: Mapping[str, str], config: DestinationConfig) -> str:
     secret = _setting(env, config, "secret_setting")
     try:
@@ -381,6 +412,14 @@ def build_sender(config: DestinationConfig, env: Mapping[str, str], **sender_kwa
     if config.type == "webhook":
         url = _endpoint(env, config, "url_setting")
         return WebhookSender(config.name, url, _signing_secret(env, config), **sender_kwargs)
+    if config.type == "eventgrid":
+        return EventGridSender(
+            config.name,
+            _topic_endpoint(env, config),
+            topic=str(o["topic"]) if "topic" in o else None,
+            key=_setting(env, config, "key_setting") if "key_setting" in o else None,
+            **sender_kwargs,
+        )
     if config.type == "azure-devops":
         return AzureDevOpsSender(
             config.name,
@@ -419,7 +458,7 @@ def build_senders(
     for config in configs:
         sender = build_sender(config, env, **sender_kwargs)
         senders[config.name] = sender
-        if isinstance(sender, TeamsSender | WebhookSender):  # tasks are one per finding, never batched
+        if isinstance(sender, TeamsSender | WebhookSender | EventGridSender):  # tasks: one per finding
             digests[config.name] = sender.send_digest
     return senders, digests
 

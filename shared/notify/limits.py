@@ -22,6 +22,9 @@ DEVOPS_MAX_TEXT = 1_000_000
 DEVOPS_MAX_COMMENT = 65_536
 # An Event Grid event is at most 1 MB: a webhook receiver can forward our CloudEvent as it is.
 WEBHOOK_MAX_BYTES = 1_000_000
+# Event Grid refuses a publish request over 1 MB (custom and namespace topics alike): the JSON array
+# of a batch, as the SDK writes it, stays below this (room left for the SDK's re-serialisation).
+EVENTGRID_MAX_BATCH_BYTES = 1_000_000
 
 MAX_LISTED_EVENT_IDS = 50  # event ids rendered in a task body or comment
 MAX_EVENT_IDS_IN_EVENT = 100  # event ids carried in a webhook event's data
