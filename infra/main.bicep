@@ -97,8 +97,11 @@ param disabledRules string = ''
 @description('NSP_DRIFT_SEVERITY_OVERRIDES: comma-separated rule=severity pairs.')
 param severityOverrides string = ''
 
-@description('NSP_DRIFT_DESTINATIONS: destination configs WITHOUT secrets; their url_setting / secret_setting / token_setting name app settings that become Key Vault references.')
+@description('NSP_DRIFT_DESTINATIONS: destination configs WITHOUT secrets; their url_setting / secret_setting / token_setting / endpoint_setting / key_setting name app settings that become Key Vault references.')
 param destinations array = []
+
+@description('Event Grid custom topics (Microsoft.EventGrid/topics) or namespaces (Microsoft.EventGrid/namespaces), by resource id, that eventgrid destinations without key_setting publish to with the app\'s managed identity: each gets EventGrid Data Sender for it. Empty: none (key-based destinations need no role).')
+param eventGridTopicIds array = []
 
 @description('Extra app settings to wire as Key Vault references (beyond those the destinations name).')
 param extraSecretSettings array = []
@@ -231,6 +234,19 @@ module appSettings 'app/appsettings.bicep' = {
     extraSecretSettings: extraSecretSettings
   }
 }
+
+// EventGrid Data Sender on each Event Grid topic/namespace an identity-based eventgrid destination
+// publishes to, in the topic's own subscription and resource group.
+module eventGridSender 'app/eventgrid-sender.bicep' = [
+  for topicId in eventGridTopicIds: {
+    name: 'nspdrift-egsender-${uniqueString(string(topicId), environmentName)}'
+    scope: resourceGroup(split(string(topicId), '/')[2], split(string(topicId), '/')[4])
+    params: {
+      functionPrincipalId: api.outputs.principalId
+      topicId: string(topicId)
+    }
+  }
+]
 
 // Reader on each monitored subscription (none when a management group gets it instead).
 var readerSubscriptions = empty(readerManagementGroupId) ? monitored : []

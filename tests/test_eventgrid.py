@@ -433,3 +433,20 @@ def _category(rule: str) -> str:
     from shared.changes import OPERATOR_RULES, PERIMETER_RULES
 
     return "perimeter" if rule in PERIMETER_RULES else "operator" if rule in OPERATOR_RULES else "finding"
+
+
+def test_the_bicep_grants_eventgrid_data_sender_on_the_topics_named() -> None:
+    main = (ROOT / "infra" / "main.bicep").read_text(encoding="utf-8")
+    assert "param eventGridTopicIds array = []" in main  # optional: key-based destinations need no role
+    assert "module eventGridSender 'app/eventgrid-sender.bicep' = [" in main
+    assert "for topicId in eventGridTopicIds:" in main and "functionPrincipalId: api.outputs.principalId" in main
+    sender = (ROOT / "infra" / "app" / "eventgrid-sender.bicep").read_text(encoding="utf-8")
+    data_sender = "d5a91429-5739-47e2-a06b-3470a27159e7"  # EventGrid Data Sender (built-in role)
+    assert sender.count(f"roleDefinitions', '{data_sender}')") == 2
+    assert "'Microsoft.EventGrid/topics@" in sender and "'Microsoft.EventGrid/namespaces@" in sender
+    parameters = json.loads((ROOT / "infra" / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters["eventGridTopicIds"]["value"] == "${NSPDRIFT_EVENTGRID_TOPIC_IDS=[]}"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert '"type": "eventgrid"' in readme and "EventGrid Data Sender" in readme
+    for key in ("endpoint_setting", "key_setting", "`topic`"):
+        assert key in readme

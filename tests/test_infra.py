@@ -70,6 +70,7 @@ METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 KV_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 KV_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
 STORAGE = "Microsoft.Storage/storageAccounts"
 CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
 # role -> (file, type of the resource it is scoped to (None: the deployment's own scope), principal parameter)
@@ -87,6 +88,11 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str | None, str]]] = {
     KV_SECRETS_OFFICER: {("infra/app/rbac.bicep", "Microsoft.KeyVault/vaults", "deployerPrincipalId")},
     # the system topics' identities write dead letters to one container of the app's account
     BLOB_DATA_CONTRIBUTOR: {("infra/eventgrid/deadletter-rbac.bicep", CONTAINER, "topicPrincipalId")},
+    # the function identity publishes to the Event Grid topics/namespaces named in eventGridTopicIds
+    EVENTGRID_DATA_SENDER: {
+        ("infra/app/eventgrid-sender.bicep", "Microsoft.EventGrid/topics", "functionPrincipalId"),
+        ("infra/app/eventgrid-sender.bicep", "Microsoft.EventGrid/namespaces", "functionPrincipalId"),
+    },
 }
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

@@ -1,7 +1,7 @@
 // App settings of the function app: every setting the code reads in Azure (shared/settings.py
 // DOCUMENTED; tests/test_infra.py checks both ways), identity-based host storage, Entra-authenticated
 // telemetry, and one Key Vault reference for each app setting a destination names in url_setting,
-// secret_setting or token_setting. No value here is a secret.
+// secret_setting, token_setting, endpoint_setting or key_setting. No value here is a secret.
 //
 // Deliberately absent: NSP_DRIFT_ESTATE (offline estate file: local runs and demos only),
 // AZURE_CLIENT_ID (only for a user-assigned identity; this app uses its system-assigned one),
@@ -69,7 +69,7 @@ param destinations array = []
 param extraSecretSettings array = []
 
 // The keys of a destination whose value names an app setting (shared/notify/destinations.py SETTING_KEYS).
-var secretSettingKeys = ['url_setting', 'secret_setting', 'token_setting']
+var secretSettingKeys = ['url_setting', 'secret_setting', 'token_setting', 'endpoint_setting', 'key_setting']
 
 // Every (key, value) of every destination; the values of the *_setting keys are setting names.
 var destinationFields = flatten(map(destinations, d => items(d)))
