@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -185,6 +186,7 @@ class EventGridSender:
         self._clock = clock
         self._timeout = timeout
         self._client: Any = None
+        self._client_lock = threading.Lock()  # invocations may run in threads: one client, built once
 
     @property
     def auth(self) -> str:
@@ -192,23 +194,27 @@ class EventGridSender:
         return "access key" if self._key else "Microsoft Entra token"
 
     def _sdk_client(self) -> Any:
-        if self._client is None:
-            from azure.eventgrid import EventGridPublisherClient
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._new_client()
+            return self._client
 
-            credential: Any
-            if self._key:
-                from azure.core.credentials import AzureKeyCredential
+    def _new_client(self) -> Any:
+        from azure.eventgrid import EventGridPublisherClient
 
-                credential = AzureKeyCredential(self._key)
-            elif self._credential is not None:
-                credential = self._credential
-            else:
-                from shared.wiring import credential_sync
+        credential: Any
+        if self._key:
+            from azure.core.credentials import AzureKeyCredential
 
-                credential = credential_sync()
-            _install_quiet_options()
-            self._client = EventGridPublisherClient(self.endpoint, credential, namespace_topic=self.topic)
-        return self._client
+            credential = AzureKeyCredential(self._key)
+        elif self._credential is not None:
+            credential = self._credential
+        else:
+            from shared.wiring import credential_sync
+
+            credential = credential_sync()
+        _install_quiet_options()
+        return EventGridPublisherClient(self.endpoint, credential, namespace_topic=self.topic)
 
     def _call_options(self) -> dict[str, Any]:
         policy = self._retry
