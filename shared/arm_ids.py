@@ -87,10 +87,6 @@ def account_name_of(resource_id: str) -> str:
     return resource_id.rstrip("/").rsplit("/", 1)[-1]
 
 
-def same(a: str, b: str) -> bool:
-    return normalise(a).lower() == normalise(b).lower()
-
-
 _MAX_ID_CHARS = 2048  # the limit ``parse`` applies; ARM ids in practice stay well under it
 
 

@@ -25,7 +25,6 @@ first event, not with this module: ``azure.eventgrid`` costs about 18 ms once az
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,9 +35,6 @@ from shared.changes import Actor, ChangeEvent
 
 LOG = logging.getLogger(__name__)
 
-MAX_EVENT_BYTES: Final = 1024 * 1024  # Event Grid's own per-event limit is 1 MB
-# A replay file may hold many events; this only guards json.loads against absurd inputs.
-MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 _MAX_EVENT_ID_CHARS: Final = 1024
 _MAX_TEXT_CHARS: Final = 4096  # operationName, status, correlationId, eventTime, eventType
 _MAX_ACTOR_CHARS: Final = 256  # actor fields are truncated, not rejected (informational only)
@@ -439,53 +435,3 @@ def event_from_binding(obj: object) -> dict[str, Any]:
     else:
         raise EventError(f"event: unsupported binding object {_type_name(obj)}")
     return {key: value for key, value in fields.items() if value is not None}
-
-
-def _load_body(body: bytes | str | list[Any] | dict[str, Any]) -> tuple[list[Any], list[str]]:
-    if isinstance(body, list | dict):
-        decoded: Any = body
-    else:
-        if len(body) > MAX_BODY_BYTES:
-            return [], [f"body: {len(body)} bytes exceeds the {MAX_BODY_BYTES // (1024 * 1024)} MiB limit"]
-        try:
-            text = body.decode("utf-8-sig") if isinstance(body, bytes) else body
-            decoded = json.loads(text)
-        except UnicodeDecodeError as exc:
-            return [], [f"body: not UTF-8 ({exc.reason} at byte {exc.start})"]
-        except RecursionError:
-            return [], ["body: JSON nested too deeply"]
-        except ValueError as exc:
-            return [], [f"body: not JSON ({_short(str(exc), 120)})"]
-    if isinstance(decoded, dict):
-        return [decoded], []
-    if isinstance(decoded, list):
-        return decoded, []
-    return [], [f"body: expected a JSON array or object of events, got {_type_name(decoded)}"]
-
-
-def parse_batch(body: bytes | str | list[Any] | dict[str, Any]) -> tuple[list[ChangeEvent], list[str]]:
-    """Events from a replay file or HTTP body (an array or one object).
-
-    Returns the parsed events and one error string per bad element; a bad element never stops the
-    others. Elements over ``MAX_EVENT_BYTES`` (serialised) are rejected.
-    """
-    elements, errors = _load_body(body)
-    events: list[ChangeEvent] = []
-    for index, element in enumerate(elements):
-        try:
-            size = len(json.dumps(element, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-        except (TypeError, ValueError, RecursionError) as exc:
-            errors.append(f"event[{index}]: not JSON-serialisable ({_short(str(exc), 120)})")
-            continue
-        if size > MAX_EVENT_BYTES:
-            label = _label(element) if isinstance(element, Mapping) else "<no id>"
-            errors.append(
-                f"event[{index}] {label}: {size} bytes exceeds the "
-                f"{MAX_EVENT_BYTES // (1024 * 1024)} MiB per-event limit"
-            )
-            continue
-        try:
-            events.append(parse_event(element))
-        except EventError as exc:
-            errors.append(f"event[{index}]: {exc}")
-    return events, errors

@@ -968,11 +968,6 @@ class Pipeline:
         return report
 
 
-def _subscription_of(resource_id: str) -> str:
-    parsed = arm_ids.parse(resource_id)
-    return parsed.subscription.lower() if parsed is not None else ""
-
-
 def _vault_members(readers: Readers, target: Target) -> dict[str, list[str]] | None:
     """A perimeter target's Key Vault associations as this invocation read them (resolving the
     target read the association list), for the batches it fans out."""

@@ -1,6 +1,6 @@
 """Map a ``ChangeEvent`` to what must be re-evaluated (``Target``s), or say why it is dropped.
 
-Pure (``DropCounter`` holds the only state, for metrics). Ids and types compare case-insensitively:
+Pure. Ids and types compare case-insensitively:
 events mix ``resourcegroups`` and ``resourceGroups``, and ARM itself is case-insensitive.
 
 What maps where:
@@ -16,8 +16,6 @@ Deletes map like writes: the evaluator re-reads, sees the 404 and resolves what 
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -91,7 +89,7 @@ class Scope:
 class TargetDecision:
     targets: tuple[Target, ...] = ()
     dropped: str = ""  # why nothing is evaluated; empty when kept
-    category: str = ""  # the drop's category (one of the constants above), for DropCounter
+    category: str = ""  # the drop's category (one of the constants above), tallied in the pipeline's report
 
     @property
     def kept(self) -> bool:
@@ -237,32 +235,3 @@ def targets_for(event: ChangeEvent, scope: Scope) -> TargetDecision:
         # Checked last so that an unrelated type is reported as such, not as a read-only action.
         return _drop(READ_ONLY_ACTION, f"read-only action {event.operation_name}")
     return decision
-
-
-class DropCounter:
-    """Thread-safe tally of dropped events by category (the Functions worker runs threads)."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def record(self, decision: TargetDecision) -> None:
-        if decision.dropped:
-            with self._lock:
-                self._counts[decision.category or "other"] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def drain(self) -> dict[str, int]:
-        """The counts so far, then zero: for periodic metric emission."""
-        with self._lock:
-            counts = dict(self._counts)
-            self._counts.clear()
-            return counts
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())

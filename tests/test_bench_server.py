@@ -27,10 +27,8 @@ from shared.adapters.throttle import (
     TENANT,
     ArmReadPacing,
     ReadBudget,
-    SyncArmReadPacing,
     budget_key,
     parse_retry_after,
-    read_pacing_policy,
 )
 from shared.cloud import parse_cloud
 from shared.wiring import LiveClients
@@ -350,28 +348,3 @@ def test_budget_keys_and_retry_after() -> None:
     assert parse_retry_after({}) is None
 
 
-def test_sync_policy_paces_on_the_header() -> None:
-    from azure.core import PipelineClient
-    from azure.core.rest import HttpRequest
-
-    from shared.adapters.estate import EstateTransport, Reply
-
-    class ThreeLeft(Estate):
-        """Every read answers 200 and says three reads are left in the bucket."""
-
-        def answer(self, method: str, url: str, body: Any = None) -> Reply:
-            return Reply(200, b"{}", {HEADER: "3"})
-
-    slept: list[float] = []
-    budget = ReadBudget(capacity=250, refill_per_second=25, reserve=25, clock=Clock())
-    client: PipelineClient[Any, Any] = PipelineClient(
-        "https://management.azure.com",
-        transport=EstateTransport(ThreeLeft({})),
-        policies=[SyncArmReadPacing(budget, sleep=slept.append)],
-    )
-    url = f"https://management.azure.com{ACCOUNT_PATH}/st1"
-    client.send_request(HttpRequest("GET", url))
-    assert slept == []
-    client.send_request(HttpRequest("GET", url))  # 3 left, under the reserve of 25: wait
-    assert slept and slept[0] == pytest.approx((25 + 1 - 3) / 25)
-    assert isinstance(read_pacing_policy(budget), ArmReadPacing)

@@ -20,10 +20,8 @@ from shared.changes import Actor, ChangeEvent
 from shared.events import (
     ARN_CREATED_OR_UPDATED,
     ARN_DELETED,
-    MAX_EVENT_BYTES,
     EventError,
     event_from_binding,
-    parse_batch,
     parse_event,
 )
 
@@ -488,72 +486,6 @@ def test_errors_are_value_errors() -> None:
     assert issubclass(EventError, ValueError)
 
 
-# --- batches --------------------------------------------------------------------------------------
-
-
-def test_batch_of_every_sample_as_bytes() -> None:
-    body = json.dumps([load(p) for p in [*SAMPLES, *HEALTH_SAMPLES]]).encode()
-    events, errors = parse_batch(body)
-    assert len(events) == len(SAMPLES)
-    assert len(errors) == len(HEALTH_SAMPLES)
-    assert all(e.startswith("event[") and "not supported" in e for e in errors)
-
-
-def test_batch_bad_elements_do_not_stop_the_others() -> None:
-    good = sample("event-grid-schema", "resource_write_success.json")
-    body = [good, 5, {"id": "x"}, good | {"data": "s"}, good]
-    events, errors = parse_batch(body)
-    assert len(events) == 2
-    assert errors[0].startswith("event[1]: event: expected a JSON object, got int")
-    assert errors[1].startswith("event[2]: event 'x': ")
-    assert errors[2].startswith("event[3]: ") and "data must be an object" in errors[2]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        json.dumps(sample("cloud-events-schema", "resource_write_success.json")),
-        sample("cloud-events-schema", "resource_write_success.json"),
-        b"\xef\xbb\xbf" + json.dumps([sample("event-grid-schema", "Resources_Deleted.json")]).encode(),
-    ],
-    ids=["str", "dict", "bytes with BOM"],
-)
-def test_batch_single_object_and_encodings(body: Any) -> None:
-    events, errors = parse_batch(body)
-    assert (len(events), errors) == (1, [])
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (b"\xff\xfe", "body: not UTF-8"),
-        ("{not json", "body: not JSON"),
-        ("42", "body: expected a JSON array or object of events, got int"),
-        ("[" * 100_000 + "]" * 100_000, "body: "),
-    ],
-)
-def test_batch_unreadable_body(body: Any, message: str) -> None:
-    events, errors = parse_batch(body)
-    assert events == []
-    assert len(errors) == 1 and errors[0].startswith(message)
-
-
-def test_batch_rejects_events_over_one_mib() -> None:
-    good = sample("event-grid-schema", "resource_write_success.json")
-    big = copy.deepcopy(good)
-    big["id"] = "big"
-    big["data"]["padding"] = "p" * MAX_EVENT_BYTES
-    events, errors = parse_batch(json.dumps([big, good]))
-    assert len(events) == 1
-    assert errors == [errors[0]]
-    assert errors[0].startswith("event[0] 'big': ") and "exceeds the 1 MiB per-event limit" in errors[0]
-
-
-def test_batch_of_unserialisable_python_objects() -> None:
-    events, errors = parse_batch([{"id": object()}])
-    assert events == [] and errors[0].startswith("event[0]: not JSON-serialisable")
-
-
 # --- property tests -------------------------------------------------------------------------------
 
 JSON_SCALARS = (
@@ -667,11 +599,3 @@ def test_parse_event_only_raises_event_error_on_arbitrary_json(raw: Any) -> None
 @given(_mutated_samples())
 def test_parse_event_only_raises_event_error_on_mutated_samples(raw: Any) -> None:
     _only_event_error(raw)
-
-
-@settings(max_examples=150)
-@given(st.binary(max_size=200) | st.text(max_size=200) | st.lists(JSON, max_size=4))
-def test_parse_batch_never_raises(body: Any) -> None:
-    events, errors = parse_batch(body)
-    assert all(isinstance(e, ChangeEvent) for e in events)
-    assert all(isinstance(e, str) for e in errors)

@@ -16,7 +16,7 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, SystemEventNames
 
 from shared import events
-from shared.events import EventError, event_types, parse_batch, parse_event
+from shared.events import EventError, event_types, parse_event
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
@@ -135,7 +135,12 @@ def test_bad_events_are_one_error_each_and_never_another_exception(monkeypatch: 
         raise IndexError("an SDK surprise")  # whatever the SDK raises becomes EventError
 
     monkeypatch.setattr(CloudEvent, "from_dict", classmethod(refuses))
-    parsed, errors = parse_batch([good, cloud, {"id": "x", "eventType": 5}, 7])
+    parsed, errors = [], []
+    for index, raw in enumerate([good, cloud, {"id": "x", "eventType": 5}, 7]):
+        try:
+            parsed.append(parse_event(raw))
+        except EventError as exc:  # anything else would escape here and fail the test
+            errors.append(f"event[{index}]: {exc}")
     assert [e.event_id for e in parsed] == [good["id"]]
     assert len(errors) == 3 and all(isinstance(e, str) and e.startswith("event[") for e in errors)
     assert "envelope unreadable (IndexError: an SDK surprise)" in errors[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from shared.targeting import (
     READ_ONLY_ACTION,
     UNRELATED_TYPE,
     UNTRACKED_CHILD,
-    DropCounter,
     Scope,
     TargetDecision,
     targets_for,
@@ -456,38 +454,6 @@ def test_kept_events_pass_the_operation_filter(resource_id: str) -> None:
     ev = event(resource_id)
     assert targets_for(ev, ALL).kept
     assert covered(ev.operation_name), ev.operation_name
-
-
-# --- DropCounter ----------------------------------------------------------------------------------
-
-
-def test_drop_counter_counts_drops_by_category() -> None:
-    counter = DropCounter()
-    counter.record(targets_for(event(ACCOUNT), ALL))  # kept: not counted
-    counter.record(targets_for(event(f"{RG}/providers/Microsoft.Sql/servers/s"), ALL))
-    counter.record(targets_for(event(ACCOUNT, status="Failed"), ALL))
-    counter.record(targets_for(event(ACCOUNT, status="Failed"), ALL))
-    counter.record(TargetDecision(dropped="legacy"))
-    assert counter.snapshot() == {UNRELATED_TYPE: 1, FAILED: 2, "other": 1}
-    assert counter.total == 4
-    assert counter.drain() == {UNRELATED_TYPE: 1, FAILED: 2, "other": 1}
-    assert counter.snapshot() == {} and counter.total == 0
-
-
-def test_drop_counter_is_thread_safe() -> None:
-    counter = DropCounter()
-    decision = targets_for(event(ACCOUNT, status="Failed"), ALL)
-
-    def work() -> None:
-        for _ in range(2000):
-            counter.record(decision)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert counter.snapshot() == {FAILED: 16_000}
 
 
 # --- property -------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -189,10 +189,6 @@ class AccountSummary:
             default_action=_text(row.get("defaultAction")) or "Allow",
             private_endpoints=_count(row.get("privateEndpoints")),
         )
-
-    @classmethod
-    def from_snapshot(cls, snapshot: Any) -> AccountSummary:
-        return cls.from_row({"id": snapshot.id, **summary_of_snapshot(snapshot)})
 
 
 def _digest_value(key: str, value: Any) -> Any:
@@ -556,36 +552,3 @@ class ResourceGraphReader:
             self.blob_backups(subscriptions, management_groups),
         )
         return GraphInventory(tuple(accounts), tuple(vms), tuple(backups), self.queries_sent - before)
-
-    # -- older shapes, kept for callers that index by account -------------------------------------
-    async def vhd_account_names(self, subscriptions: Sequence[str]) -> dict[str, set[str]]:
-        """Account name -> VM ids (lower case) whose VHDs live there."""
-        found: dict[str, set[str]] = {}
-        for vm in await self.vhd_vms(subscriptions):
-            for name in vm.account_names:
-                found.setdefault(name, set()).add(vm.id.lower())
-        return found
-
-    async def blob_backup_accounts(self, subscriptions: Sequence[str]) -> dict[str, set[str]]:
-        """Account id (lower case) -> backup instance ids (lower case)."""
-        found: dict[str, set[str]] = {}
-        for instance in await self.blob_backups(subscriptions):
-            found.setdefault(instance.storage_account_id, set()).add(instance.id.lower())
-        return found
-
-
-def changed_accounts(
-    inventory: GraphInventory, stored: Callable[[str], StoredAccount | None], known: Iterable[str] = ()
-) -> dict[str, str]:
-    """Account id (lower) -> (id, as listed) for the accounts a graph sweep must evaluate: those
-    ``reason_to_evaluate`` names, plus ``known`` (stored) accounts the inventory no longer lists
-    (gone: evaluating them resolves their findings)."""
-    out: dict[str, str] = {}
-    for summary in inventory.accounts:
-        if inventory.reason_to_evaluate(summary, stored(summary.id)) is not None:
-            out[summary.id.lower()] = summary.id
-    listed = {s.id.lower() for s in inventory.accounts}
-    for account in known:
-        if account.lower() not in listed:
-            out.setdefault(account.lower(), account)
-    return out

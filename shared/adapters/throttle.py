@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import AsyncHTTPPolicy, HTTPPolicy
+from azure.core.pipeline.policies import AsyncHTTPPolicy
 
 HEADER = "x-ms-ratelimit-remaining-subscription-reads"
 TENANT_HEADER = "x-ms-ratelimit-remaining-tenant-reads"
@@ -243,38 +243,6 @@ class ArmReadPacing(AsyncHTTPPolicy):  # type: ignore[type-arg]
         return response
 
 
-class SyncArmReadPacing(HTTPPolicy):  # type: ignore[type-arg]
-    """The synchronous twin (for sync management clients), same budget."""
-
-    def __init__(self, budget: ReadBudget, sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__()
-        self.budget = budget
-        self._sleep = sleep
-
-    def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
-        http = request.http_request
-        key = budget_key(http.method, http.url)
-        if key is None:
-            response: PipelineResponse[Any, Any] = self.next.send(request)
-            return response
-        wait = self.budget.acquire(key)
-        try:
-            if wait > 0:
-                self._sleep(wait)
-            sent = self.budget.now()
-            response = self.next.send(request)
-        except BaseException:
-            self.budget.release(key)
-            raise
-        _observe(self.budget, key, response, sent)
-        return response
-
-
 def read_pacing_policy(budget: ReadBudget) -> ArmReadPacing:
     """A fresh async policy for one client's ``per_retry_policies`` (or ``per_call_policies``)."""
     return ArmReadPacing(budget)
-
-
-def sync_read_pacing_policy(budget: ReadBudget) -> SyncArmReadPacing:
-    """A fresh sync policy for one client's ``per_retry_policies`` (or ``per_call_policies``)."""
-    return SyncArmReadPacing(budget)

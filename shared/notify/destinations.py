@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +44,10 @@ from shared.notify.eventgrid import EventGridSender
 from shared.notify.github import GitHubIssuesSender
 from shared.notify.redact import register_secret
 from shared.notify.teams import TeamsSender
-from shared.notify.teams import build_digest_card as teams_digest_card
-from shared.notify.webhook import SecretFormatError, WebhookSender, build_digest_event, signing_key
+from shared.notify.webhook import SecretFormatError, WebhookSender, signing_key
 from shared.rules import RULES_BY_ID
 
 SETTING = "NSP_DRIFT_DESTINATIONS"
-# For docs: the settings this module reads itself; the destinations name the others
-# (``referenced_settings``), typically NSP_DRIFT_*_URL / _SECRET / _TOKEN.
-SETTINGS: frozenset[str] = frozenset({SETTING})
 # Keys whose value names an app setting.
 SETTING_KEYS = ("url_setting", "secret_setting", "token_setting", "endpoint_setting", "key_setting")
 
@@ -343,11 +338,6 @@ def load_destinations(env: Mapping[str, str] | None = None) -> tuple[Destination
     return parse_destinations(data)
 
 
-def referenced_settings(configs: Sequence[DestinationConfig]) -> frozenset[str]:
-    """The app settings the destinations name (for docs, deployment checks and Key Vault wiring)."""
-    return frozenset(str(c.options[k]) for c in configs for k in SETTING_KEYS if k in c.options)
-
-
 # -- building senders (reads the named settings) ------------------------------------------------------
 
 
@@ -461,22 +451,3 @@ def build_senders(
         if isinstance(sender, TeamsSender | WebhookSender | EventGridSender):  # tasks: one per finding
             digests[config.name] = sender.send_digest
     return senders, digests
-
-
-# -- digests ------------------------------------------------------------------------------------------
-
-
-def _name_of(destination: DestinationConfig | str) -> str:
-    return destination if isinstance(destination, str) else destination.name
-
-
-def build_digest_card(destination: DestinationConfig | str, transitions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The Teams message for a batch of quiet-mode transitions (grouped by rule, worst first)."""
-    return teams_digest_card(transitions, _name_of(destination))
-
-
-def build_digest_payload(
-    destination: DestinationConfig | str, transitions: Sequence[Mapping[str, Any]], now: float | None = None
-) -> dict[str, Any]:
-    """The CloudEvent (type com.nspdrift.digest) for a batch of quiet-mode transitions."""
-    return build_digest_event(_name_of(destination), transitions, time.time() if now is None else now)
