@@ -10,7 +10,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 @bp.function_name("reconcile_sweep")
 @bp.timer_trigger(arg_name="timer", schedule="%NSP_DRIFT_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def reconcile_sweep(timer: func.TimerRequest) -> None:
-    """Frequent and cheap: Resource Graph lists the accounts, only changed summaries are read."""
+    """Frequent and cheap: Resource Graph lists the accounts, their VMs with VHDs and blob backups;
+    only accounts where one of those changed are read."""
     from shared.app import handle_sweep
 
     handle_sweep(past_due=bool(timer.past_due), full=False)

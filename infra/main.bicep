@@ -82,7 +82,7 @@ param membershipVerifySweeps int = 7
 @maxLength(41)
 param stateTablePrefix string = 'nspdrift'
 
-@description('NSP_DRIFT_SWEEP_SCHEDULE: NCRONTAB (six fields) of the frequent Resource Graph sweep (changed summaries, delivery retries, digests).')
+@description('NSP_DRIFT_SWEEP_SCHEDULE: NCRONTAB (six fields) of the frequent Resource Graph sweep (changed summaries, VMs with VHDs and blob backups, delivery retries, digests).')
 param sweepSchedule string = '0 */15 * * * *'
 
 @description('NSP_DRIFT_FULL_SWEEP_SCHEDULE: NCRONTAB (six fields) of the full ARM sweep that re-reads every account.')

@@ -2,7 +2,8 @@
 
 Loaded from a TOML, YAML or JSON file, or from app settings. Every problem raises ConfigError
 with a message that names the offending key, so the CLI can print one line and exit 2 and the
-function app can log it and fall back to defaults.
+function app can log it and refuse to run (``shared.settings`` turns it into a SettingsError; a
+misconfigured app evaluates nothing rather than evaluating with rules it was told to change).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ the function app, the CLI's ``replay`` and the tests drive the same steps:
 - ``evaluate_window``: lease a target's window, resolve it to storage accounts, evaluate each
   (``evaluate_account``: gather, decide, commit) and only then mark the window done. A failed or
   partial evaluation backs off (30 s doubling to a day) and tells the operators once.
-- ``sweep``: re-evaluate every account in scope (or those whose Resource Graph summary changed)
+- ``sweep``: re-evaluate every account in scope (or those whose Resource Graph summary,
+  VHD VMs or blob backups changed)
   and re-queue windows nobody takes care of (lapsed lease, lost message).
 - ``deliver``: hand what is due to the dispatcher.
 
@@ -929,7 +930,7 @@ class Pipeline:
 
     async def sweep(self, subscriptions: Sequence[str], readers: Readers, use_graph: bool = False) -> SweepReport:
         """Reconcile everything in scope. ``use_graph``: list with Resource Graph and evaluate only
-        accounts whose summary changed (a cheap frequent sweep); otherwise list with ARM and
+        accounts whose summary, VHD VMs or blob backups changed (a cheap frequent sweep); otherwise list with ARM and
         evaluate every account (the full sweep, which also catches drift in child resources that
         the summary cannot show). Then re-queue windows nobody takes care of."""
         report = SweepReport()

@@ -38,7 +38,7 @@ DOCUMENTED: dict[str, str] = {
     "account every sweep, the most reads; see Bounded invocations)",
     "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
     "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the Resource Graph sweep: lists accounts, re-reads those whose "
-    "summary changed, retries deliveries, sends digests (e.g. 0 */15 * * * *)",
+    "summary, VMs with VHDs or blob backup instances changed, retries deliveries, sends digests (e.g. 0 */15 * * * *)",
     "NSP_DRIFT_FULL_SWEEP_SCHEDULE": "NCRONTAB schedule of the full ARM sweep that re-reads every account "
     "(e.g. 0 30 2 * * *)",
     "NSP_DRIFT_ESTATE": "Path of an offline estate JSON: read it instead of Azure Resource Manager (local runs, demos)",

@@ -29,7 +29,7 @@ def delivery_id(destination: str, idempotency_key: str) -> str:
 class Delivery:
     destination: str  # the destination's configured name
     idempotency_key: str  # Transition.idempotency_key
-    transition: dict[str, Any] = field(hash=False)  # shared.replay.transition_to_dict(...) (plain JSON)
+    transition: dict[str, Any] = field(hash=False)  # shared.changes.transition_to_dict(...) (plain JSON)
     created_at: float = 0.0
     attempts: int = 0
     next_attempt_at: float = 0.0

@@ -146,7 +146,7 @@ def _peak_severity(transition: Mapping[str, Any]) -> Severity:
 
 
 def accepts(config: DestinationConfig, transition: Mapping[str, Any]) -> bool:
-    """Whether ``config`` wants this transition (``shared.replay.transition_to_dict`` form)."""
+    """Whether ``config`` wants this transition (``shared.changes.transition_to_dict`` form)."""
     kind, rule = str(transition.get("transition", "")), str(transition.get("rule", ""))
     if kind not in config.transitions or (config.rules is not None and rule not in config.rules):
         return False

@@ -239,7 +239,7 @@ def _minimal(transition: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_card(transition: Mapping[str, Any]) -> dict[str, Any]:
-    """The Workflows webhook message for one transition (``shared.replay.transition_to_dict`` form)."""
+    """The Workflows webhook message for one transition (``shared.changes.transition_to_dict`` form)."""
     for level in _LEVELS:
         message = _build(transition, level)
         if card_bytes(message) <= MAX_CARD_BYTES:
