@@ -1,10 +1,11 @@
 """Azure DevOps Boards: one work item per open finding (REST api-version 7.1, PAT over Basic auth).
 
-``opened`` creates the work item unless one is already open for the finding, in which case it only
-comments: the stored TaskRef says so, and when the ref was lost (a crash between the create and
-the store write) a WIQL query by the finding's tag finds the item again, so a re-delivery never
-opens a second one. ``changed`` comments (and opens one if the finding has just risen to the
-destination's floor); ``resolved`` moves the item to the done state and comments.
+The life cycle is ``shared.notify.tasks.TaskSender``'s. ``opened`` creates the work item unless
+one is already open for the finding, in which case it only comments: the stored TaskRef says so,
+and when the ref was lost (a crash between the create and the store write) a WIQL query by the
+finding's tag finds the item again, so a re-delivery never opens a second one. ``changed``
+comments (and opens one if the finding has just risen to the destination's floor); ``resolved``
+moves the item to the done state and comments.
 
 A finding that comes back (its next occurrence) reopens its closed work item: the state moves to
 ``reopen_state`` (default: the work item type's first state of category "Proposed", read once from
@@ -16,20 +17,18 @@ or the process does not allow moving it back (HTTP 400).
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 
 from shared.model import Severity
 from shared.notify import http, limits
-from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef, is_stale, occurrence_of
+from shared.notify.base import Outcome, TaskRef, occurrence_of
 from shared.notify.explain import why_and_how
+from shared.notify.tasks import TaskSender, finding_marker
 from shared.output import portal_url
-from shared.rules import RULES_BY_ID
 
 API_VERSION = "7.1"
 COMMENTS_API_VERSION = "7.1-preview.4"  # the comments API has no GA 7.1 version
@@ -38,15 +37,12 @@ SEVERITY_FIELD = "Microsoft.VSTS.Common.Severity"
 PRIORITY_FIELD = "Microsoft.VSTS.Common.Priority"
 _SEVERITY_VALUE = {"critical": "1 - Critical", "high": "2 - High", "medium": "3 - Medium", "low": "4 - Low"}
 _PRIORITY = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 4}
-_GONE = (404, 410)  # the work item was deleted: nothing left to update
 _MAX_IDS = 200  # Work Items - List accepts at most 200 ids
 
 log = logging.getLogger(__name__)
 
 
-def finding_tag(finding_key: str) -> str:
-    """A short, stable tag naming the finding (a lost task ref is found again by it)."""
-    return "nsp-drift-" + hashlib.sha256(finding_key.encode()).hexdigest()[:12]
+finding_tag = finding_marker  # the work item tag naming the finding
 
 
 def _e(value: object) -> str:
@@ -106,19 +102,11 @@ def _value(value: object) -> str:
     return limits.cut_value(str(value))
 
 
-def opens_task(t: Mapping[str, Any], floor: Severity) -> bool:
-    """A ``changed`` finding with no task gets one if it is a catalogue finding at/above the floor
-    (its severity rose past it); perimeter-level changes have no finding to track."""
-    if str(t.get("rule", "")) not in RULES_BY_ID:
-        return False
-    try:
-        return Severity.parse(str(t.get("severity", "info"))) >= floor
-    except ValueError:
-        return False
-
-
-class AzureDevOpsSender:
+class AzureDevOpsSender(TaskSender):
     """Work items in one project, authenticated with a PAT (scope: Work Items, read & write)."""
+
+    noun: ClassVar[str] = "work item"
+    refuses_reopen: ClassVar[tuple[int, ...]] = (400,)  # the process does not allow moving it back
 
     def __init__(
         self,
@@ -250,19 +238,6 @@ class AzureDevOpsSender:
         url = f"{self._wit}/workItems/{quote(task.external_id, safe='')}/comments?api-version={COMMENTS_API_VERSION}"
         return self._call("POST", url, {"text": limits.cap_text(text, limits.DEVOPS_MAX_COMMENT, html=True)})
 
-    def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
-        closed = replace(task, state="closed", occurrence=max(task.occurrence, occurrence_of(t)))
-        # State first, then the comment: a retry after a failed comment repeats a no-op state
-        # change instead of posting the comment twice.
-        url = f"{self._wit}/workitems/{quote(task.external_id, safe='')}?api-version={API_VERSION}"
-        ops = [{"op": "add", "path": "/fields/System.State", "value": self._done}]
-        result = self._call("PATCH", url, ops, JSON_PATCH)
-        if result.status in _GONE:
-            return Outcome(ok=True, status=result.status, task=closed)
-        if not result.ok:
-            return result.outcome()
-        return self.comment(task, comment_html(t)).outcome(closed)
-
     def _reopen_target(self) -> tuple[http.HttpResult | None, str]:
         """The state a reopened item moves to: configured, or the type's first "Proposed" state."""
         if self._reopen_state:
@@ -277,59 +252,17 @@ class AzureDevOpsSender:
                 return result, self._reopen_state
         return result, ""
 
-    def reopen(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
-        """The finding is back: move its closed item to the reopen state, then comment (state
-        first, as in ``close``: a retry repeats a no-op state change, not the comment)."""
-        lookup, state = self._reopen_target()
-        if not state:
-            if lookup is not None and lookup.retryable:
-                return lookup.outcome()
-            log.warning("%s: no reopen state for %s; opening a new work item", self.name, self._type)
-            return self.create(t, task.finding_key)
+    # -- the hooks of TaskSender ------------------------------------------------------------------
+
+    def _move(self, task: TaskRef, reopen: bool) -> http.HttpResult | None:
+        state = self._done
+        if reopen:
+            lookup, state = self._reopen_target()
+            if not state:
+                return lookup if lookup is not None and lookup.retryable else None
         url = f"{self._wit}/workitems/{quote(task.external_id, safe='')}?api-version={API_VERSION}"
-        result = self._call("PATCH", url, [{"op": "add", "path": "/fields/System.State", "value": state}], JSON_PATCH)
-        if result.status in _GONE or result.status == 400:
-            # Deleted, or the process does not allow moving it back: a new item for this occurrence.
-            log.warning(
-                "%s: work item %s cannot be reopened (HTTP %s); opening a new one",
-                self.name,
-                task.external_id,
-                result.status,
-            )
-            return self.create(t, task.finding_key)
-        if not result.ok:
-            return result.outcome()
+        return self._call("PATCH", url, [{"op": "add", "path": "/fields/System.State", "value": state}], JSON_PATCH)
+
+    def _render(self, t: Mapping[str, Any], reopened: bool = False) -> str:
         note = f"<p><b>Reopened</b>: the finding is open again (occurrence {occurrence_of(t) or '?'}).</p>"
-        reopened = replace(task, state="open", occurrence=occurrence_of(t))
-        return self.comment(task, note + comment_html(t)).outcome(reopened)
-
-    # -- the decision -----------------------------------------------------------------------------
-
-    def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome:
-        t, key = delivery.transition, delivery.finding_key
-        kind = str(t.get("transition", ""))
-        stored = tasks.get_task(self.name, key)
-        if stored is not None and is_stale(stored, t):
-            return Outcome(ok=True)  # an older occurrence delivered late: the task has moved on
-        if kind == "resolved":
-            if stored is None or stored.state != "open":
-                return Outcome(ok=True)  # no task of ours is open for it: nothing to close
-            return self.close(stored, t)
-        task = stored
-        if stored is None:
-            lookup, task = self.find_task(key)
-            if not lookup.ok:
-                return lookup.outcome()  # never create blind: that is how duplicates are made
-        if task is not None and task.state == "open":
-            result = self.comment(task, comment_html(t))
-            if result.status not in _GONE:
-                # Returned even if stored: a recovered ref gets saved, with the latest occurrence.
-                return result.outcome(replace(task, occurrence=max(task.occurrence, occurrence_of(t))))
-            task = None
-        if kind == "changed" and not opens_task(t, self._floor):
-            return Outcome(ok=True)
-        if task is not None:  # closed: the finding came back (a new occurrence) ...
-            if occurrence_of(t) and task.occurrence >= occurrence_of(t):
-                return Outcome(ok=True)  # ... unless it was closed for this very occurrence (a late re-send)
-            return self.reopen(task, t)
-        return self.create(t, key)
+        return (note if reopened else "") + comment_html(t)

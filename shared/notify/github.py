@@ -1,6 +1,6 @@
 """GitHub issues: one issue per open finding (REST, API version 2022-11-28, token as Bearer).
 
-Same life cycle as the Azure DevOps sender: ``opened`` creates the issue unless one is open for the
+The life cycle of ``shared.notify.tasks.TaskSender``: ``opened`` creates the issue unless one is open for the
 finding (the stored TaskRef, or, when it was lost, the open issue carrying the finding's label);
 ``changed`` comments; ``resolved`` closes as completed and comments. A finding that comes back
 (its next occurrence) reopens its closed issue (``state: open``, ``state_reason: reopened``) with a
@@ -13,28 +13,25 @@ again later rather than dropping the task.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 
 from shared.model import Severity
 from shared.notify import http, limits
-from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef, is_stale, occurrence_of
+from shared.notify.base import Outcome, TaskRef, occurrence_of
 from shared.notify.explain import why_and_how
+from shared.notify.tasks import TaskSender, finding_marker
 from shared.output import portal_url
-from shared.rules import RULES_BY_ID
 
 API_VERSION = "2022-11-28"
 MEDIA_TYPE = "application/vnd.github+json"
-_GONE = (404, 410)  # deleted or transferred issue, or issues disabled
+_CLOSE = {"state": "closed", "state_reason": "completed"}
 
 
-def finding_label(finding_key: str) -> str:
-    """A short, stable label naming the finding (a lost task ref is found again by it)."""
-    return "nsp-drift-" + hashlib.sha256(finding_key.encode()).hexdigest()[:12]
+finding_label = finding_marker  # the issue label naming the finding
 
 
 def _code(value: object) -> str:
@@ -94,16 +91,6 @@ def _value(value: object) -> str:
     return limits.cut_value(str(value))
 
 
-def _opens_task(t: Mapping[str, Any], floor: Severity) -> bool:
-    """A ``changed`` finding with no issue gets one if it rose to the floor (catalogue rules only)."""
-    if str(t.get("rule", "")) not in RULES_BY_ID:
-        return False
-    try:
-        return Severity.parse(str(t.get("severity", "info"))) >= floor
-    except ValueError:
-        return False
-
-
 def _number(issue: Mapping[str, Any]) -> int:
     try:
         return int(issue.get("number", 0))
@@ -124,8 +111,10 @@ def _outcome(result: http.HttpResult, task: TaskRef | None = None, now: float | 
     return outcome
 
 
-class GitHubIssuesSender:
+class GitHubIssuesSender(TaskSender):
     """Issues in one repository (a fine-grained PAT or app token with Issues: read & write)."""
+
+    noun: ClassVar[str] = "issue"
 
     def __init__(
         self,
@@ -199,61 +188,15 @@ class GitHubIssuesSender:
         body = limits.cap_text(text, limits.GITHUB_MAX_BODY)  # with a note prepended (reopen), still within
         return self._call("POST", f"{self._repo}/issues/{quote(task.external_id, safe='')}/comments", {"body": body})
 
-    def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
-        closed = replace(task, state="closed", occurrence=max(task.occurrence, occurrence_of(t)))
-        # Close first, then comment: a retry after a failed comment re-closes (a no-op) instead of
-        # posting the comment twice.
-        result = self._call(
-            "PATCH",
-            f"{self._repo}/issues/{quote(task.external_id, safe='')}",
-            {"state": "closed", "state_reason": "completed"},
-        )
-        if result.status in _GONE:
-            return Outcome(ok=True, status=result.status, task=closed)
-        if not result.ok:
-            return _outcome(result)
-        return _outcome(self.comment(task, comment_body(t)), closed)
+    # -- the hooks of TaskSender ------------------------------------------------------------------
 
-    def reopen(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome:
-        """The finding is back: reopen its issue, then comment (state first, as in ``close``)."""
-        result = self._call(
-            "PATCH",
-            f"{self._repo}/issues/{quote(task.external_id, safe='')}",
-            {"state": "open", "state_reason": "reopened"},
-        )
-        if result.status in _GONE:
-            return self.create(t, task.finding_key)  # deleted or transferred: a new issue for this occurrence
-        if not result.ok:
-            return _outcome(result)
+    def _move(self, task: TaskRef, reopen: bool) -> http.HttpResult:
+        state = {"state": "open", "state_reason": "reopened"} if reopen else _CLOSE
+        return self._call("PATCH", f"{self._repo}/issues/{quote(task.external_id, safe='')}", state)
+
+    def _render(self, t: Mapping[str, Any], reopened: bool = False) -> str:
         note = f"**Reopened**: the finding is open again (occurrence {occurrence_of(t) or '?'}).\n\n"
-        reopened = replace(task, state="open", occurrence=occurrence_of(t))
-        return _outcome(self.comment(task, note + comment_body(t)), reopened)
+        return (note if reopened else "") + comment_body(t)
 
-    def send(self, delivery: Delivery, tasks: TaskLookup) -> Outcome:
-        t, key = delivery.transition, delivery.finding_key
-        kind = str(t.get("transition", ""))
-        stored = tasks.get_task(self.name, key)
-        if stored is not None and is_stale(stored, t):
-            return Outcome(ok=True)  # an older occurrence delivered late: the issue has moved on
-        if kind == "resolved":
-            if stored is None or stored.state != "open":
-                return Outcome(ok=True)  # no issue of ours is open for it: nothing to close
-            return self.close(stored, t)
-        task = stored
-        if stored is None:
-            lookup, task = self.find_task(key)
-            if not lookup.ok:
-                return _outcome(lookup)  # never create blind: that is how duplicates are made
-        if task is not None and task.state == "open":
-            result = self.comment(task, comment_body(t))
-            if result.status not in _GONE:
-                # Returned even if stored: a recovered ref gets saved, with the latest occurrence.
-                return _outcome(result, replace(task, occurrence=max(task.occurrence, occurrence_of(t))))
-            task = None
-        if kind == "changed" and not _opens_task(t, self._floor):
-            return Outcome(ok=True)
-        if task is not None:  # closed: the finding came back (a new occurrence) ...
-            if occurrence_of(t) and task.occurrence >= occurrence_of(t):
-                return Outcome(ok=True)  # ... unless it was closed for this very occurrence (a late re-send)
-            return self.reopen(task, t)
-        return self.create(t, key)
+    def _outcome(self, result: http.HttpResult, task: TaskRef | None = None) -> Outcome:
+        return _outcome(result, task)
