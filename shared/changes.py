@@ -1,4 +1,5 @@
-"""Types shared by the event pipeline: normalised change events, evaluation targets, transitions.
+"""Types shared by the event pipeline: normalised change events, evaluation targets, transitions,
+and the pseudo-rules (the transitions that are not catalogue findings).
 
 Pure data; no SDK, no I/O. ``events.py`` builds ChangeEvents, ``targeting.py`` maps them to
 Targets, ``drift.py`` produces Transitions.
@@ -10,6 +11,8 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from shared.model import Severity
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,15 @@ class TargetKind(enum.StrEnum):
     VIRTUAL_MACHINE = "vm"  # evaluate the accounts its VHD URIs point at (now or before)
     BACKUP_INSTANCE = "backup"  # evaluate its data source account
     KEY_VAULT = "keyvault"  # evaluate the accounts whose CMK lives in it
+    # Not a target: what causes a reconciliation sweep's evaluations. A rule says whether a sweep
+    # may judge it (``Rule.judged_by``), like any change kind above.
+    SWEEP = "sweep"
+
+
+# The kinds a Target may have (all but SWEEP).
+TARGET_KINDS: tuple[TargetKind, ...] = tuple(kind for kind in TargetKind if kind is not TargetKind.SWEEP)
+# The change kinds that judge an account as a whole: its own change, and a sweep.
+ACCOUNT_CHANGES: frozenset[TargetKind] = frozenset({TargetKind.ACCOUNT, TargetKind.SWEEP})
 
 
 @dataclass(frozen=True)
@@ -81,16 +93,105 @@ class TransitionKind(enum.StrEnum):
     CHANGED = "changed"
 
 
-# Pseudo rule ids of perimeter-level changes (findings use the catalogue's rule ids).
-PERIMETER_RULES_CHANGED = "perimeter-access-rules-changed"
-PERIMETER_ASSOCIATION_CHANGED = "perimeter-association-changed"
-PERIMETER_MODE_CHANGED = "perimeter-access-mode-changed"
-PERIMETER_RULES = frozenset({PERIMETER_RULES_CHANGED, PERIMETER_ASSOCIATION_CHANGED, PERIMETER_MODE_CHANGED})
-# Operator alerts (about nsp-drift itself, not a storage account): an evaluation's message went to
-# the poison queue; a window or batch keeps failing and backs off.
-EVALUATION_POISONED = "evaluation-poisoned"
-EVALUATION_FAILING = "evaluation-failing"
-OPERATOR_RULES = frozenset({EVALUATION_POISONED, EVALUATION_FAILING})
+# -- pseudo-rules -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PseudoRule:
+    """A kind of transition that is not a catalogue finding, declared in one place like a rule.
+
+    ``category`` "perimeter": a change to what protects an account (reported as ``changed``, never
+    a task); "operator": an alert about nsp-drift itself (bypasses severity floors and digests).
+    ``judged_by``: the change kinds whose evaluations may report it (none for operator alerts: the
+    pipeline raises those about its own work). ``references``: what besides the account it is about.
+    ``severity``: a perimeter change that weakens the protection is reported at this severity,
+    others lower (``shared.drift``); an operator alert always is."""
+
+    id: str
+    title: str
+    severity: Severity
+    reason: str
+    remediation: str
+    category: str
+    judged_by: frozenset[TargetKind] = frozenset()
+    references: frozenset[TargetKind] = frozenset()
+
+
+_PERIMETER_SIDE = ACCOUNT_CHANGES | {TargetKind.PERIMETER}
+
+PERIMETER_RULES_CHANGED_RULE = PseudoRule(
+    id="perimeter-access-rules-changed",
+    title="Perimeter access rules changed",
+    severity=Severity.HIGH,  # a broad public rule; other rule changes medium, low or info
+    reason="The perimeter's access rules decide which public traffic reaches every resource associated with "
+    "the profile: a broader, public, subscription-based or service-tag rule widens that door for all of them.",
+    remediation="Review the rule with its author; narrow address prefixes to known egress ranges, prefer "
+    "associating callers with the perimeter, and remove temporary rules.",
+    category="perimeter",
+    judged_by=_PERIMETER_SIDE,
+    references=frozenset({TargetKind.PERIMETER}),
+)
+PERIMETER_ASSOCIATION_CHANGED_RULE = PseudoRule(
+    id="perimeter-association-changed",
+    title="Perimeter association changed",
+    severity=Severity.HIGH,  # an association removed; moved medium, added info
+    reason="A storage account associated with a perimeter only accepts public traffic its rules allow; removing "
+    "or moving the association changes which rules protect the account.",
+    remediation="Re-associate the account with the intended profile in Enforced mode, or record why it left the "
+    "perimeter.",
+    category="perimeter",
+    judged_by=_PERIMETER_SIDE,
+    references=frozenset({TargetKind.PERIMETER}),
+)
+PERIMETER_MODE_CHANGED_RULE = PseudoRule(
+    id="perimeter-access-mode-changed",
+    title="Perimeter access mode changed",
+    severity=Severity.HIGH,  # away from Enforced; other mode changes low
+    reason="Only Enforced mode applies the perimeter's rules exclusively; in Learning (Transition) or Audit mode "
+    "the account's own network rules and trusted-service exceptions still admit traffic.",
+    remediation="Switch the resource association back to accessMode Enforced once the access logs are reviewed.",
+    category="perimeter",
+    judged_by=_PERIMETER_SIDE,
+    references=frozenset({TargetKind.PERIMETER}),
+)
+EVALUATION_POISONED_RULE = PseudoRule(
+    id="evaluation-poisoned",
+    title="Evaluation failed repeatedly (message moved to the poison queue)",
+    severity=Severity.HIGH,
+    reason="nsp-drift could not evaluate this target after repeated attempts: drift on it may go unreported until "
+    "the next successful reconciliation sweep.",
+    remediation="Check the function's logs for the failure named here (permissions, throttling, a malformed "
+    "resource) and the messages in the poison queue.",
+    category="operator",
+)
+EVALUATION_FAILING_RULE = PseudoRule(
+    id="evaluation-failing",
+    title="Evaluation keeps failing (backing off)",
+    severity=Severity.HIGH,
+    reason="nsp-drift keeps failing to evaluate this target and is backing off (doubling up to a day): changes to "
+    "it are not reported until an evaluation succeeds.",
+    remediation="Check the function's logs for the failure named here (permissions, throttling, a malformed "
+    "resource); the target is retried by itself and this alert is not repeated while the failure lasts.",
+    category="operator",
+)
+
+PSEUDO_RULES: tuple[PseudoRule, ...] = (
+    PERIMETER_RULES_CHANGED_RULE,
+    PERIMETER_ASSOCIATION_CHANGED_RULE,
+    PERIMETER_MODE_CHANGED_RULE,
+    EVALUATION_POISONED_RULE,
+    EVALUATION_FAILING_RULE,
+)
+PSEUDO_RULES_BY_ID: dict[str, PseudoRule] = {rule.id: rule for rule in PSEUDO_RULES}
+
+# Their ids, as the transitions carry them (findings use the catalogue's rule ids).
+PERIMETER_RULES_CHANGED = PERIMETER_RULES_CHANGED_RULE.id
+PERIMETER_ASSOCIATION_CHANGED = PERIMETER_ASSOCIATION_CHANGED_RULE.id
+PERIMETER_MODE_CHANGED = PERIMETER_MODE_CHANGED_RULE.id
+PERIMETER_RULES = frozenset(rule.id for rule in PSEUDO_RULES if rule.category == "perimeter")
+EVALUATION_POISONED = EVALUATION_POISONED_RULE.id
+EVALUATION_FAILING = EVALUATION_FAILING_RULE.id
+OPERATOR_RULES = frozenset(rule.id for rule in PSEUDO_RULES if rule.category == "operator")
 
 
 @dataclass(frozen=True)
@@ -181,8 +282,8 @@ def poison_transition(target: Target, reason: str, attempts: int, queue: str) ->
         rule_id=EVALUATION_POISONED,
         resource_id=target.resource_id,
         perimeter_id=None,
-        severity="high",
-        title="Evaluation failed repeatedly (message moved to the poison queue)",
+        severity=EVALUATION_POISONED_RULE.severity.label,
+        title=EVALUATION_POISONED_RULE.title,
         summary=f"Evaluation of {target.kind.value} {target.resource_id} failed {attempts} time(s): {reason}. "
         f"The message moves to {queue}-poison; the reconciliation sweep re-evaluates the accounts.",
         key=f"poison|{target.key}|{failure}",

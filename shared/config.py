@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.model import Severity
-from shared.rules import RULES_BY_ID
+from shared.rules import ALL_RULES, RULES_BY_ID
 from shared.rules.base import RuleParams
 
 
@@ -57,8 +57,8 @@ class RulesConfig:
         return self.overrides.get(rule_id, RuleOverride())
 
 
-_RULE_KEYS = {"enabled", "severity", "max_prefix_ipv4", "max_prefix_ipv6"}
-_PARAM_RULE = "inbound-rule-too-broad"
+_COMMON_KEYS = {"enabled", "severity"}
+_RULE_KEYS = _COMMON_KEYS | {key for rule in ALL_RULES for key in rule.parameters}  # Rule.parameters
 
 
 def _known_rule(rule_id: object, where: str) -> str:
@@ -95,8 +95,10 @@ def _parse_rules(section: object) -> tuple[dict[str, RuleOverride], RuleParams]:
                 severity = Severity.parse(str(body["severity"]))
             except ValueError as exc:
                 raise ConfigError(f"{where}.severity: {exc}") from None
-        if ("max_prefix_ipv4" in body or "max_prefix_ipv6" in body) and rule_id != _PARAM_RULE:
-            raise ConfigError(f"{where}: prefix limits only apply to {_PARAM_RULE}")
+        foreign = set(body) - _COMMON_KEYS - RULES_BY_ID[rule_id].parameters
+        if foreign:
+            owners = ", ".join(r.id for r in ALL_RULES if r.parameters & foreign)
+            raise ConfigError(f"{where}: prefix limits only apply to {owners}")
         if "max_prefix_ipv4" in body:
             params = replace(params, max_inbound_prefix_ipv4=_prefix(body["max_prefix_ipv4"], where, 32))
         if "max_prefix_ipv6" in body:

@@ -17,10 +17,11 @@ from typing import Any
 
 from shared.adapters.resource_graph import summary_digest, summary_of_snapshot
 from shared.changes import (
-    PERIMETER_ASSOCIATION_CHANGED,
-    PERIMETER_MODE_CHANGED,
-    PERIMETER_RULES_CHANGED,
+    PERIMETER_ASSOCIATION_CHANGED_RULE,
+    PERIMETER_MODE_CHANGED_RULE,
+    PERIMETER_RULES_CHANGED_RULE,
     Provenance,
+    TargetKind,
     Transition,
     TransitionKind,
 )
@@ -34,6 +35,7 @@ from shared.model import (
     StorageAccountSnapshot,
 )
 from shared.output import finding_to_dict
+from shared.rules import ALL_RULES
 from shared.rules.base import RuleParams
 from shared.state.base import AccountState, AssociationState, ProfileState
 
@@ -268,11 +270,11 @@ def _association_transitions(prev: AccountState | None, curr: AccountState, prov
                 out.append(
                     Transition(
                         kind=TransitionKind.CHANGED,
-                        rule_id=PERIMETER_MODE_CHANGED,
+                        rule_id=PERIMETER_MODE_CHANGED_RULE.id,
                         resource_id=curr.account_id,
                         perimeter_id=perimeter,
-                        severity=(Severity.HIGH if weakening else Severity.LOW).label,
-                        title="Perimeter access mode changed",
+                        severity=(PERIMETER_MODE_CHANGED_RULE.severity if weakening else Severity.LOW).label,
+                        title=PERIMETER_MODE_CHANGED_RULE.title,
                         summary=f"Access mode of '{new.association_name}' changed "
                         f"{old.access_mode} -> {new.access_mode}"
                         + (" (weakening: rules no longer enforced)" if weakening else ""),
@@ -318,11 +320,11 @@ def _assoc(
 ) -> Transition:
     return Transition(
         kind=TransitionKind.CHANGED,
-        rule_id=PERIMETER_ASSOCIATION_CHANGED,
+        rule_id=PERIMETER_ASSOCIATION_CHANGED_RULE.id,
         resource_id=account,
         perimeter_id=perimeter,
         severity=severity.label,
-        title="Perimeter association changed",
+        title=PERIMETER_ASSOCIATION_CHANGED_RULE.title,
         summary=summary,
         key=f"{key}|association",
         before=before,
@@ -384,17 +386,26 @@ def _tombstone(prev: AccountState | None, history: dict[str, int], deleted_at: s
     return AccountState(account_id=prev.account_id, occurrences=history, deleted_at=deleted_at)
 
 
-# The reverse-index fields each rule's findings stand on: a scoped evaluation that may not judge
-# the rule must not move the index either, or the rule's own later event would find nothing.
-_REFERENCE_OF_RULE = {
-    "unmanaged-disk": "vm_ids",
-    "azure-backup": "backup_instance_ids",
-    "cmk-vault-outside-perimeter": "key_vault_name",
+# The reverse-index field of each thing a rule references (``Rule.references``; the perimeter's is
+# the associations, kept by ``associations``): a scoped evaluation that may not judge a rule must
+# not move the index of what the rule references either, or the rule's own later event would find
+# nothing.
+_INDEX_OF_REFERENCE = {
+    TargetKind.VIRTUAL_MACHINE: "vm_ids",
+    TargetKind.BACKUP_INSTANCE: "backup_instance_ids",
+    TargetKind.KEY_VAULT: "key_vault_name",
 }
 
 
 def _carried_references(prev: AccountState, rules: frozenset[str]) -> dict[str, Any]:
-    return {field: getattr(prev, field) for rule, field in _REFERENCE_OF_RULE.items() if rule not in rules}
+    fields = {
+        _INDEX_OF_REFERENCE[kind]
+        for rule in ALL_RULES
+        if rule.id not in rules
+        for kind in rule.references
+        if kind in _INDEX_OF_REFERENCE
+    }
+    return {field: getattr(prev, field) for field in sorted(fields)}
 
 
 def asdict_shallow(state: AccountState) -> dict[str, Any]:
@@ -472,11 +483,11 @@ def decide_profile(
         out.append(
             Transition(
                 kind=TransitionKind.CHANGED,
-                rule_id=PERIMETER_RULES_CHANGED,
+                rule_id=PERIMETER_RULES_CHANGED_RULE.id,
                 resource_id=curr.perimeter_id,
                 perimeter_id=curr.perimeter_id,
                 severity=severity.label,
-                title="Perimeter access rules changed",
+                title=PERIMETER_RULES_CHANGED_RULE.title,
                 summary=f"Access rule '{rule_name}' {what} in profile '{curr.profile_name}'{detail}",
                 key=f"{curr.perimeter_id.lower()}|{curr.profile_name.lower()}|{name}",
                 before=dict(old or {}),

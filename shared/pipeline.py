@@ -60,7 +60,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared import arm_ids
 from shared.adapters.arm_reader import AccountNotFound
 from shared.changes import (
-    EVALUATION_FAILING,
+    EVALUATION_FAILING_RULE,
+    PERIMETER_ASSOCIATION_CHANGED_RULE,
+    PERIMETER_RULES_CHANGED_RULE,
     ChangeEvent,
     Provenance,
     Target,
@@ -74,6 +76,7 @@ from shared.evaluate import evaluate
 from shared.events import EventError, parse_event
 from shared.membership import VERIFY_SWEEPS, needs_verify, sweep_round
 from shared.model import Evaluation, PerimeterView, StorageAccountSnapshot
+from shared.rules import judged_by as rules_judged_by
 from shared.state import carried
 from shared.state.base import (
     AccountState,
@@ -101,26 +104,9 @@ LEASE_SECONDS = 660.0
 # Failed evaluations of one window before the operators are told (once), as maxDequeueCount.
 ALERT_AFTER_FAILURES = 5
 
-# Which findings an evaluation may open or resolve, by what caused it (None = every rule).
-# An account event or the sweep judges everything; a perimeter change judges what depends on
-# the perimeter; a VM, backup or vault change judges only its own rule.
-RULES_FOR_TARGET: dict[TargetKind, frozenset[str] | None] = {
-    TargetKind.ACCOUNT: None,
-    TargetKind.PERIMETER: frozenset(
-        {
-            "association-not-enforced",
-            "inbound-rule-too-broad",
-            "service-tag-rule",
-            "subscription-rule",
-            "perimeter-provisioning-issue",
-            "cmk-vault-outside-perimeter",
-        }
-    ),
-    TargetKind.VIRTUAL_MACHINE: frozenset({"unmanaged-disk"}),
-    TargetKind.BACKUP_INSTANCE: frozenset({"azure-backup"}),
-    TargetKind.KEY_VAULT: frozenset({"cmk-vault-outside-perimeter"}),
-}
-_PERIMETER_AWARE = {TargetKind.ACCOUNT, TargetKind.PERIMETER}
+# Which findings an evaluation may open or resolve depends on what caused it: each rule says
+# which change kinds may judge it (``Rule.judged_by``, asked through ``shared.rules.judged_by``),
+# and the perimeter pseudo-rules say which may report association and access-rule changes.
 
 
 # -- ports ------------------------------------------------------------------------------------------
@@ -279,11 +265,11 @@ def failing_transition(marker: PendingMarker, reason: str, attempts: int, retry_
     target = marker.target
     return Transition(
         kind=TransitionKind.OPENED,
-        rule_id=EVALUATION_FAILING,
+        rule_id=EVALUATION_FAILING_RULE.id,
         resource_id=target.resource_id,
         perimeter_id=None,
-        severity="high",
-        title="Evaluation keeps failing (backing off)",
+        severity=EVALUATION_FAILING_RULE.severity.label,
+        title=EVALUATION_FAILING_RULE.title,
         summary=f"Evaluation of {target.kind.value} {target.resource_id} failed {attempts} time(s) in a row: "
         f"{reason}. Retrying with back-off (next in {retry_in:.0f} s, doubling up to a day); "
         "changes to it are not reported until an evaluation succeeds.",
@@ -693,9 +679,9 @@ class Pipeline:
         if emit and stored is not None:
             self._record(stored.value.pending_transitions)
         previous = stored.value if stored is not None else None  # a tombstone too: drift reads it
-        perimeter_aware = cause in _PERIMETER_AWARE
+        perimeter_aware = cause in PERIMETER_ASSOCIATION_CHANGED_RULE.judged_by
         decision = decide_account(
-            previous, evaluation, provenance, _iso(self.clock()), RULES_FOR_TARGET[cause], perimeter_aware
+            previous, evaluation, provenance, _iso(self.clock()), rules_judged_by(cause), perimeter_aware
         )
         transitions = list(decision.transitions) if emit else []
         etag = stored.etag if stored is not None else None
@@ -714,7 +700,7 @@ class Pipeline:
             self.outbox.emit(transitions)
             with contextlib.suppress(ConflictError):  # a newer writer recorded them before overwriting
                 self.store.put_account(replace(new, pending_transitions=()), written)
-        if evaluation is not None and perimeter_aware:
+        if evaluation is not None and cause in PERIMETER_RULES_CHANGED_RULE.judged_by:
             for view in evaluation.snapshot.perimeters:
                 transitions.extend(self._apply_profile(view, account_id, provenance, emit))
         return transitions
@@ -989,11 +975,11 @@ def _batch_failing(work: Work, failed: Sequence[str], reason: str, attempts: int
     digest = hashlib.sha256("\n".join(sorted(a.lower() for a in failed)).encode()).hexdigest()[:16]
     return Transition(
         kind=TransitionKind.OPENED,
-        rule_id=EVALUATION_FAILING,
+        rule_id=EVALUATION_FAILING_RULE.id,
         resource_id=failed[0],
         perimeter_id=None,
-        severity="high",
-        title="Evaluation keeps failing (backing off)",
+        severity=EVALUATION_FAILING_RULE.severity.label,
+        title=EVALUATION_FAILING_RULE.title,
         summary=f"Evaluation of {len(failed)} account(s) from {work.origin or 'a batch'} failed {attempts} time(s) "
         f"in a row: {reason}. Retrying with back-off (next in {retry_in:.0f} s, doubling up to a day).",
         key=f"failing|batch|{work.origin}|{digest}|{work.provenance.event_ids[:1]!r}",

@@ -42,7 +42,7 @@ class WorkKind(enum.StrEnum):
 class Work:
     kind: WorkKind
     accounts: tuple[str, ...] = ()
-    cause: TargetKind = TargetKind.ACCOUNT  # which rules the batch judges (shared.pipeline.RULES_FOR_TARGET)
+    cause: TargetKind = TargetKind.ACCOUNT  # which rules the batch judges (shared.rules.judged_by)
     provenance: Provenance = field(default_factory=lambda: Provenance(source="sweep"))
     # Perimeter id (lower case) -> the Key Vault resources associated with it (lower case): what the
     # CMK rule needs of a perimeter's association list, read once by whoever fanned the work out.

@@ -20,9 +20,9 @@ import pytest
 
 from shared import runtime
 from shared.adapters.estate import Estate, Reply
-from shared.changes import Provenance, Target, TargetKind
+from shared.changes import EVALUATION_FAILING, Provenance, Target, TargetKind
 from shared.config import RulesConfig
-from shared.pipeline import EVALUATION_FAILING, CollectingSink, Pipeline, WindowStatus
+from shared.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.replay import MemoryQueue, record_baseline_estate
 from shared.state.sqlite_store import SqliteStateStore
 from shared.targeting import Scope

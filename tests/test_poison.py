@@ -16,11 +16,10 @@ from azure.functions.queue import QueueMessage
 
 from shared import app as app_module
 from shared.adapters.estate import Estate, Reply
-from shared.changes import EVALUATION_POISONED, Provenance, Target, TargetKind
+from shared.changes import EVALUATION_FAILING, EVALUATION_POISONED, Provenance, Target, TargetKind
 from shared.notify.base import DeliveryStatus
 from shared.notify.destinations import parse_destinations
 from shared.notify.dispatch import OutboxSink
-from shared.pipeline import EVALUATION_FAILING
 from shared.settings import QUEUE_NAME
 from shared.state.base import StoreUnavailable
 from shared.state.table_store import TableStateStore

@@ -12,7 +12,7 @@ import pytest
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy
 
 from shared.adapters.queue import EvaluationQueue, decode_message, encode_message
-from shared.changes import Target, TargetKind
+from shared.changes import TARGET_KINDS, Target, TargetKind
 from shared.state.base import StoreUnavailable
 from tests.azurite import Azurite, free_port, unique_name
 
@@ -126,10 +126,17 @@ def test_unreachable_queue_service_raises_store_unavailable() -> None:
 # -- decoding ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", list(TargetKind))
+@pytest.mark.parametrize("kind", TARGET_KINDS)
 def test_every_target_kind_round_trips(kind: TargetKind) -> None:
     target = Target(kind, "/subscriptions/s/resourceGroups/rg/providers/X/y/Z")
     assert decode_message(encode_message(target, 12.5)) == (target, 12.5)
+
+
+def test_a_sweep_is_a_cause_not_a_target() -> None:
+    message = encode_message(Target(TargetKind.SWEEP, "/subscriptions/s"), 0.0)
+    with pytest.raises(ValueError) as caught:
+        decode_message(message)
+    assert str(caught.value) == "target.kind: 'sweep' is not one of account, perimeter, vm, backup, keyvault"
 
 
 def test_integer_not_before_is_accepted() -> None:

@@ -38,7 +38,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
-from shared.changes import Target, TargetKind
+from shared.changes import TARGET_KINDS, Target, TargetKind
 from shared.settings import QUEUE_NAME
 from shared.state.base import StoreUnavailable
 from shared.work import Work, WorkKind
@@ -186,11 +186,10 @@ def _target(value: object) -> Target:
     if not isinstance(value, Mapping):
         raise ValueError("target: expected an object with kind and resource_id")
     kind, resource_id = value.get("kind"), value.get("resource_id")
-    try:
-        target_kind = TargetKind(kind if isinstance(kind, str) else "")
-    except ValueError:
-        allowed = ", ".join(k.value for k in TargetKind)
-        raise ValueError(f"target.kind: {kind!r} is not one of {allowed}") from None
+    if not isinstance(kind, str) or kind not in TARGET_KINDS:
+        allowed = ", ".join(k.value for k in TARGET_KINDS)
+        raise ValueError(f"target.kind: {kind!r} is not one of {allowed}")
+    target_kind = TargetKind(kind)
     if not isinstance(resource_id, str) or not resource_id.strip():
         raise ValueError("target.resource_id: expected a non-empty string")
     return Target(target_kind, resource_id.strip())

@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.changes import OPERATOR_RULES, PERIMETER_RULES
+from shared.changes import OPERATOR_RULES, PERIMETER_RULES, PSEUDO_RULES_BY_ID
 from shared.model import Severity
 from shared.notify.base import Sender
 from shared.notify.devops import AzureDevOpsSender
@@ -54,7 +54,7 @@ SETTING_KEYS = ("url_setting", "secret_setting", "token_setting", "endpoint_sett
 TYPES = ("teams", "webhook", "azure-devops", "github", "eventgrid")
 TASK_TYPES = frozenset({"azure-devops", "github"})
 KINDS = ("opened", "resolved", "changed")
-KNOWN_RULES = frozenset({*RULES_BY_ID, *PERIMETER_RULES, *OPERATOR_RULES})
+KNOWN_RULES = frozenset({*RULES_BY_ID, *PSEUDO_RULES_BY_ID})
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # also a storage table key: no / \ # ?
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # what App Service allows on Linux

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.changes import OPERATOR_RULES, PERIMETER_RULES
+from shared.changes import PSEUDO_RULES_BY_ID
 from shared.notify import http, limits
 from shared.notify.base import Delivery, Outcome, TaskLookup
 
@@ -68,7 +68,8 @@ def verify_signature(
 def event_type(transition: Mapping[str, Any]) -> str:
     rule = str(transition.get("rule", ""))
     kind = str(transition.get("transition", "changed"))
-    category = "perimeter" if rule in PERIMETER_RULES else "operator" if rule in OPERATOR_RULES else "finding"
+    pseudo = PSEUDO_RULES_BY_ID.get(rule)
+    category = pseudo.category if pseudo is not None else "finding"
     return f"com.nspdrift.{category}.{kind}"
 
 

@@ -1,5 +1,7 @@
-"""The rule catalogue: an explicit tuple, in the order the catalogue is printed."""
+"""The rule catalogue: an explicit tuple, in the order the catalogue is printed, and what each
+change kind may judge (asked of the rules themselves: ``Rule.judged_by``)."""
 
+from shared.changes import TargetKind
 from shared.rules import (
     association_not_enforced,
     azure_backup,
@@ -41,4 +43,13 @@ ALL_RULES: tuple[Rule, ...] = (
 
 RULES_BY_ID: dict[str, Rule] = {rule.id: rule for rule in ALL_RULES}
 
-__all__ = ["ALL_RULES", "RULES_BY_ID", "Rule", "RuleParams"]
+
+def judged_by(kind: TargetKind) -> frozenset[str] | None:
+    """The ids of the rules an evaluation caused by a change of ``kind`` may open or resolve;
+    None when it may judge every rule (unscoped: it may also resolve everything of a deleted
+    account). The findings of the other rules are carried over untouched (``shared.drift``)."""
+    ids = frozenset(rule.id for rule in ALL_RULES if kind in rule.judged_by)
+    return None if len(ids) == len(ALL_RULES) else ids
+
+
+__all__ = ["ALL_RULES", "RULES_BY_ID", "Rule", "RuleParams", "judged_by"]

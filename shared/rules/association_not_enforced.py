@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import AccessMode, Severity, StorageAccountSnapshot
 from shared.rules.base import LEARN_2025_07, TRANSITION_2024_11, Hit, Rule, RuleParams
 
@@ -45,4 +46,6 @@ RULE = Rule(
         "(`az network perimeter association update --access-mode Enforced`)."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
+    references=frozenset({TargetKind.PERIMETER}),
 )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
 
@@ -43,4 +44,6 @@ RULE = Rule(
         "the account out of the perimeter if vaulted backup is required."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES | {TargetKind.BACKUP_INSTANCE},
+    references=frozenset({TargetKind.BACKUP_INSTANCE}),
 )

@@ -1,4 +1,10 @@
-"""What a rule is: a stable id, its documentation and one pure check function."""
+"""What a rule is: a stable id, its documentation, its scope and one pure check function.
+
+A rule owns its scope: ``judged_by`` names the change kinds whose evaluations may open or resolve
+its findings (``shared.rules.judged_by`` answers the pipeline from these), ``references`` what
+besides the account its verdict stands on (a perimeter, a VM, a backup instance, a key vault: a
+change to one re-evaluates the account), ``parameters`` the rules-configuration keys it reads.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.changes import TargetKind
 from shared.model import PerimeterView, Severity, StorageAccountSnapshot
 
 
@@ -76,6 +83,9 @@ class Rule:
     reason: str
     remediation: str
     check: Check
+    judged_by: frozenset[TargetKind]
+    references: frozenset[TargetKind] = frozenset()
+    parameters: frozenset[str] = frozenset()  # keys of [rules.<id>] beyond enabled and severity
 
     def catalogue_entry(self) -> dict[str, Any]:
         return {

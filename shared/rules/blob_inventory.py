@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import BRIEF_2025_06, Hit, Rule, RuleParams
 
@@ -32,4 +33,5 @@ RULE = Rule(
     ),
     remediation="Disable the blob inventory policy (inventoryPolicies/default, policy.enabled = false).",
     check=check,
+    judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
 )

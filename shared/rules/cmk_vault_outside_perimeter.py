@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import PerimeterView, Severity, StorageAccountSnapshot
 from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
 
@@ -66,4 +67,6 @@ RULE = Rule(
         "the account's profile), or move the key to a vault that is; then reconcile the configuration."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER, TargetKind.KEY_VAULT},
+    references=frozenset({TargetKind.PERIMETER, TargetKind.KEY_VAULT}),
 )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import BRIEF_2025_06, Hit, Rule, RuleParams, inbound_rules
 
@@ -58,4 +59,7 @@ RULE = Rule(
         "rules.inbound-rule-too-broad.max_prefix_ipv4 / max_prefix_ipv6)."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
+    references=frozenset({TargetKind.PERIMETER}),
+    parameters=frozenset({"max_prefix_ipv4", "max_prefix_ipv6"}),
 )

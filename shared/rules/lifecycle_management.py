@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import BRIEF_2025_06, Hit, Rule, RuleParams
 
@@ -29,4 +30,5 @@ RULE = Rule(
         "risk with a time-limited suppression once Microsoft confirms support."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
 )

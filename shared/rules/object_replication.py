@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
 
@@ -37,4 +38,5 @@ RULE = Rule(
         "account or-policy delete`), or take the account out of the perimeter if replication is required."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
 )

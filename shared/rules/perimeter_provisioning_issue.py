@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import NSP_CONFIG_API, Hit, Rule, RuleParams
 
@@ -46,4 +47,6 @@ RULE = Rule(
         "configuration's reconcile action (POST .../networkSecurityPerimeterConfigurations/{name}/reconcile)."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
+    references=frozenset({TargetKind.PERIMETER}),
 )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import SERVICE_TAGS_2026_10, Hit, Rule, RuleParams, inbound_rules
 
@@ -37,4 +38,6 @@ RULE = Rule(
         "need access to the storage account, or put those callers in the perimeter."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
+    references=frozenset({TargetKind.PERIMETER}),
 )

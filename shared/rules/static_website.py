@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import LEARN_2025_07, Hit, Rule, RuleParams
 
@@ -28,4 +29,5 @@ RULE = Rule(
         "--static-website false`) and serve the content from an account outside the perimeter."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
 )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import BRIEF_2025_06, Hit, Rule, RuleParams, inbound_rules
 
@@ -37,4 +38,6 @@ RULE = Rule(
         "subscription rule is needed, scope it to a dedicated subscription and suppress with a reason."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
+    references=frozenset({TargetKind.PERIMETER}),
 )

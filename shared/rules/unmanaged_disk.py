@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import Severity, StorageAccountSnapshot
 from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
 
@@ -28,4 +29,6 @@ RULE = Rule(
         "also retired by Azure."
     ),
     check=check,
+    judged_by=ACCOUNT_CHANGES | {TargetKind.VIRTUAL_MACHINE},
+    references=frozenset({TargetKind.VIRTUAL_MACHINE}),
 )

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
-from shared.changes import Actor, Provenance, Target, TargetKind
+from shared.changes import TARGET_KINDS, Actor, Provenance, Target, TargetKind
 from shared.notify.base import Delivery, DeliveryStatus, TaskRef
 from shared.state.base import AccountState, AssociationState, PendingMarker, ProfileState
 
@@ -192,11 +192,10 @@ def provenance_from_dict(document: Mapping[str, Any], what: str = "provenance") 
 
 def target_from_dict(document: Mapping[str, Any], what: str = "target") -> Target:
     kind = _get(document, "kind", str, what)
-    try:
-        target_kind = TargetKind(kind)
-    except ValueError:
-        allowed = ", ".join(k.value for k in TargetKind)
-        raise CodecError(f"{what}.kind: {kind!r} is not one of {allowed}") from None
+    if kind not in TARGET_KINDS:
+        allowed = ", ".join(k.value for k in TARGET_KINDS)
+        raise CodecError(f"{what}.kind: {kind!r} is not one of {allowed}")
+    target_kind = TargetKind(kind)
     resource_id = _get(document, "resource_id", str, what)
     if not resource_id.strip():
         raise CodecError(f"{what}.resource_id: must not be empty")
