@@ -1,4 +1,5 @@
-"""The catalogue as a whole: one module per rule, documented, each owning its scope; the pseudo-rules.
+"""The catalogue as a whole: one module per rule, documented, each owning its scope; the pseudo-rules;
+what holds across rules (outbound rules judge nothing, no rule applies outside a perimeter).
 
 A rule owns its scope and metadata: which change kinds may judge it (``Rule.judged_by``), what it
 references (``Rule.references``), its id, title, severity, reason and fix. The pseudo-rules
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 import re
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,11 +29,38 @@ from shared.changes import (
     PseudoRule,
     TargetKind,
 )
-from shared.model import Severity
+from shared.model import (
+    AccessMode,
+    BackupInstance,
+    FileShare,
+    InventoryPolicy,
+    InventoryRule,
+    LifecycleRule,
+    ObjectReplicationPolicy,
+    PerimeterView,
+    ProvisioningIssue,
+    Severity,
+    StorageAccountSnapshot,
+    UnmanagedDisk,
+)
 from shared.notify.explain import why_and_how
 from shared.notify.webhook import event_type
 from shared.rules import ALL_RULES, RULES_BY_ID, judged_by
 from shared.rules.base import Rule
+from tests import estate_builder as eb
+from tests.rule_helpers import (
+    ACCOUNT,
+    CMK,
+    EXPECTED_IDS,
+    NAME,
+    inbound,
+    outbound,
+    read,
+    run,
+    snap,
+    view,
+)
+from tests.sample_estate import PARTNER_SUB, RG_DATA, SUB
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE_MODULES = sorted(p.stem for p in (ROOT / "shared" / "rules").glob("*.py") if p.stem not in ("__init__", "base"))
@@ -159,3 +190,108 @@ def test_a_catalogue_rule_explains_itself_and_an_unknown_id_explains_nothing() -
     assert why_and_how(rule.id) == (rule.reason, rule.remediation)
     assert why_and_how("no-such-rule") == ("", "")
     assert event_type({"rule": rule.id, "transition": "opened"}) == "com.nspdrift.finding.opened"
+
+
+# -- the catalogue ----------------------------------------------------------------------------------
+
+
+def test_catalogue_is_exactly_the_sixteen_documented_ids() -> None:
+    ids = [rule.id for rule in ALL_RULES]
+    assert len(ids) == len(set(ids)) == 16
+    assert set(ids) == EXPECTED_IDS
+    assert set(RULES_BY_ID) == EXPECTED_IDS
+    assert all(RULES_BY_ID[rule.id] is rule for rule in ALL_RULES)
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.id)
+def test_every_rule_is_documented(rule: Any) -> None:
+    for text in (rule.id, rule.title, rule.reason, rule.remediation):
+        assert isinstance(text, str) and text.strip(), rule.id
+    assert rule.id == rule.id.lower() and " " not in rule.id
+    assert isinstance(rule.severity, Severity)
+    assert rule.sources, f"{rule.id} cites no source"
+    for source in rule.sources:
+        assert source.document.strip()
+        assert date.fromisoformat(source.date) <= date(2027, 1, 1)
+        assert source.url.startswith("https://learn.microsoft.com/")
+    entry = rule.catalogue_entry()
+    assert entry["id"] == rule.id and entry["severity"] == rule.severity.label
+    assert all(s["date"] for s in entry["sources"])
+    assert callable(rule.check)
+
+
+# -- across rules: access-rule directions, accounts outside any perimeter ----------------------------
+
+
+def test_outbound_fqdn_rules_trigger_no_inbound_rule() -> None:
+    # The strict profile's outbound rule comes from the official NspAccessRuleGet example.
+    snapshot = read(eb.member(NAME, profile=eb.STRICT))
+    rules = snapshot.perimeters[0].access_rules
+    assert any(not r.is_inbound and r.fully_qualified_domain_names for r in rules)
+    assert run(snapshot).findings == ()
+    fqdn = outbound(fully_qualified_domain_names=("paasrp1.contoso.org",))
+    assert run(snap(view(fqdn))).findings == ()
+
+
+def everything_on(perimeters: tuple[PerimeterView, ...]) -> StorageAccountSnapshot:
+    broad = inbound(
+        "all",
+        address_prefixes=("0.0.0.0/0",),
+        subscriptions=(f"/subscriptions/{PARTNER_SUB}",),
+        service_tags=("Storage",),
+    )
+    return StorageAccountSnapshot(
+        id=ACCOUNT,
+        name=NAME,
+        subscription_id=SUB,
+        resource_group=RG_DATA,
+        is_sftp_enabled=True,
+        is_nfs_v3_enabled=True,
+        static_website_enabled=True,
+        encryption=CMK,
+        object_replication_policies=(ObjectReplicationPolicy("p1", NAME, "dest"),),
+        lifecycle_rules=(LifecycleRule("r1", True),),
+        inventory_policy=InventoryPolicy(True, (InventoryRule("i1", True, "c1"),)),
+        file_shares=(FileShare("a", "NFS"), FileShare("b", "SMB")),
+        unmanaged_disks=(UnmanagedDisk("/vm/x", "d", "http://x", True),),
+        backup_instances=(
+            BackupInstance("/bi/x", "Microsoft.Storage/storageAccounts/blobServices", "/p", "on", ("VaultStore",)),
+        ),
+        perimeters=tuple(
+            replace(
+                p,
+                access_rules=(broad,),
+                access_mode=AccessMode.AUDIT,
+                access_mode_raw="Audit",
+                provisioning_issues=(ProvisioningIssue("x", "x", "Error", "x"),),
+            )
+            for p in perimeters
+        ),
+    )
+
+
+def test_every_rule_fires_on_an_account_with_every_feature_in_a_perimeter() -> None:
+    # The control for the next test: the same account inside a perimeter triggers all sixteen.
+    assert {f.rule_id for f in run(everything_on((view(members=()),))).findings} == EXPECTED_IDS
+
+
+def test_account_outside_any_perimeter_has_no_findings_even_with_every_feature_on() -> None:
+    evaluation = run(everything_on(()))
+    assert evaluation.findings == () and evaluation.suppressed == ()
+
+
+def test_account_outside_any_perimeter_read_from_the_examples() -> None:
+    parts = eb.merge(
+        eb.outsider(NAME, isSftpEnabled=True, isNfsV3Enabled=True),
+        eb.nfs_share(NAME),
+        eb.replication_policies(NAME),
+        eb.lifecycle_policy(NAME),
+        eb.inventory_policy(NAME),
+        eb.blob_service(NAME, static_website=True),
+        eb.legacy_vm(NAME),
+        eb.backup_instance(NAME, "pol"),
+        eb.backup_policy("pol", "VaultStore"),
+    )
+    snapshot = read(parts)
+    assert snapshot.is_sftp_enabled and not snapshot.in_perimeter
+    assert run(snapshot).findings == ()

@@ -1,0 +1,25 @@
+"""subscription-rule: subscription-based inbound rules."""
+
+from __future__ import annotations
+
+from tests import estate_builder as eb
+from tests.rule_helpers import (
+    NAME,
+    of,
+    outbound,
+    read,
+    snap,
+    view,
+)
+from tests.sample_estate import PARTNER_SUB
+
+
+def test_subscription_rule_positive() -> None:
+    (finding,) = of(read(eb.member(NAME, profile=eb.LEGACY)), "subscription-rule")
+    assert finding.evidence["subscriptions"] == [f"/subscriptions/{PARTNER_SUB}"]
+    assert finding.subject == "profile-legacy/allowedsubscriptions"
+
+
+def test_subscription_rule_negative() -> None:
+    assert of(read(eb.member(NAME, profile=eb.STRICT)), "subscription-rule") == []
+    assert of(snap(view(outbound(subscriptions=(f"/subscriptions/{PARTNER_SUB}",)))), "subscription-rule") == []
