@@ -11,9 +11,7 @@ from typing import Any
 
 import yaml
 
-from shared.config import (
-    RulesConfig,
-)
+from shared.config import RulesConfig
 from shared.evaluate import evaluate
 from shared.model import (
     AccessMode,

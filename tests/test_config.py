@@ -10,17 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.config import (
-    ConfigError,
-    RuleOverride,
-    RulesConfig,
-    Suppression,
-    load_config_file,
-    parse_config,
-)
-from shared.model import (
-    Severity,
-)
+from shared.config import ConfigError, RuleOverride, RulesConfig, Suppression, load_config_file, parse_config
+from shared.model import Severity
 from shared.rules.base import RuleParams
 from tests.rule_helpers import (
     ACCOUNT,

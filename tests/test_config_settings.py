@@ -9,22 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import (
-    ConfigError,
-    RuleOverride,
-    RulesConfig,
-    config_from_settings,
-)
-from shared.model import (
-    Severity,
-)
-from tests.rule_helpers import (
-    GOOD_SUPPRESSION,
-    NAME,
-    legacy_snapshot,
-    run,
-    to_toml,
-)
+from shared.config import ConfigError, RuleOverride, RulesConfig, config_from_settings
+from shared.model import Severity
+from tests.rule_helpers import GOOD_SUPPRESSION, NAME, legacy_snapshot, run, to_toml
 
 
 def test_settings_empty_is_the_default() -> None:

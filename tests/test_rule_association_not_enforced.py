@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.model import (
-    Severity,
-)
+from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    of,
-    read,
-    snap,
-    view,
-)
+from tests.rule_helpers import NAME, of, read, snap, view
 
 
 @pytest.mark.parametrize(("mode", "words"), [("Learning", "Learning/Transition"), ("Audit", "Audit mode")])

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.model import (
-    Severity,
-)
+from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    of,
-    read,
-)
+from tests.rule_helpers import NAME, of, read
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    of,
-    read,
-)
+from tests.rule_helpers import NAME, of, read
 
 
 def test_blob_inventory_positive() -> None:

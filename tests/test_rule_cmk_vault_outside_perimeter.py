@@ -4,24 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.model import (
-    Encryption,
-    ProvisioningIssue,
-    Severity,
-)
+from shared.model import Encryption, ProvisioningIssue, Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    ACCOUNT,
-    CMK,
-    NAME,
-    OTHER_NSP,
-    VAULT_MEMBER,
-    config_body,
-    of,
-    read,
-    snap,
-    view,
-)
+from tests.rule_helpers import ACCOUNT, CMK, NAME, OTHER_NSP, VAULT_MEMBER, config_body, of, read, snap, view
 from tests.sample_estate import NSP_ID
 
 

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import (
-    parse_config,
-)
-from shared.model import (
-    Severity,
-)
+from shared.config import parse_config
+from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    inbound,
-    of,
-    outbound,
-    read,
-    snap,
-    view,
-)
+from tests.rule_helpers import NAME, inbound, of, outbound, read, snap, view
 
 
 def test_inbound_rule_too_broad_on_the_official_prefixes() -> None:

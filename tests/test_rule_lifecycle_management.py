@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from shared.model import (
-    Severity,
-)
+from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    of,
-    read,
-)
+from tests.rule_helpers import NAME, of, read
 
 
 def test_lifecycle_management_positive() -> None:

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.model import (
-    ProvisioningIssue,
-    Severity,
-)
+from shared.model import ProvisioningIssue, Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    config_body,
-    of,
-    read,
-    snap,
-    view,
-)
+from tests.rule_helpers import NAME, config_body, of, read, snap, view
 from tests.sample_estate import NSP_GUID
 
 

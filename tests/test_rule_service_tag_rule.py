@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    inbound,
-    of,
-    outbound,
-    read,
-    snap,
-    view,
-)
+from tests.rule_helpers import NAME, inbound, of, outbound, read, snap, view
 
 
 def test_service_tag_rule_positive() -> None:

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    of,
-    outbound,
-    read,
-    snap,
-    view,
-)
+from tests.rule_helpers import NAME, of, outbound, read, snap, view
 from tests.sample_estate import PARTNER_SUB
 
 

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    NAME,
-    of,
-    read,
-)
+from tests.rule_helpers import NAME, of, read
 
 
 def test_unmanaged_disk_positive_for_each_vhd_of_the_official_vm() -> None:

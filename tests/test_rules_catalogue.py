@@ -48,18 +48,7 @@ from shared.notify.webhook import event_type
 from shared.rules import ALL_RULES, RULES_BY_ID, judged_by
 from shared.rules.base import Rule
 from tests import estate_builder as eb
-from tests.rule_helpers import (
-    ACCOUNT,
-    CMK,
-    EXPECTED_IDS,
-    NAME,
-    inbound,
-    outbound,
-    read,
-    run,
-    snap,
-    view,
-)
+from tests.rule_helpers import ACCOUNT, CMK, EXPECTED_IDS, NAME, inbound, outbound, read, run, snap, view
 from tests.sample_estate import PARTNER_SUB, RG_DATA, SUB
 
 ROOT = Path(__file__).resolve().parents[1]
