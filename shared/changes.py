@@ -219,7 +219,7 @@ class Provenance:
 class Transition:
     kind: TransitionKind
     rule_id: str
-    resource_id: str  # the storage account (or the perimeter for profile-level changes)
+    resource_id: str  # the storage account (the perimeter for access-rule changes, the target for operator alerts)
     perimeter_id: str | None
     severity: str  # label of shared.model.Severity
     title: str
