@@ -317,6 +317,31 @@ def test_budget_trusts_the_server_figure_within_what_is_in_flight() -> None:
     assert budget.acquire("other-subscription") == 0.0  # buckets are per subscription
 
 
+def test_a_stall_with_reads_in_flight_does_not_refill_the_estimate_past_them() -> None:
+    # 200 reads are reserved (free: the bucket was full), then the machine stalls for 20 s before
+    # they reach ARM (CPU starvation, a GC pause, a suspended instance). ARM's bucket refilled
+    # to full meanwhile (it was never drawn), and the 200 now take 200 of its 250 tokens. The
+    # estimate may refill during the stall, but only to what those unanswered reads leave:
+    # 250 - 200 = 50. Refilling it to 250 lets the next 225 reads go at once, and ARM refuses
+    # all but 50 of them.
+    clock = Clock()
+    arm = TokenBucket(capacity=250, rate=25, clock=clock)
+    budget = ReadBudget(capacity=250, refill_per_second=25, reserve=25, clock=clock)
+    assert [budget.acquire(SUB) for _ in range(200)] == [0.0] * 200
+    clock.now += 20.0  # the stall: nothing sent, nothing answered
+    assert all(arm.take(SUB)[0] for _ in range(200))  # the 200 finally reach ARM: 50 left there
+    assert budget.remaining(SUB) <= 250 - 200
+    # 100 more reads are reserved before any of the 200 is answered; each is sent after its wait.
+    start = clock.now
+    sends = sorted(start + budget.acquire(SUB) for _ in range(100))
+    refused = 0
+    for at in sends:
+        clock.now = at
+        refused += not arm.take(SUB)[0]
+    assert refused == 0  # the reads beyond ARM's 50 were paced at the refill rate, none met a 429
+    assert sends[-1] - start >= (100 - 25) / 25 - 0.1
+
+
 def test_a_429_holds_the_whole_subscription_back_for_retry_after() -> None:
     clock = Clock()
     budget = ReadBudget(clock=clock)
