@@ -11,6 +11,9 @@ reads at the refill rate instead of running into 429s:
   the estimate runs ahead by up to ``rate x round-trip``, so the reserve grows by that much (the
   round-trip is tracked per bucket: quick to rise, slow to decay; counted up to 2 s, and the
   reserve stays under half the bucket);
+- the refill raises the estimate at most to the capacity less the reads in flight: a read not yet
+  answered may not have reached ARM yet (a stalled machine sends it late), and when it does it
+  takes a token from ARM's bucket, full or not;
 - each response can only lower the estimate to the server's figure ``R`` (others may share the
   bucket: other instances of the app, a person in the portal); it never raises it, because ``R``
   may predate reads already answered (responses overtake each other) — the refill, at ARM's rate,
@@ -101,7 +104,12 @@ class ReadBudget:
             # Unknown until the first response: assume a full bucket, corrected by the first answer.
             bucket = self._buckets[key] = _Bucket(self.capacity, now)
         else:
-            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.rate)
+            # The refill stops at what the unanswered reads leave: each may still be on its way to
+            # ARM (sent late by a stalled machine, or not sent yet) and will take a token from
+            # ARM's bucket however full it is by then. Refilling to full capacity across a stall
+            # let the next reads go at once and meet 429s.
+            ceiling = self.capacity - bucket.in_flight
+            bucket.tokens = min(ceiling, bucket.tokens + (now - bucket.at) * self.rate)
             bucket.at = now
         return bucket
 
