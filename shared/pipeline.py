@@ -77,7 +77,7 @@ from shared.events import EventError, parse_event
 from shared.membership import VERIFY_SWEEPS, needs_verify, sweep_round
 from shared.model import Evaluation, PerimeterView, StorageAccountSnapshot
 from shared.rules import judged_by as rules_judged_by
-from shared.state import carried
+from shared.state import carried, pending
 from shared.state.base import (
     AccountState,
     ConflictError,
@@ -192,6 +192,7 @@ class IntakeReport:
     accepted: int = 0
     duplicates: int = 0
     windows_opened: int = 0  # queue messages sent for windows (a re-sent one counts again)
+    absorbed: int = 0  # accepted without a write: an open window already names its actor and operation
     dropped: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
@@ -333,29 +334,64 @@ class Pipeline:
         return report
 
     def _intake_one(self, event: ChangeEvent, report: IntakeReport) -> None:
+        """Per target, the window is read first (one read is all most events of a storm cost):
+
+        - the event is already in it (a re-delivery): nothing, unless the window's message was
+          never confirmed sent (``pending.owes_message``): then it is sent again;
+        - it is open and not leased and the event adds no actor or operation (``pending.absorbs``):
+          nothing is written; the window's evaluation claims it and reads ARM after this read, so
+          the change is covered. A re-delivery of an absorbed event is absorbed again, or, once the
+          window is gone, opens one: at worst one quiet re-evaluation;
+        - otherwise (it opens a window, joins a leased one's ``later``, or adds someone or
+          something new) the processed-events table is checked first, the window written, its
+          message sent if owed, and the event recorded once the windows hold it."""
         decision = targets_for(event, self.scope)
         if decision.dropped:
             log.info("event %s dropped: %s", event.event_id, decision.dropped)
             report.dropped[decision.category] += 1
             return
-        if self.store.seen_events([event.event_id]):
-            log.info("event %s already processed (re-delivery)", event.event_id)
-            report.duplicates += 1
-            return
         provenance = provenance_of(event)
         now = self.clock()
+        seen: bool | None = None  # the events table, read at most once, only when a write needs it
+        wrote = absorbed = duplicate = False
         for target in decision.targets:
-            if self.store.add_pending(target, provenance, self.window_seconds, now):
+            current = self.store.get_pending(target)
+            if current is not None and pending.holds_event(current, provenance):
+                if pending.owes_message(current, provenance):  # its first delivery's send failed
+                    self._send_window(target, now, current, report)
+                    wrote = True
+                else:
+                    duplicate = True
+                continue
+            if current is not None and pending.absorbs(current, provenance):
+                absorbed = True
+                continue
+            if seen is None:
+                seen = bool(self.store.seen_events([event.event_id]))
+            if seen:
+                duplicate = True
+                continue
+            joined = self.store.put_pending(target, provenance, self.window_seconds, now, current)
+            wrote = True
+            if joined.owes_message:
                 # A failed send raises here, before the event is recorded: Event Grid delivers it
-                # again, it joins the same window, which still owes its message, and sends it.
-                self.enqueue(target, self.window_seconds)
-                self.store.mark_queued(target, now)
-                report.windows_opened += 1
-        # Recorded only after the windows hold it and have their messages.
-        if self.store.record_events([event.event_id]):
+                # again, it is in the window, which still owes its message, and sends it.
+                self._send_window(target, now, joined.written, report)
+        if wrote and not self.store.record_events([event.event_id]) and not absorbed:
+            # Recorded only after the windows hold it and have their messages; already recorded: a
+            # re-delivery that only re-sent a message, or raced its twin.
+            wrote, duplicate = False, True
+        if wrote or absorbed:
             report.accepted += 1
-        else:
+            report.absorbed += int(absorbed and not wrote)
+        elif duplicate:
+            log.info("event %s already processed (re-delivery)", event.event_id)
             report.duplicates += 1
+
+    def _send_window(self, target: Target, now: float, written: PendingMarker | None, report: IntakeReport) -> None:
+        self.enqueue(target, self.window_seconds)
+        self.store.mark_queued(target, now, written)
+        report.windows_opened += 1
 
     # -- evaluate a window -----------------------------------------------------------------------------
     async def evaluate_window(self, target: Target, readers: Readers) -> WindowResult:

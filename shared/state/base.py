@@ -130,6 +130,16 @@ class PendingMarker:
     alerted: bool = False  # the operators were told this window keeps failing
 
 
+@dataclass(frozen=True)
+class Joined:
+    """What ``StateStore.put_pending`` did: whether the window is owed a queue message (the
+    caller sends it, then calls ``mark_queued``), and the window as it wrote it (None: nothing to
+    write, a re-delivered event)."""
+
+    owes_message: bool
+    written: PendingMarker | None = None
+
+
 class StateStore(Protocol):
     # -- account and profile state: conditional writes ------------------------------------
     def get_account(self, account_id: str) -> Versioned[AccountState] | None: ...
@@ -178,9 +188,24 @@ class StateStore(Protocol):
         again to the next event that joins it (a re-delivered event re-sends it)."""
         ...
 
-    def mark_queued(self, target: Target, sent_at: float) -> None:
+    def get_pending(self, target: Target) -> PendingMarker | None:
+        """The target's window as stored now (with its ETag), None without one (intake reads it
+        first: an event that adds nothing to an open, unleased window needs no write)."""
+        ...
+
+    def put_pending(
+        self, target: Target, provenance: Provenance, window_seconds: float, now: float, current: PendingMarker | None
+    ) -> Joined:
+        """``add_pending`` starting from ``current`` as the caller read it (``get_pending``): no
+        read when it still holds; a lost race reads again. Says whether the window is owed a queue
+        message and returns the window as written (for ``mark_queued``)."""
+        ...
+
+    def mark_queued(self, target: Target, sent_at: float, written: PendingMarker | None = None) -> None:
         """A message for the target was sent at ``sent_at``: it serves the window if that was
-        opened by then (a follow-up opened later still owes its own). No-op without a window."""
+        opened by then (a follow-up opened later still owes its own). No-op without a window.
+        ``written``: the window as the caller last wrote it (``put_pending``); the write is then
+        conditional on its ETag, without a read (a read only when the window changed since)."""
         ...
 
     def claim_pending(self, target: Target, now: float, lease_seconds: float) -> PendingMarker | None:

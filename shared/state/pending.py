@@ -57,10 +57,30 @@ def owes_message(current: PendingMarker, provenance: Provenance) -> bool:
     window's message was never confirmed sent *and* this event is already in it, i.e. it is the
     re-delivery of an event whose send failed. A new event racing the window's opener leaves the
     sending to the opener (one message per window)."""
-    if current.queued:
-        return False
+    return not current.queued and holds_event(current, provenance)
+
+
+def holds_event(current: PendingMarker, provenance: Provenance) -> bool:
+    """Whether the window already holds the event(s) of ``provenance`` (a re-delivery)."""
     known = {*current.provenance.event_ids, *(current.later.event_ids if current.later else ())}
     return bool(provenance.event_ids) and set(provenance.event_ids) <= known
+
+
+def absorbs(current: PendingMarker, provenance: Provenance) -> bool:
+    """Whether an event can join ``current`` without a write: the window is open and not leased
+    (its evaluation claims it, then reads ARM, after the caller read the window, so the change the
+    event reports is covered), and the event adds nothing an alert shows by name: its actor and
+    operation are already in the window's provenance. Its id, correlation id and time are not
+    listed then (the alert lists the events that opened the window or brought someone or
+    something new). A leased window is never absorbed into: its holder may have read already."""
+    if current.lease_id:
+        return False
+    shown = current.provenance
+    return (
+        provenance.source == shown.source
+        and set(provenance.actors) <= set(shown.actors)
+        and set(provenance.operation_names) <= set(shown.operation_names)
+    )
 
 
 def queued(current: PendingMarker) -> PendingMarker:

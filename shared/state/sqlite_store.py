@@ -28,6 +28,7 @@ from shared.state import codec, pending
 from shared.state.base import (
     AccountState,
     ConflictError,
+    Joined,
     PendingMarker,
     ProfileState,
     StoreUnavailable,
@@ -265,18 +266,29 @@ class SqliteStateStore:
         )
         return etag
 
-    def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
-        with self._transaction() as db:
-            current = self._read_marker(db, target)
-            if current is None:
-                self._write_marker(db, pending.opened(target, provenance, window_seconds, now))
-                return True
-            marker = pending.joined(current, provenance)
-            if marker != current:  # a re-delivered event changes nothing: skip the write
-                self._write_marker(db, marker)
-            return pending.owes_message(current, provenance)
+    def get_pending(self, target: Target) -> PendingMarker | None:
+        with self._reading() as db:
+            return self._read_marker(db, target)
 
-    def mark_queued(self, target: Target, sent_at: float) -> None:
+    def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
+        return self.put_pending(target, provenance, window_seconds, now, None).owes_message
+
+    def put_pending(
+        self, target: Target, provenance: Provenance, window_seconds: float, now: float, current: PendingMarker | None
+    ) -> Joined:
+        # One transaction reads and writes: ``current`` (the caller's earlier read) is not needed.
+        with self._transaction() as db:
+            stored = self._read_marker(db, target)
+            if stored is None:
+                opened = pending.opened(target, provenance, window_seconds, now)
+                return Joined(True, replace(opened, etag=self._write_marker(db, opened)))
+            marker = pending.joined(stored, provenance)
+            if marker == stored:  # a re-delivered event changes nothing: skip the write
+                return Joined(pending.owes_message(stored, provenance), stored)
+            etag = self._write_marker(db, marker)
+            return Joined(pending.owes_message(stored, provenance), replace(marker, etag=etag))
+
+    def mark_queued(self, target: Target, sent_at: float, written: PendingMarker | None = None) -> None:
         with self._transaction() as db:
             current = self._read_marker(db, target)
             if current is not None and not current.queued and current.first_seen <= sent_at:

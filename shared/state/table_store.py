@@ -48,6 +48,7 @@ from shared.state import codec, pending
 from shared.state.base import (
     AccountState,
     ConflictError,
+    Joined,
     PendingMarker,
     ProfileState,
     StoreUnavailable,
@@ -457,21 +458,38 @@ class TableStateStore:
         except ConflictError:
             return None
 
+    def get_pending(self, target: Target) -> PendingMarker | None:
+        return self._read_marker(target)
+
     def add_pending(self, target: Target, provenance: Provenance, window_seconds: float, now: float) -> bool:
+        return self.put_pending(target, provenance, window_seconds, now, self._read_marker(target)).owes_message
+
+    def put_pending(
+        self, target: Target, provenance: Provenance, window_seconds: float, now: float, current: PendingMarker | None
+    ) -> Joined:
         for attempt in range(_MAX_RACES):
-            current = self._read_marker(target)
+            if attempt:
+                current = self._read_marker(target)
             if current is None:
-                if self._store_marker(pending.opened(target, provenance, window_seconds, now), None) is not None:
-                    return True
+                opened = pending.opened(target, provenance, window_seconds, now)
+                etag = self._store_marker(opened, None)
+                if etag is not None:
+                    return Joined(True, replace(opened, etag=etag))
             else:
                 marker = pending.joined(current, provenance)
-                # (an unchanged marker means a re-delivered event: no write)
-                if marker == current or self._store_marker(marker, current) is not None:
-                    return pending.owes_message(current, provenance)
+                if marker == current:  # a re-delivered event: no write
+                    return Joined(pending.owes_message(current, provenance), current)
+                etag = self._store_marker(marker, current)
+                if etag is not None:
+                    return Joined(pending.owes_message(current, provenance), replace(marker, etag=etag))
             _backoff(attempt)
         raise ConflictError(f"add pending {target.key}: still contended after {_MAX_RACES} attempts")
 
-    def mark_queued(self, target: Target, sent_at: float) -> None:
+    def mark_queued(self, target: Target, sent_at: float, written: PendingMarker | None = None) -> None:
+        # As the caller wrote it: one conditional write, no read (a lost race reads below).
+        as_written = written is not None and written.etag and not written.queued and written.first_seen <= sent_at
+        if as_written and written is not None and self._store_marker(pending.queued(written), written) is not None:
+            return
         for attempt in range(_MAX_RACES):
             current = self._read_marker(target)
             if current is None or current.queued or current.first_seen > sent_at:
@@ -499,6 +517,11 @@ class TableStateStore:
 
     def complete_pending(self, claimed: PendingMarker, now: float, window_seconds: float) -> bool:
         what = f"complete {claimed.target.key}"
+        # Unchanged since the claim (no event joined, the lease not taken over): delete it as
+        # claimed, without a read. Anything else changed its ETag: read and decide below.
+        unchanged = bool(claimed.etag) and claimed.later is None
+        if unchanged and self._delete_if(self._pending_table, _PENDING_PK, claimed.target.row_key, claimed.etag, what):
+            return False
         for attempt in range(_MAX_RACES):
             current = self._read_marker(claimed.target)
             if current is None or not pending.holds(current, claimed):
