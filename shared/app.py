@@ -269,7 +269,7 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
             result.error,
             result.retry_in,
         )
-    report = deliver(ctx.dispatcher)
+    report = deliver(ctx.dispatcher, outbox=ctx.pipeline.outbox, transitions=result.transitions)
     if report is not None:
         log.info("delivered %d, retrying %d, failed %d", report.sent, report.retried, report.failed)
     log.info(
@@ -293,7 +293,7 @@ def _handle_work(ctx: AppContext, work: Any, dequeue_count: int, started: float)
     ctx.telemetry.evaluations("done", kind, result.evaluated)
     ctx.telemetry.evaluations("failed", kind, len(result.failed))
     ctx.telemetry.evaluations("deferred", kind, result.deferred)
-    report = deliver(ctx.dispatcher)
+    report = deliver(ctx.dispatcher, outbox=ctx.pipeline.outbox, transitions=result.transitions)
     if report is not None:
         log.info("delivered %d, retrying %d, failed %d", report.sent, report.retried, report.failed)
     log.info(

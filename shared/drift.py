@@ -70,6 +70,23 @@ def account_state_of(evaluation: Evaluation, evaluated_at: str) -> AccountState:
         snapshot_digest=snapshot_digest(evaluation),
         summary_digest=summary_digest(summary_of_snapshot(snap)),
         facts=facts_of(snap),
+        linked_evidence=linked_read(snap),
+    )
+
+
+# The parts of a read the rules with evidence on other resources (unmanaged-disk, azure-backup)
+# stand on; "features" is a feature read that failed as a whole.
+_LINKED_PARTS = frozenset({"virtualMachines", "backupInstances", "backupPolicies", "features"})
+
+
+def linked_read(snap: StorageAccountSnapshot) -> bool:
+    """Whether this read fetched the subscription's VMs and the account's backup instances (and
+    their policies) in full: it found the account in a perimeter and read its features."""
+    return (
+        bool(snap.perimeters)
+        and not snap.account_from_state
+        and not snap.not_read
+        and not _LINKED_PARTS & set(snap.incomplete)
     )
 
 
@@ -366,6 +383,12 @@ def decide_account(
         kept_fields = ("snapshot_digest", "summary_digest", "facts")
         curr = AccountState(**{**asdict_shallow(curr), **{f: getattr(live, f) for f in kept_fields}})
     perimeter_unknown = bool(evaluation and "networkSecurityPerimeterConfigurations" in evaluation.snapshot.incomplete)
+    if evaluation is not None and live is not None:
+        snap = evaluation.snapshot
+        if snap.not_read or snap.account_from_state or perimeter_unknown:
+            # The VMs and backup instances were not read (on purpose, or the perimeter side was
+            # not known): what stands on them is as last read, and so is whether it was read.
+            curr = replace(curr, linked_evidence=live.linked_evidence)
     if (not associations or perimeter_unknown) and live is not None:
         # The perimeter side was not read (or this evaluation may not judge it): an unreadable
         # configuration is not a removed association.

@@ -228,6 +228,10 @@ class StorageAccountSnapshot:
     # True when only the perimeter side was read (a perimeter change): the account's own
     # properties come from its stored state (``AccountState.facts``) and no feature was read.
     account_from_state: bool = False
+    # Features deliberately not read (names of the parts, as in ``incomplete``): a storage account
+    # event leaves the subscription's VMs and the backup instances to their own events
+    # (shared.pipeline.LINKED_READS); the rules that stand on them are not judged.
+    not_read: tuple[str, ...] = ()
 
     @property
     def in_perimeter(self) -> bool:

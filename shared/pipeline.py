@@ -52,7 +52,7 @@ import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,6 +108,17 @@ ALERT_AFTER_FAILURES = 5
 # which change kinds may judge it (``Rule.judged_by``, asked through ``shared.rules.judged_by``),
 # and the perimeter pseudo-rules say which may report association and access-rule changes.
 
+# Rules whose evidence lives on other resources -> the feature read that fetches it
+# (ArmReader.read_account's ``skip``). A storage account *event* (an ACCOUNT window) leaves them
+# to their own change kinds (VIRTUAL_MACHINE, BACKUP_INSTANCE events) and to the sweeps, which
+# read everything: it reads neither the subscription's VM list nor the account's backup instances
+# (and their policies), and carries the stored findings and references of these rules forward,
+# as a perimeter change does for the non-perimeter rules. Only when the stored state stands on a
+# read of them (``AccountState.linked_evidence``): a first evaluation, a recreated account (a
+# tombstone), an account whose last read found it outside every perimeter or failed to read them
+# reads them. A deleted account resolves everything, as before.
+LINKED_READS: dict[str, str] = {"unmanaged-disk": "virtualMachines", "azure-backup": "backupInstances"}
+
 
 # -- ports ------------------------------------------------------------------------------------------
 
@@ -136,8 +147,9 @@ _VAULT_TYPE = "/providers/microsoft.keyvault/vaults/"
 
 
 class AccountReader(Protocol):
-    async def read_account(self, account_id: str) -> StorageAccountSnapshot:
-        """Raises shared.adapters.arm_reader.AccountNotFound when the account is gone."""
+    async def read_account(self, account_id: str, skip: Collection[str] = ()) -> StorageAccountSnapshot:
+        """Raises shared.adapters.arm_reader.AccountNotFound when the account is gone. ``skip``:
+        feature reads to leave out (named in ``snapshot.not_read`` if it would have made them)."""
         ...
 
     async def list_account_ids(self, subscription_id: str) -> list[str]: ...
@@ -181,7 +193,7 @@ class Listed:
 
 
 class Deliverer(Protocol):
-    def dispatch_due(self, include_digests: bool = False) -> Any: ...
+    def dispatch_due(self, include_digests: bool = False, recorded: Sequence[str] | None = None) -> Any: ...
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -290,11 +302,21 @@ def _reason(exc: BaseException) -> str:
     return redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:300]  # one line
 
 
-def deliver(dispatcher: Deliverer | None, include_digests: bool = False) -> Any:
-    """The deliver step: send what the outbox holds that is due (None without destinations)."""
+def deliver(
+    dispatcher: Deliverer | None,
+    include_digests: bool = False,
+    outbox: TransitionSink | None = None,
+    transitions: Sequence[Transition] | None = None,
+) -> Any:
+    """The deliver step: send what the outbox holds that is due (None without destinations).
+    After an evaluation (``transitions`` it recorded in ``outbox``): its own deliveries first, by
+    id, and only the backlog others left (``Dispatcher.dispatch_due``'s ``recorded``)."""
     if dispatcher is None:
         return None
-    return dispatcher.dispatch_due(include_digests=include_digests)
+    ids_of = getattr(outbox, "delivery_ids", None)
+    if transitions is None or not callable(ids_of):
+        return dispatcher.dispatch_due(include_digests=include_digests)
+    return dispatcher.dispatch_due(include_digests=include_digests, recorded=ids_of(transitions))
 
 
 @dataclass(frozen=True)
@@ -425,7 +447,9 @@ class Pipeline:
                 outcomes: list[AccountResult | BaseException | None] = []
             else:
                 inline = accounts
-                outcomes = await self._evaluate_many(inline, claim.provenance, readers, target.kind, deadline)
+                outcomes = await self._evaluate_many(
+                    inline, claim.provenance, readers, target.kind, deadline, window=True
+                )
         except Exception as exc:
             error = _reason(exc)
         else:
@@ -468,15 +492,17 @@ class Pipeline:
         readers: Readers,
         cause: TargetKind,
         deadline: float | None,
+        window: bool = False,
     ) -> list[AccountResult | BaseException | None]:
-        """Evaluate accounts concurrently; one not started by ``deadline`` is None (re-queue it)."""
+        """Evaluate accounts concurrently; one not started by ``deadline`` is None (re-queue it).
+        ``window``: they stand for an event's window (see LINKED_READS), not a sweep's batch."""
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(account_id: str) -> AccountResult | None:
             async with gate:
                 if deadline is not None and self.clock() >= deadline:
                     return None
-                return await self.evaluate_account(account_id, provenance, readers, cause)
+                return await self.evaluate_account(account_id, provenance, readers, cause, event=window)
 
         return list(await asyncio.gather(*(one(a) for a in accounts), return_exceptions=True))
 
@@ -634,6 +660,7 @@ class Pipeline:
         readers: Readers,
         cause: TargetKind = TargetKind.ACCOUNT,
         listed: Listed | None = None,
+        event: bool = False,
     ) -> AccountResult:
         """See "Ordering" above: the stored version is read before ARM is, and the commit is
         conditional on it; if another evaluation committed in between, ARM is read again.
@@ -642,11 +669,17 @@ class Pipeline:
         the account, which was read *before* the stored row. So it is used only when the stored
         row's read began at least a lease (the longest an evaluation lives) before the page was
         listed, i.e. the stored read certainly ended before the list: never an older read over a
-        newer one. Otherwise, and after a conflict, the account is read afresh."""
+        newer one. Otherwise, and after a conflict, the account is read afresh.
+
+        ``event``: an event's window caused it; for a storage account event the VM list and
+        backup instances are not read when the stored state stands on a read of them
+        (LINKED_READS)."""
         for attempt in range(_MAX_READS):
             stored = await asyncio.to_thread(self.store.get_account, account_id)
             read_started = self.clock()
             facts = stored.value.facts if stored is not None and not stored.value.is_tombstone else None
+            linked = stored is not None and not stored.value.is_tombstone and stored.value.linked_evidence
+            skip = tuple(LINKED_READS.values()) if event and cause is TargetKind.ACCOUNT and linked else ()
             read_listed = getattr(readers.accounts, "read_listed", None)
             older = stored is None or stored.value.observed_at <= (listed.at if listed else 0.0) - self.lease_seconds
             if listed is not None and attempt == 0 and older and callable(read_listed):
@@ -661,7 +694,7 @@ class Pipeline:
                 else:
                     evaluation = evaluate(snapshot, self.config, datetime.fromtimestamp(self.clock(), UTC).date())
             else:
-                evaluation = await self.gather(account_id, readers.accounts, cause, facts)
+                evaluation = await self.gather(account_id, readers.accounts, cause, facts, skip)
             try:
                 transitions = await asyncio.to_thread(
                     self._commit, account_id, stored, evaluation, provenance, cause, read_started, True
@@ -682,13 +715,17 @@ class Pipeline:
         reader: AccountReader,
         cause: TargetKind = TargetKind.ACCOUNT,
         facts: Mapping[str, str] | None = None,
+        skip: Collection[str] = (),
     ) -> Evaluation | None:
         """Read what ``cause`` lets the evaluation judge: a perimeter change only the perimeter
-        side (``ArmReader.read_perimeter_side``), anything else the whole account."""
+        side (``ArmReader.read_perimeter_side``), anything else the whole account (but the
+        feature reads in ``skip``: see LINKED_READS)."""
         perimeter_side = getattr(reader, "read_perimeter_side", None)
         try:
             if cause is TargetKind.PERIMETER and callable(perimeter_side):
                 snapshot = await perimeter_side(account_id, facts)
+            elif skip:
+                snapshot = await reader.read_account(account_id, skip)
             else:
                 snapshot = await reader.read_account(account_id)
         except AccountNotFound:
@@ -717,7 +754,7 @@ class Pipeline:
         previous = stored.value if stored is not None else None  # a tombstone too: drift reads it
         perimeter_aware = cause in PERIMETER_ASSOCIATION_CHANGED_RULE.judged_by
         decision = decide_account(
-            previous, evaluation, provenance, _iso(self.clock()), rules_judged_by(cause), perimeter_aware
+            previous, evaluation, provenance, _iso(self.clock()), _rules_judged(cause, evaluation), perimeter_aware
         )
         transitions = list(decision.transitions) if emit else []
         etag = stored.etag if stored is not None else None
@@ -989,6 +1026,20 @@ class Pipeline:
         report.accounts = len(accounts)
         await self._requeue_lost(report)
         return report
+
+
+def _rules_judged(cause: TargetKind, evaluation: Evaluation | None) -> frozenset[str] | None:
+    """The rules an evaluation may open or resolve findings of: those its cause judges
+    (``Rule.judged_by``), less those whose evidence it did not read (LINKED_READS; their findings
+    and references are carried forward)."""
+    rules = rules_judged_by(cause)
+    not_read = set(evaluation.snapshot.not_read) if evaluation is not None else set()
+    unjudged = {rule for rule, part in LINKED_READS.items() if part in not_read}
+    if not unjudged:
+        return rules
+    from shared.rules import RULES_BY_ID
+
+    return frozenset(RULES_BY_ID if rules is None else rules) - unjudged
 
 
 def _vault_members(readers: Readers, target: Target) -> dict[str, list[str]] | None:

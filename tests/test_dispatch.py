@@ -526,3 +526,39 @@ def test_a_later_transition_of_a_finding_waits_for_an_earlier_retried_one(
         assert held is not None and held[0].status is DeliveryStatus.PENDING and held[0].attempts == 0
         drain(dispatcher, store, clock)
     assert receiver.accepted == ["opened", "opened", "resolved"]
+
+
+def test_an_evaluations_run_sends_its_own_deliveries_and_leaves_others_fresh_ones(
+    store_factory: StoreFactory, clock: FakeClock
+) -> None:
+    """Concurrent evaluations each used to read, and try to lease, every other one's fresh
+    deliveries (about 20 Table calls per evaluation in a storm). An evaluation's run now sends the
+    deliveries it recorded (by id) and, of the backlog, only those recorded FRESH_SECONDS ago or
+    more (left by an invocation that died, or waiting for a retry); the sweep's run takes all."""
+    from shared.notify.dispatch import FRESH_SECONDS
+
+    receiver = SlowReceiver(clock, seconds=0.0)
+    with receiver:
+        store = store_factory()
+        now = clock()
+        own, others, stale = (
+            Delivery(
+                "siem",
+                key,
+                make_transition("sftp-enabled", key=f"sftp-enabled|{key}|"),
+                created_at=at,
+                next_attempt_at=at,
+            )
+            for key, at in (("own", now), ("others", now - 1.0), ("stale", now - FRESH_SECONDS - 1.0))
+        )
+        store.add_deliveries([own, others, stale])
+        dispatcher = webhook_dispatcher(store, clock, ("siem", receiver))
+
+        report = dispatcher.dispatch_due(recorded=[own.delivery_id])
+        assert report.sent == 2 and set(receiver.ids()) == {"own", "stale"}
+        assert report.skipped == 0  # nothing leased by someone else was even looked at
+
+        report = dispatcher.dispatch_due(recorded=[own.delivery_id])  # again: nothing left for it
+        assert report.sent == 0
+        report = dispatcher.dispatch_due()  # the sweep's run
+        assert report.sent == 1 and receiver.ids() == Counter({"own": 1, "stale": 1, "others": 1})

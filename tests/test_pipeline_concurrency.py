@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,10 @@ class SlowReader:
         self.started = asyncio.Event()
         self.reads = 0
 
-    async def read_account(self, account_id: str) -> Any:
+    async def read_account(self, account_id: str, skip: Collection[str] = ()) -> Any:
         self.reads += 1
         estate = self.world.current  # the state as of the read's start
-        snapshot = await ArmReader(EstateClients(estate)).read_account(account_id)
+        snapshot = await ArmReader(EstateClients(estate)).read_account(account_id, skip)
         if self.gate is not None:
             gate, self.gate = self.gate, None
             self.started.set()

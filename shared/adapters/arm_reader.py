@@ -9,7 +9,9 @@ run concurrently in three rounds, each depending only on the one before:
    (extension routing; in the full sweep, ``read_listed``, the subscription's Backup vaults' lists
    instead, once per subscription per reader), the subscription's VMs (cached per reader: one list
    per subscription)
-   and, for a CMK account, the perimeter's resource associations (cached per perimeter);
+   and, for a CMK account, the perimeter's resource associations (cached per perimeter); a storage
+   account event leaves out the VM list and the backup instances (``read_account``'s ``skip``,
+   named in ``snapshot.not_read``: shared.pipeline.LINKED_READS);
 3. the backup policies of the instances found (cached per policy).
 
 A read that answers 404 means "not configured"; any other failure is recorded in
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -488,7 +490,9 @@ class ArmReader:
         backups = partial(self._listed_backups, account_id, tuple(stored_backups))
         return await self._complete(account, configs, account_id, sub, rg, name, backups)
 
-    async def read_account(self, account_id: str) -> StorageAccountSnapshot:
+    async def read_account(self, account_id: str, skip: Collection[str] = ()) -> StorageAccountSnapshot:
+        """The whole account. ``skip``: feature reads to leave out (``virtualMachines``,
+        ``backupInstances``; named in ``snapshot.not_read`` when the features are read)."""
         parsed = arm_ids.parse(account_id)
         if parsed is None or arm_ids.storage_account_of(account_id) is None:
             raise ValueError(f"not a storage account id: {account_id!r}")
@@ -503,7 +507,7 @@ class ArmReader:
             if _is_not_found(account):
                 raise AccountNotFound(account_id) from account
             raise account
-        return await self._complete(account, configs, account_id, sub, rg, name)
+        return await self._complete(account, configs, account_id, sub, rg, name, skip=skip)
 
     async def _complete(
         self,
@@ -514,16 +518,18 @@ class ArmReader:
         rg: str,
         name: str,
         backups: Callable[[], Awaitable[list[Any]]] | None = None,
+        skip: Collection[str] = (),
     ) -> StorageAccountSnapshot:
         """The snapshot of an account (an SDK ``StorageAccount``) and its NSP configurations (or
-        the exception reading them raised); all features read when it is in a perimeter.
-        ``backups``: how to read its backup instances (default: extension routing)."""
+        the exception reading them raised); all features read when it is in a perimeter (but
+        those in ``skip``). ``backups``: how to read its backup instances (default: extension
+        routing)."""
         perimeters, incomplete = _perimeter_views(configs, account_id)
         snapshot = _snapshot_of(account, account_id, sub, rg, name, perimeters, incomplete)
         if not perimeters:
             return snapshot
         try:
-            return await self._read_features(snapshot, backups)
+            return await self._read_features(snapshot, backups, skip)
         except (ShapeError, TypeError, AttributeError) as exc:
             # A child answered with a shape we cannot trust: evaluate what we have, mark it partial
             # (so nothing is resolved on the strength of it) and name the problem in the log.
@@ -531,7 +537,10 @@ class ArmReader:
             return replace(snapshot, incomplete=(*snapshot.incomplete, "features"))
 
     async def _read_features(
-        self, snap: StorageAccountSnapshot, read_backups: Callable[[], Awaitable[list[Any]]] | None = None
+        self,
+        snap: StorageAccountSnapshot,
+        read_backups: Callable[[], Awaitable[list[Any]]] | None = None,
+        skip: Collection[str] = (),
     ) -> StorageAccountSnapshot:
         storage = self._clients.storage(snap.subscription_id)
         rg, name = snap.resource_group, snap.name
@@ -548,6 +557,9 @@ class ArmReader:
         if snap.encryption.uses_customer_managed_key:
             for view in snap.perimeters:
                 reads[f"perimeterMembers:{view.perimeter_id}"] = partial(self._perimeter_members, view.perimeter_id)
+        not_read = tuple(part for part in reads if part in skip)
+        for part in not_read:
+            del reads[part]
         gathered = await asyncio.gather(*(_decoded(make) for make in reads.values()), return_exceptions=True)
         results = dict(zip(reads, gathered, strict=True))
 
@@ -620,6 +632,7 @@ class ArmReader:
             backup_instances=tuple(instances),
             perimeters=tuple(views),
             incomplete=tuple(dict.fromkeys(incomplete)),
+            not_read=not_read,
         )
 
     async def _backup_instances(self, account_id: str) -> list[Any]:

@@ -130,11 +130,14 @@ class OutboxStore(Protocol):
         """Insert deliveries that are not stored yet (by delivery_id); return how many were new."""
         ...
 
-    def due_deliveries(self, now: float, limit: int = 100, digest: bool | None = None) -> list[tuple[Delivery, str]]:
+    def due_deliveries(
+        self, now: float, limit: int = 100, digest: bool | None = None, created_before: float | None = None
+    ) -> list[tuple[Delivery, str]]:
         """Pending deliveries with next_attempt_at <= now, oldest first, each with its ETag.
 
         ``digest``: only quiet-mode (True) or only immediate (False) deliveries, ``limit`` applied
-        to that kind alone (so a digest backlog never hides an alert); None: both kinds."""
+        to that kind alone (so a digest backlog never hides an alert); None: both kinds.
+        ``created_before``: only deliveries recorded before then (None: all)."""
         ...
 
     def older_pending(self, delivery: Delivery) -> Delivery | None:

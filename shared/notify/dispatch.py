@@ -49,7 +49,17 @@ class OutboxSink:
         self.clock = clock
 
     def emit(self, transitions: Sequence[Transition]) -> None:
-        now = self.clock()
+        deliveries = self._deliveries(transitions, self.clock())
+        if deliveries:
+            added = self.store.add_deliveries(deliveries)
+            log.info("outbox: %d delivery(ies) recorded, %d new", len(deliveries), added)
+
+    def delivery_ids(self, transitions: Sequence[Transition]) -> list[str]:
+        """The ids of the immediate (not quiet-mode) deliveries ``emit`` records for these
+        transitions: what an evaluation hands its own dispatch run (``Dispatcher.dispatch_due``)."""
+        return [d.delivery_id for d in self._deliveries(transitions, 0.0) if not d.digest]
+
+    def _deliveries(self, transitions: Sequence[Transition], now: float) -> list[Delivery]:
         deliveries = []
         for transition in transitions:
             payload = transition_to_dict(transition)
@@ -65,9 +75,7 @@ class OutboxSink:
                             digest=route.is_digest(payload),
                         )
                     )
-        if deliveries:
-            added = self.store.add_deliveries(deliveries)
-            log.info("outbox: %d delivery(ies) recorded, %d new", len(deliveries), added)
+        return deliveries
 
 
 DEFAULT_LEASE_SECONDS = 300.0
@@ -75,6 +83,11 @@ DEFAULT_BUDGET_SECONDS = 120.0
 # A delivery waiting behind an earlier one of its finding is looked at again no later than this
 # (the earlier one may be leased by a worker that is about to finish it).
 BEHIND_RECHECK_SECONDS = 60.0
+# An evaluation's dispatch run sends the deliveries it recorded itself and, of the backlog, only
+# those recorded at least this long ago: a fresher one belongs to the (concurrent) invocation that
+# recorded it and is about to send it. One whose invocation died is taken after this, or by the
+# sweep's run, which takes everything due.
+FRESH_SECONDS = 60.0
 
 
 @dataclass
@@ -156,10 +169,15 @@ class Dispatcher:
 
     # -- the run -------------------------------------------------------------------------------------
 
-    def dispatch_due(self, include_digests: bool = False) -> DispatchReport:
+    def dispatch_due(self, include_digests: bool = False, recorded: Sequence[str] | None = None) -> DispatchReport:
+        """Send what is due. ``recorded`` (an evaluation's run): the ids of the deliveries that
+        invocation just recorded, sent first by id, and of the backlog only deliveries recorded at
+        least FRESH_SECONDS ago (concurrent evaluations each read, and tried to lease, every other
+        one's fresh deliveries: about 20 Table calls per evaluation in a storm). None (the sweep):
+        everything due."""
         report = DispatchReport()
         run = _Run(started=self.clock())
-        finished = self._dispatch_immediate(run, report)
+        finished = self._dispatch_immediate(run, report, recorded)
         if include_digests and finished:
             self._dispatch_digests(run, report)
         if report.deferred:
@@ -178,40 +196,59 @@ class Dispatcher:
     def _out_of_time(self, run: _Run) -> bool:
         return self.clock() - run.started >= self.budget
 
-    def _dispatch_immediate(self, run: _Run, report: DispatchReport) -> bool:
-        """Batches of due immediate deliveries until none is left or the budget is used up.
-        Returns False when the budget ran out."""
+    def _dispatch_immediate(self, run: _Run, report: DispatchReport, recorded: Sequence[str] | None = None) -> bool:
+        """The ``recorded`` deliveries, then batches of due immediate deliveries until none is
+        left or the budget is used up. Returns False when the budget ran out."""
+        created_before: float | None = None
+        if recorded is not None:
+            own = []
+            for delivery_id in dict.fromkeys(recorded):
+                found = self.store.get_delivery(delivery_id)
+                if found is None or found[0].status is not DeliveryStatus.PENDING or found[0].digest:
+                    continue  # recorded before (and sent), or quiet mode
+                if found[0].next_attempt_at <= self.clock():  # else leased, or waiting for a retry
+                    own.append(found)
+            if not self._dispatch_items(own, run, report):
+                return False
+            created_before = self.clock() - FRESH_SECONDS
         while True:
-            page = self.store.due_deliveries(self.clock(), self.batch, digest=False)
+            page = self.store.due_deliveries(self.clock(), self.batch, digest=False, created_before=created_before)
             due = [(d, e) for d, e in page if d.delivery_id not in run.seen]
             if not due:
                 return True
-            for index, (item, etag) in enumerate(due):
-                if self._out_of_time(run):
-                    report.deferred += len(due) - index
-                    return False
-                run.seen.add(item.delivery_id)
-                if item.digest:  # a store must not return these here; never send one alone
-                    continue
-                if item.destination in run.held:
-                    self._hold(item, etag, run.held[item.destination], report)
-                    continue
-                if self._behind(item, etag, report):
-                    continue
-                leased = self._lease(item, etag)
-                if leased is None:
-                    report.skipped += 1
-                    continue
-                delivery, lease_etag = leased
-                sender = self.senders.get(delivery.destination)
-                if sender is None:
-                    outcome = Outcome(ok=False, error=f"destination {delivery.destination!r} is no longer configured")
-                else:
-                    outcome = _safe_send(sender.send, delivery, self.store)
-                final = self._settle(delivery, lease_etag, outcome, self.clock(), report)
-                self._maybe_hold_destination(run, delivery.destination, outcome, final)
+            if not self._dispatch_items(due, run, report):
+                return False
             if len(page) < self.batch:
                 return True  # that was the whole backlog
+
+    def _dispatch_items(self, due: Sequence[tuple[Delivery, str]], run: _Run, report: DispatchReport) -> bool:
+        """Send each due immediate delivery (held, behind, leased elsewhere: skipped). False when
+        the budget ran out (the rest are counted as deferred)."""
+        for index, (item, etag) in enumerate(due):
+            if self._out_of_time(run):
+                report.deferred += len(due) - index
+                return False
+            run.seen.add(item.delivery_id)
+            if item.digest:  # a store must not return these here; never send one alone
+                continue
+            if item.destination in run.held:
+                self._hold(item, etag, run.held[item.destination], report)
+                continue
+            if self._behind(item, etag, report):
+                continue
+            leased = self._lease(item, etag)
+            if leased is None:
+                report.skipped += 1
+                continue
+            delivery, lease_etag = leased
+            sender = self.senders.get(delivery.destination)
+            if sender is None:
+                outcome = Outcome(ok=False, error=f"destination {delivery.destination!r} is no longer configured")
+            else:
+                outcome = _safe_send(sender.send, delivery, self.store)
+            final = self._settle(delivery, lease_etag, outcome, self.clock(), report)
+            self._maybe_hold_destination(run, delivery.destination, outcome, final)
+        return True
 
     def _dispatch_digests(self, run: _Run, report: DispatchReport) -> None:
         due = self.store.due_deliveries(self.clock(), self.digest_limit, digest=True)

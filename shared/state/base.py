@@ -81,6 +81,11 @@ class AccountState:
     # read behind this state: a perimeter change re-reads only the NSP configuration and takes
     # these from here (an account write re-reads them: its event evaluates the whole account).
     facts: dict[str, str] = field(default_factory=dict)
+    # True when ``vm_ids``, ``backup_instance_ids`` and the findings of the rules that stand on
+    # them come from a read of the subscription's VMs and the account's backup instances made
+    # while the account was in a perimeter (False: never read so, or the last such read failed).
+    # Only then may a storage account event carry them forward unread (shared.pipeline.LINKED_READS).
+    linked_evidence: bool = False
 
     @property
     def is_tombstone(self) -> bool:

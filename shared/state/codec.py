@@ -111,6 +111,8 @@ def account_from_dict(document: Mapping[str, Any], what: str = "account") -> Acc
         if "pending_transitions" in document
         else (),
         facts=_facts(document, what),  # absent in states written before perimeter-only reads
+        # Absent in states written before: not known to have been read (the next event reads it).
+        linked_evidence=document.get("linked_evidence") is True,
     )
 
 

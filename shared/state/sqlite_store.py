@@ -365,24 +365,28 @@ class SqliteStateStore:
                 added += cursor.rowcount
         return added
 
-    def due_deliveries(self, now: float, limit: int = 100, digest: bool | None = None) -> list[tuple[Delivery, str]]:
+    def due_deliveries(
+        self, now: float, limit: int = 100, digest: bool | None = None, created_before: float | None = None
+    ) -> list[tuple[Delivery, str]]:
         # The partial indexes hold pending rows only, already in created_at order (per kind in
         # deliveries_pending_by_kind): the sweep walks the backlog and stops at ``limit``, never
         # the done/failed history. (SQLite uses a partial index only when the query repeats its
         # WHERE term literally.)
+        before = float("inf") if created_before is None else created_before
         with self._reading() as db:
             if digest is None:
                 rows = db.execute(
                     "SELECT data, etag FROM deliveries INDEXED BY deliveries_pending"
-                    " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY created_at, id LIMIT ?",
-                    (now, max(limit, 0)),
+                    " WHERE status = 'pending' AND next_attempt_at <= ? AND created_at < ?"
+                    " ORDER BY created_at, id LIMIT ?",
+                    (now, before, max(limit, 0)),
                 ).fetchall()
             else:
                 rows = db.execute(
                     "SELECT data, etag FROM deliveries INDEXED BY deliveries_pending_by_kind"
-                    " WHERE status = 'pending' AND digest = ? AND next_attempt_at <= ?"
+                    " WHERE status = 'pending' AND digest = ? AND next_attempt_at <= ? AND created_at < ?"
                     " ORDER BY created_at, id LIMIT ?",
-                    (int(digest), now, max(limit, 0)),
+                    (int(digest), now, before, max(limit, 0)),
                 ).fetchall()
         return [(codec.delivery_from_json(data), etag) for data, etag in rows]
 

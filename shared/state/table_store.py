@@ -658,13 +658,17 @@ class TableStateStore:
             added += 1
         return added
 
-    def due_deliveries(self, now: float, limit: int = 100, digest: bool | None = None) -> list[tuple[Delivery, str]]:
+    def due_deliveries(
+        self, now: float, limit: int = 100, digest: bool | None = None, created_before: float | None = None
+    ) -> list[tuple[Delivery, str]]:
         if limit <= 0:
             return []
         query = (
             f"PartitionKey eq '{_DELIVERY_PK}' and RowKey ge '{_DUE_PREFIX}' and RowKey lt '{_DUE_END}'"
             f" and NextAttemptAt le {_odata_double(now)}"
         )
+        if created_before is not None:
+            query += f" and CreatedAt lt {_odata_double(created_before)}"
         with _storage_errors(f"read {self._outbox_table}"):
             index = list(
                 self._table(self._outbox_table).query_entities(
