@@ -7,6 +7,8 @@ response shape), renamed:
 
 - accounts: ``stcontosoclean01`` (StorageV2), with its NSP configuration for every n-th one, so
   it is associated with the sample perimeter ``nsp-contoso-data`` (profile ``profile-strict``);
+  the others have ``publicNetworkAccess`` ``Enabled`` (as the sample's accounts outside the
+  perimeter), not the member's ``SecuredByPerimeter``;
 - ``features_every``: every n-th account of the perimeter also has what the feature rules read:
   the NFS and SMB shares of ``stcontosofiles01``, a VM with unmanaged OS and data disks whose VHDs
   live in it (``vm-legacy-app``, the official unmanaged-disks VM example) and a blob backup instance
@@ -107,6 +109,10 @@ def build_estate(
         body = json.loads(account_text.replace("stcontosoclean01", name))
         if sftp and i in sftp:
             body["properties"]["isSftpEnabled"] = True
+        if i % in_perimeter_every:
+            # Outside a perimeter an account is not SecuredByPerimeter (the template is a member's
+            # copy): the value the sample's accounts outside the perimeter have.
+            body["properties"]["publicNetworkAccess"] = "Enabled"
         estate[body["id"]] = body
         if config_text and i % in_perimeter_every == 0:
             cfg = json.loads(config_text.replace("assoc-clean01", f"assoc-{name}").replace("stcontosoclean01", name))

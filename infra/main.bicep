@@ -75,7 +75,7 @@ param invocationBudgetSeconds int = 120
 @description('NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS: the full sweep verifies every account\'s perimeter membership (its NSP configuration) within this many full sweeps (1-31; 1 = every account every sweep).')
 @minValue(1)
 @maxValue(31)
-param membershipVerifySweeps int = 7
+param membershipVerifySweeps int = 11
 
 @description('NSP_DRIFT_STATE_TABLE_PREFIX: prefix of the state tables (letters and digits, starting with a letter).')
 @minLength(1)

@@ -9,8 +9,12 @@ Membership with the fewest reads that cannot miss an association an in-scope per
 - and a rotating verification slice of all the others: a perimeter in a subscription *outside*
   the scope (not listable) can associate an in-scope account in Learning mode without changing
   anything the list shows. Each full sweep reads the NSP configurations of a deterministic 1/k of
-  the remaining accounts (by a hash of the id and the sweep's day number), so every account is
-  verified within k full sweeps (``NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS``).
+  the remaining accounts (by a hash of the id and the sweep's UTC day number), so every account is
+  verified within k full sweeps on k consecutive days (``NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS``;
+  with the daily full sweep, within k days). A schedule of one sweep every d days still verifies
+  every account within k sweeps as long as d is not a multiple of k: the default k is prime (11),
+  so a weekly sweep covers every account in 11 weeks (with 7, a weekly sweep read the same slice
+  forever).
 
 Everything else is recorded from the list body alone as in no perimeter: no rule applies there.
 """
@@ -21,7 +25,10 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-VERIFY_SWEEPS = 7  # default of NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS
+# Default of NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS: prime, so sweeps every d days (d < 11) still cover
+# every slice; 10,000 accounts with 10 % members read at most 6,920 in any one full sweep
+# (tests/test_full_sweep.py), under the 7,000 goal that k = 7 (up to 7,384) and k = 10 (7,013) miss.
+VERIFY_SWEEPS = 11
 SECURED_BY_PERIMETER = "securedbyperimeter"
 
 

@@ -32,10 +32,11 @@ DOCUMENTED: dict[str, str] = {
     "120, 10-480, well under host.json functionTimeout of 600): a perimeter change and the sweeps fan out over the "
     "evaluation queue in batches, and work an invocation cannot finish inside it is re-queued, never dropped",
     "NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS": "The full ARM sweep reads the NSP configuration of every listed account "
-    "within this many full sweeps (default 7, 1-31): each sweep verifies a rotating 1/k slice of the accounts not "
+    "within this many full sweeps (default 11, 1-31): each sweep verifies a rotating 1/k slice of the accounts not "
     "otherwise known to be in a perimeter, so an association made by a perimeter in a subscription outside the scope "
-    "is found within k sweeps (the slice rotates by UTC day: with the daily full sweep, within k days; 1: every "
-    "account every sweep, the most reads; see Bounded invocations)",
+    "is found within k sweeps (the slice rotates by UTC day: with the daily full sweep, within k days; with a sweep "
+    "every d days, within k sweeps unless d is a multiple of k; 1: every account every sweep, the most reads; see "
+    "Bounded invocations)",
     "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
     "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the Resource Graph sweep: lists accounts, re-reads those whose "
     "summary, VMs with VHDs or blob backup instances changed, retries deliveries, sends digests (e.g. 0 */15 * * * *)",

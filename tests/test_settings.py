@@ -58,7 +58,7 @@ def test_bad_membership_verify_sweeps_is_named(value: str) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize(("value", "sweeps"), [("", 7), ("1", 1), (" 14 ", 14), ("31", 31)])
+@pytest.mark.parametrize(("value", "sweeps"), [("", 11), ("1", 1), (" 14 ", 14), ("31", 31)])
 def test_membership_verify_sweeps_parses(value: str, sweeps: int) -> None:
     env = {**GOOD, "NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS": value} if value else GOOD
     assert load_settings(env).membership_verify_sweeps == sweeps
@@ -71,4 +71,4 @@ def test_the_apps_pipeline_gets_the_verify_sweeps() -> None:
     context = app_module.build_context(settings, store=SqliteStateStore(":memory:"), clients=object())
     assert context.pipeline.verify_sweeps == 3
     default = app_module.build_context(load_settings(GOOD), store=SqliteStateStore(":memory:"), clients=object())
-    assert default.pipeline.verify_sweeps == 7
+    assert default.pipeline.verify_sweeps == 11

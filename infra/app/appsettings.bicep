@@ -42,7 +42,7 @@ param invocationBudgetSeconds int = 120
 @description('NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS (1-31): the full sweep verifies every account\'s perimeter membership within this many full sweeps.')
 @minValue(1)
 @maxValue(31)
-param membershipVerifySweeps int = 7
+param membershipVerifySweeps int = 11
 
 @description('NSP_DRIFT_STATE_TABLE_PREFIX: letters and digits, starting with a letter.')
 param stateTablePrefix string = 'nspdrift'
