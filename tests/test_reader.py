@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -478,3 +479,39 @@ def test_list_account_ids_pages_through_a_subscription() -> None:
     runtime.run(clients.close())
     assert sorted(ids) == sorted(account_id(n) for n in names)
     assert count(clients, f"GET /subscriptions/{SUB}/providers/Microsoft.Storage/storageAccounts") == 3
+
+
+def test_the_raw_vm_list_asks_what_the_compute_sdk_asks() -> None:
+    """The VM list is read raw (no Compute SDK import on an account read): the same path and
+    api-version as azure-mgmt-compute's own request."""
+    from azure.mgmt.compute.operations._operations import build_virtual_machines_list_all_request
+
+    from shared.adapters.arm_reader import COMPUTE_API_VERSION
+
+    request = build_virtual_machines_list_all_request(SUB)
+    query = dict(part.split("=", 1) for part in urlsplit(request.url).query.split("&"))
+    assert query == {"api-version": COMPUTE_API_VERSION}
+    snapshot, clients = eb.read(eb.merge(perimeter_account("stvhd01"), eb.legacy_vm("stvhd01")), "stvhd01")
+    assert len(snapshot.unmanaged_disks) == 3
+    vm_reads = [path for _, path in clients.log.requests if path.lower().endswith("/virtualmachines")]
+    assert vm_reads == [urlsplit(request.url).path]
+
+
+def test_an_account_read_does_not_import_the_compute_sdk() -> None:
+    """The Compute SDK's models are about a third of a cold start's imports; an account read (VHD
+    VMs included) must not need them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tests import estate_builder as eb\n"
+        "from tests.test_reader import perimeter_account\n"
+        "resources = eb.merge(perimeter_account('stvhd01'), eb.legacy_vm('stvhd01'))\n"
+        "snapshot, _ = eb.read(resources, 'stvhd01')\n"
+        "assert len(snapshot.unmanaged_disks) == 3, snapshot.unmanaged_disks\n"
+        "print(sorted(m for m in sys.modules if m.startswith('azure.mgmt.compute')))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -243,12 +243,51 @@ def _vhds(vm: Any) -> list[tuple[Any, bool, str]]:
     return [(disk, is_os, _s(_attr(disk, "vhd", "uri"))) for disk, is_os in candidates if _attr(disk, "vhd", "uri")]
 
 
-def _vhd_disks(vm: Any, account_name: str) -> list[UnmanagedDisk]:
+# The api-version of azure-mgmt-compute's own VM list (``build_virtual_machines_list_all_request``);
+# tests/test_reader.py keeps the two equal.
+COMPUTE_API_VERSION = "2026-04-01"
+
+
+@dataclass(frozen=True)
+class _VhdVm:
+    """A listed VM's unmanaged disks: (disk name, is the OS disk, VHD URI)."""
+
+    id: str
+    disks: tuple[tuple[str, bool, str], ...]
+
+
+def _raw_vhd_vm(vm: Any) -> _VhdVm | None:
+    """The unmanaged disks of a VM as ARM's JSON has it (``properties.storageProfile``: ``osDisk``
+    and ``dataDisks``, each ``vhd.uri`` when unmanaged); None without any."""
+
+    def get(obj: Any, *path: str) -> Any:
+        for name in path:
+            obj = obj.get(name) if isinstance(obj, Mapping) else None
+        return obj
+
+    profile = get(vm, "properties", "storageProfile")
+    data = get(profile, "dataDisks")
+    candidates = [(get(profile, "osDisk"), True)] + [(d, False) for d in (data if isinstance(data, list) else ())]
+    disks = tuple(
+        (_s(get(disk, "name")), is_os, uri)
+        for disk, is_os in candidates
+        if isinstance(uri := get(disk, "vhd", "uri"), str) and uri
+    )
+    return _VhdVm(_s(get(vm, "id")), disks) if disks else None
+
+
+def _keep_vhd_vm(kept: list[Any], vm: Any) -> None:
+    found = _raw_vhd_vm(vm)
+    if found is not None:
+        kept.append(found)
+
+
+def _vhd_disks(vm: _VhdVm, account_name: str) -> list[UnmanagedDisk]:
     """The VM's VHDs stored in ``account_name`` (the URI host is ``{account}.blob.<suffix>``)."""
     host = f"{account_name.lower()}.blob."
     return [
-        UnmanagedDisk(_s(getattr(vm, "id", "")), _s(getattr(disk, "name", "")), uri, is_os)
-        for disk, is_os, uri in _vhds(vm)
+        UnmanagedDisk(vm.id, name, uri, is_os)
+        for name, is_os, uri in vm.disks
         if uri.split("://", 1)[-1].lower().startswith(host)
     ]
 
@@ -581,7 +620,7 @@ class ArmReader:
         blob_service: Any = ok("blobServices", None)
         shares: list[Any] = ok("fileShares", [])
         backups: list[Any] = ok("backupInstances", [])
-        vms: list[Any] = ok("virtualMachines", [])
+        vms: list[_VhdVm] = ok("virtualMachines", [])
 
         lifecycle = tuple(
             LifecycleRule(
@@ -717,11 +756,25 @@ class ArmReader:
 
         return await self._once(self._policies, policy_id.lower(), read)
 
-    async def _subscription_vms(self, subscription_id: str) -> list[Any]:
-        async def read() -> list[Any]:
-            client = self._clients.compute(subscription_id)
-            vms = await _collect_pages(client.virtual_machines.list_all())
-            return [vm for vm in vms if _vhds(vm)]  # keep only VMs with unmanaged disks
+    async def _subscription_vms(self, subscription_id: str) -> list[_VhdVm]:
+        """The subscription's VMs with unmanaged disks, from the raw VM list (the SDK's own request:
+        path and api-version) through the storage client's pipeline (the same ARM endpoint,
+        credential, retry and read pacing); only the VHD URIs are kept of each VM."""
+
+        async def read() -> list[_VhdVm]:
+            from urllib.parse import quote
+
+            from azure.core.rest import HttpRequest
+
+            from shared.adapters.raw_list import resource_items
+
+            client = self._clients.storage(subscription_id)
+            request = HttpRequest(
+                "GET",
+                f"/subscriptions/{quote(subscription_id, safe='')}/providers/Microsoft.Compute/virtualMachines",
+                params={"api-version": COMPUTE_API_VERSION},
+            )
+            return [vm async for vm in resource_items(client, request, _keep_vhd_vm)]
 
         return await self._once(self._vms, subscription_id.lower(), read)
 

@@ -207,6 +207,23 @@ async def resource_page(client: Any, first: Any, next_link: str = "") -> tuple[s
     return await _read_page(client, first if not next_link else HttpRequest("GET", next_link), _keep_item)
 
 
+def resource_items(client: Any, first: Any, keep: Callable[[list[Any], Any], None] = _keep_item) -> Any:
+    """``AsyncItemPaged`` of what ``keep`` keeps of each listed resource's raw JSON, over every page
+    (``first``: the request for page one; ``nextLink`` URLs after it). The VM list uses it: no
+    Compute SDK (its models module alone is about a third of a cold start's imports) for a list
+    whose only use is the VHD URIs of a few VMs."""
+    from azure.core.async_paging import AsyncItemPaged, AsyncList
+    from azure.core.rest import HttpRequest
+
+    async def get_next(next_link: str | None = None) -> tuple[str | None, list[Any]]:
+        return await _read_page(client, first if next_link is None else HttpRequest("GET", next_link), keep)
+
+    async def extract_data(page: tuple[str | None, list[Any]]) -> tuple[str | None, AsyncList[Any]]:
+        return page[0], AsyncList(page[1])
+
+    return AsyncItemPaged(get_next, extract_data)
+
+
 def resource_ids(client: Any, first: Any) -> Any:
     """``AsyncItemPaged`` of the ids a list request's pages name (``first``: the SDK's own request
     for page one, e.g. ``build_storage_accounts_list_request``; ``nextLink`` URLs after it)."""
