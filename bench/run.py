@@ -52,14 +52,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.estates import CHANGED_RULE, SUB, account_ids, build_estate, members
 from bench.host import host_settings
-from bench.server import ArmServer, DeliveryReceiver, GraphQuota, TokenBucket, receiving, serving
 from shared import runtime
 from shared import settings as _settings
-from shared.adapters.estate import Estate
+
+if TYPE_CHECKING:
+    from bench.server import ArmServer, DeliveryReceiver
+
+# bench.server (the loopback ARM and the receiver) and shared.adapters.estate are imported where
+# they are used: the cold-start child (``--child cold``) is the app's process and must not carry
+# the benchmark's own servers into the figure it measures.
 
 __all__ = ["build_estate", "live", "main", "unlimited"]
 
@@ -69,6 +74,7 @@ EVENTS = json.loads((ROOT / "shared" / "samples" / "events.json").read_text())
 ACCOUNT_EVENT, RULE_EVENT = EVENTS[0], EVENTS[7]  # a storage account write; an NSP access-rule write
 TODAY = date(2026, 11, 25)
 ARM_BUCKET, ARM_RATE = 250, 25.0
+DAY = 86_400.0
 GRAPH_LIMIT, GRAPH_WINDOW = 15, 5.0
 INVOCATION_BUDGET = _settings.Settings().invocation_budget_seconds  # NSP_DRIFT_INVOCATION_BUDGET_SECONDS's default
 FIRST_INVOCATION_GOAL = (1.0, 100.0)  # seconds, MB
@@ -130,7 +136,10 @@ def azurite() -> Iterator[Any]:
 
 
 def baseline(estate: dict[str, Any], connection_string: str, prefix: str) -> float:
-    """Record the estate's evaluations as the stored state (offline reads: not counted)."""
+    """Record the estate's evaluations as the stored state (offline reads: not counted), as read a
+    day before the run (the previous daily sweep), not seconds before it: the full sweep reads an
+    account afresh (GET included) when its stored read may be younger than the list (a lease)."""
+    from shared.adapters.estate import Estate
     from shared.config import RulesConfig
     from shared.replay import record_baseline_estate
     from shared.state.table_store import TableStateStore
@@ -138,7 +147,7 @@ def baseline(estate: dict[str, Any], connection_string: str, prefix: str) -> flo
     started = time.perf_counter()
     store = TableStateStore.from_connection_string(connection_string, prefix)
     try:
-        record_baseline_estate(Estate(estate), store, RulesConfig())
+        record_baseline_estate(Estate(estate), store, RulesConfig(), clock=lambda: time.time() - DAY)
     finally:
         store.close()
     return round(time.perf_counter() - started, 1)
@@ -243,6 +252,9 @@ def scenario(
 ) -> dict[str, Any]:
     """Baseline ``before`` into a fresh Azurite, serve ``after`` from ARM, run ``triggers`` in a
     fresh app process until its queue is empty; every count of the run."""
+    from bench.server import GraphQuota, TokenBucket, receiving, serving
+    from shared.adapters.estate import Estate
+
     prefix = f"bench{re.sub('[^a-z0-9]', '', name.lower())}"
     with azurite() as storage:
         baseline_seconds = baseline(before, storage.connection_string, prefix)
@@ -389,6 +401,8 @@ def cold_start(options: Options) -> dict[str, Any]:
     opened beforehand through the product's own intake; the host hands over their messages."""
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
+    from bench.server import receiving, serving
+    from shared.adapters.estate import Estate
     from shared.adapters.queue import EvaluationQueue
     from shared.config import RulesConfig
     from shared.pipeline import CollectingSink, Pipeline
@@ -448,7 +462,9 @@ def cold_start(options: Options) -> dict[str, Any]:
 def cpu(accounts: int = 200) -> dict[str, Any]:
     """Evaluations per CPU second at zero latency: the offline transport (SDK + rules only) and
     the loopback HTTPS (TLS, aiohttp, SDK, rules; CPU of the client's event-loop thread only)."""
+    from bench.server import serving
     from shared.adapters.arm_reader import ArmReader
+    from shared.adapters.estate import Estate
     from shared.config import RulesConfig
     from shared.evaluate import evaluate
     from shared.wiring import EstateClients

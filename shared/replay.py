@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,13 +79,23 @@ def load_events(path: Path) -> list[Any]:
 
 
 def _pipeline(
-    store: Any, config: RulesConfig, window: float, queue: MemoryQueue, sink: TransitionSink, scope: Scope
+    store: Any,
+    config: RulesConfig,
+    window: float,
+    queue: MemoryQueue,
+    sink: TransitionSink,
+    scope: Scope,
+    clock: Callable[[], float] | None = None,
 ) -> Pipeline:
-    return Pipeline(store=store, outbox=sink, enqueue=queue.send, config=config, scope=scope, window_seconds=window)
+    pipeline = Pipeline(store=store, outbox=sink, enqueue=queue.send, config=config, scope=scope, window_seconds=window)
+    return pipeline if clock is None else replace(pipeline, clock=clock)
 
 
-def record_baseline_estate(estate: Estate, store: Any, config: RulesConfig) -> int:
-    """Evaluate every account of an estate and store the results as the baseline."""
+def record_baseline_estate(
+    estate: Estate, store: Any, config: RulesConfig, clock: Callable[[], float] | None = None
+) -> int:
+    """Evaluate every account of an estate and store the results as the baseline (``clock``: when
+    it was read, e.g. the previous day's sweep for a benchmark's "before" estate)."""
     from shared.adapters.arm_reader import ArmReader
     from shared.scan import accounts_in_scope, scan
     from shared.wiring import EstateClients
@@ -99,7 +109,7 @@ def record_baseline_estate(estate: Estate, store: Any, config: RulesConfig) -> i
 
     results = runtime.run(run())
     pipeline = _pipeline(
-        store, config, 0.0, MemoryQueue(), CollectingSink(), Scope(tuple(sorted(estate.subscriptions)))
+        store, config, 0.0, MemoryQueue(), CollectingSink(), Scope(tuple(sorted(estate.subscriptions))), clock
     )
     return pipeline.record_baseline(r.evaluation for r in results if r.evaluation is not None)
 
