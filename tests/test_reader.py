@@ -497,9 +497,9 @@ def test_the_raw_vm_list_asks_what_the_compute_sdk_asks() -> None:
     assert vm_reads == [urlsplit(request.url).path]
 
 
-def test_an_account_read_does_not_import_the_compute_sdk() -> None:
-    """The Compute SDK's models are about a third of a cold start's imports; an account read (VHD
-    VMs included) must not need them."""
+def test_an_account_read_does_not_import_the_compute_or_data_protection_sdk() -> None:
+    """The Compute SDK's models were about a third of a cold start's imports, Data Protection's a
+    tenth; an account read (VHD VMs and backup instances included) needs neither."""
     import subprocess
     import sys
 
@@ -507,11 +507,51 @@ def test_an_account_read_does_not_import_the_compute_sdk() -> None:
         "import sys\n"
         "from tests import estate_builder as eb\n"
         "from tests.test_reader import perimeter_account\n"
-        "resources = eb.merge(perimeter_account('stvhd01'), eb.legacy_vm('stvhd01'))\n"
+        "resources = eb.merge(perimeter_account('stvhd01'), eb.legacy_vm('stvhd01'),\n"
+        "    eb.backup_instance('stvhd01', 'pol-vault', 'bi-1'), eb.backup_policy('pol-vault', 'VaultStore'))\n"
         "snapshot, _ = eb.read(resources, 'stvhd01')\n"
         "assert len(snapshot.unmanaged_disks) == 3, snapshot.unmanaged_disks\n"
-        "print(sorted(m for m in sys.modules if m.startswith('azure.mgmt.compute')))\n"
+        "assert [b.datastore_types for b in snapshot.backup_instances] == [('VaultStore',)], snapshot\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('azure.mgmt.compute', 'azure.mgmt.dataprotection'))))\n"
     )
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_raw_backup_reads_ask_what_the_data_protection_sdk_asks() -> None:
+    """Backup instances (extension routing and a vault's list), the subscription's vaults and a
+    policy are read raw (no Data Protection SDK import on an account read): the SDK's own paths
+    and api-version."""
+    from azure.mgmt.dataprotection.operations import _operations as ops
+
+    from shared.adapters.arm_reader import DATAPROTECTION_API_VERSION, _dataprotection_request
+
+    account = eb.account_id("stbkp01")
+    vault = f"/subscriptions/{SUB}/resourceGroups/rg-backup/providers/Microsoft.DataProtection/backupVaults/bv"
+    pairs = [
+        (
+            ops.build_backup_instances_extension_routing_list_request(account),
+            _dataprotection_request(account, "providers", "Microsoft.DataProtection", "backupInstances"),
+        ),
+        (
+            ops.build_backup_vaults_get_in_subscription_request(SUB),
+            _dataprotection_request("/subscriptions", SUB, "providers", "Microsoft.DataProtection", "backupVaults"),
+        ),
+        (
+            ops.build_backup_instances_list_request("rg-backup", "bv", SUB),
+            _dataprotection_request(vault, "backupInstances"),
+        ),
+        (
+            ops.build_backup_policies_get_request("rg-backup", "bv", "policy-1", SUB),
+            _dataprotection_request(f"{vault}/backupPolicies/policy-1"),
+        ),
+    ]
+    for sdk, raw in pairs:
+        assert "/" + sdk.url.split("?", 1)[0].lstrip("/") == urlsplit(raw.url).path  # the SDK's own "//" too
+        assert dict(p.split("=", 1) for p in urlsplit(sdk.url).query.split("&")) == {
+            "api-version": DATAPROTECTION_API_VERSION
+        }
+    # Ids come from ARM data: a segment cannot smuggle in a query or another host.
+    odd = _dataprotection_request("//evil.example/x?y=1#z")
+    assert urlsplit(odd.url).path == "/evil.example/x%3Fy%3D1%23z" and not urlsplit(odd.url).netloc

@@ -243,9 +243,30 @@ def _vhds(vm: Any) -> list[tuple[Any, bool, str]]:
     return [(disk, is_os, _s(_attr(disk, "vhd", "uri"))) for disk, is_os in candidates if _attr(disk, "vhd", "uri")]
 
 
-# The api-version of azure-mgmt-compute's own VM list (``build_virtual_machines_list_all_request``);
-# tests/test_reader.py keeps the two equal.
+# The api-versions of azure-mgmt-compute's own VM list (``build_virtual_machines_list_all_request``)
+# and of azure-mgmt-dataprotection's requests (backup instances, vaults, policies); the account
+# read uses them raw, without the SDKs' models (tests/test_reader.py keeps them equal).
 COMPUTE_API_VERSION = "2026-04-01"
+DATAPROTECTION_API_VERSION = "2026-06-01"
+
+
+def _json(node: Any, *path: str) -> Any:
+    """``node[path[0]][path[1]]...`` of raw JSON, None where a step is missing or not an object."""
+    for name in path:
+        node = node.get(name) if isinstance(node, Mapping) else None
+    return node
+
+
+def _dataprotection_request(resource_id: str, *children: str) -> Any:
+    """A GET of ``resource_id`` (plus ``children`` segments) relative to the client's endpoint,
+    every segment quoted (ids come from ARM data: never a query, a fragment or another host)."""
+    from urllib.parse import quote
+
+    from azure.core.rest import HttpRequest
+
+    parts = [p for p in arm_ids.normalise(resource_id).split("/") if p] + list(children)
+    path = "/" + "/".join(quote(part, safe="") for part in parts)
+    return HttpRequest("GET", path, params={"api-version": DATAPROTECTION_API_VERSION})
 
 
 @dataclass(frozen=True)
@@ -260,11 +281,7 @@ def _raw_vhd_vm(vm: Any) -> _VhdVm | None:
     """The unmanaged disks of a VM as ARM's JSON has it (``properties.storageProfile``: ``osDisk``
     and ``dataDisks``, each ``vhd.uri`` when unmanaged); None without any."""
 
-    def get(obj: Any, *path: str) -> Any:
-        for name in path:
-            obj = obj.get(name) if isinstance(obj, Mapping) else None
-        return obj
-
+    get = _json
     profile = get(vm, "properties", "storageProfile")
     data = get(profile, "dataDisks")
     candidates = [(get(profile, "osDisk"), True)] + [(d, False) for d in (data if isinstance(data, list) else ())]
@@ -675,8 +692,13 @@ class ArmReader:
         )
 
     async def _backup_instances(self, account_id: str) -> list[Any]:
-        client = self._clients.dataprotection(arm_ids.parse(account_id).subscription)  # type: ignore[union-attr]
-        items = await _collect_pages(client.backup_instances_extension_routing.list(account_id))
+        """The backup instances protecting the account, in any vault (extension routing), as raw
+        JSON (no Data Protection SDK: its import was about a tenth of a cold start)."""
+        from shared.adapters.raw_list import resource_items
+
+        client = self._clients.storage(arm_ids.parse(account_id).subscription)  # type: ignore[union-attr]
+        request = _dataprotection_request(account_id, "providers", "Microsoft.DataProtection", "backupInstances")
+        items = await _collect_pages(resource_items(client, request))
         return [item for item in items if _protects_storage(item)]
 
     async def subscription_backups(self, subscription_id: str) -> dict[str, tuple[Any, ...]]:
@@ -687,12 +709,17 @@ class ArmReader:
         (``_listed_backups`` falls back for the instances it knows of)."""
 
         async def read() -> dict[str, tuple[Any, ...]]:
-            client = self._clients.dataprotection(subscription_id)
-            vaults = await _collect_pages(client.backup_vaults.get_in_subscription())
-            scopes = [arm_ids.parse(_s(getattr(v, "id", ""))) for v in vaults]
+            from shared.adapters.raw_list import resource_items
+
+            client = self._clients.storage(subscription_id)
+            listing = _dataprotection_request(
+                "/subscriptions", subscription_id, "providers", "Microsoft.DataProtection", "backupVaults"
+            )
+            vaults = await _collect_pages(resource_items(client, listing))
+            scopes = [arm_ids.parse(_s(v.get("id"))) for v in vaults]
             lists = await asyncio.gather(
                 *(
-                    _collect_pages(client.backup_instances.list(s.resource_group, s.name))
+                    _collect_pages(resource_items(client, _dataprotection_request(s.top_level_id, "backupInstances")))
                     for s in scopes
                     if s is not None and s.resource_group
                 ),
@@ -705,7 +732,7 @@ class ArmReader:
                         continue  # the vault was deleted since it was listed: protects nothing
                     raise items
                 for item in items:
-                    source = _s(_attr(item, "properties", "data_source_info", "resource_id"))
+                    source = _s(_json(item, "properties", "dataSourceInfo", "resourceID"))
                     if source and _protects_storage(item):
                         key = arm_ids.normalise(source).lower()
                         found[key] = (*found.get(key, ()), item)
@@ -718,7 +745,7 @@ class ArmReader:
         if parsed is None:
             raise ValueError(f"not a storage account id: {account_id!r}")
         items = list((await self.subscription_backups(parsed.subscription)).get(account_id.lower(), ()))
-        seen = {_s(getattr(i, "id", "")).lower() for i in items}
+        seen = {_s(i.get("id")).lower() for i in items}
         if any(s.lower() not in seen for s in stored):
             # It was protected by an instance the subscription's vaults do not hold (a vault in
             # another subscription, or one deleted since): its own read sees every vault.
@@ -727,8 +754,8 @@ class ArmReader:
 
     async def _backup_details(self, instances: list[Any], incomplete: list[str]) -> list[BackupInstance]:
         async def one(item: Any) -> BackupInstance:
-            props = getattr(item, "properties", None)
-            policy_id = _s(_attr(props, "policy_info", "policy_id"))
+            props = _json(item, "properties")
+            policy_id = _s(_json(props, "policyInfo", "policyId"))
             try:
                 stores = await self._policy_stores(policy_id) if policy_id else ()
             except Exception as exc:
@@ -736,10 +763,10 @@ class ArmReader:
                 incomplete.append("backupPolicies")
                 stores = ()
             return BackupInstance(
-                instance_id=_s(getattr(item, "id", "")),
-                datasource_type=_s(_attr(props, "data_source_info", "datasource_type")),
+                instance_id=_s(_json(item, "id")),
+                datasource_type=_s(_json(props, "dataSourceInfo", "datasourceType")),
                 policy_id=policy_id,
-                protection_state=_s(_attr(props, "current_protection_state")),
+                protection_state=_s(_json(props, "currentProtectionState")),
                 datastore_types=stores,
             )
 
@@ -750,9 +777,11 @@ class ArmReader:
             parsed = arm_ids.parse(policy_id)
             if parsed is None or len(parsed.segments) < 2:
                 raise ValueError(f"not a backup policy id: {policy_id!r}")
-            client = self._clients.dataprotection(parsed.subscription)
-            policy = await client.backup_policies.get(parsed.resource_group, parsed.segments[0][1], parsed.name)
-            return tuple(dict.fromkeys(_collect(_wire(policy), "dataStoreType")))
+            from shared.adapters.raw_list import resource_body
+
+            client = self._clients.storage(parsed.subscription)
+            policy = await resource_body(client, _dataprotection_request(policy_id))
+            return tuple(dict.fromkeys(_collect(policy, "dataStoreType")))
 
         return await self._once(self._policies, policy_id.lower(), read)
 
@@ -797,7 +826,8 @@ class ArmReader:
 
 
 def _protects_storage(item: Any) -> bool:
-    datasource = _s(_attr(item, "properties", "data_source_info", "datasource_type"))
+    """A raw backup instance protects a storage account (blobs)."""
+    datasource = _s(_json(item, "properties", "dataSourceInfo", "datasourceType"))
     return datasource.lower().startswith("microsoft.storage/storageaccounts")
 
 

@@ -207,6 +207,21 @@ async def resource_page(client: Any, first: Any, next_link: str = "") -> tuple[s
     return await _read_page(client, first if not next_link else HttpRequest("GET", next_link), _keep_item)
 
 
+async def resource_body(client: Any, request: Any) -> Any:
+    """One resource's raw JSON through the client's pipeline (``request``: a GET relative to the
+    client's endpoint); a status other than 200 raises what the SDK raises, a body that is not
+    JSON a ``DecodeError`` (which the caller's ``_decoded`` reads again)."""
+    from azure.core.exceptions import DecodeError
+
+    response = await client.send_request(request)
+    if response.status_code != 200:
+        _raise_for_status(response)
+    try:
+        return json.loads(response.text())
+    except ValueError as exc:
+        raise DecodeError(f"an ARM response could not be decoded: {exc}", response=response) from exc
+
+
 def resource_items(client: Any, first: Any, keep: Callable[[list[Any], Any], None] = _keep_item) -> Any:
     """``AsyncItemPaged`` of what ``keep`` keeps of each listed resource's raw JSON, over every page
     (``first``: the request for page one; ``nextLink`` URLs after it). The VM list uses it: no
