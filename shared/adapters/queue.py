@@ -36,7 +36,6 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.changes import TARGET_KINDS, Target, TargetKind
 from shared.settings import QUEUE_NAME
@@ -45,6 +44,7 @@ from shared.work import Work, WorkKind
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.storage.queue import QueueClient, QueueServiceClient
 
 _MAX_DELAY = 7 * 24 * 3600  # the service rejects a visibility timeout beyond seven days
 _UNAVAILABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -216,15 +216,20 @@ def _queue_errors(what: str) -> Iterator[None]:
 
 
 class EvaluationQueue:
+    """The evaluation queue. ``service``: the SDK's service client, or a function that builds it
+    on the first send (the classmethods: azure-storage-queue is imported then, not by an
+    invocation that only reads a message it was handed)."""
+
     def __init__(
         self,
-        service: QueueServiceClient,
+        service: QueueServiceClient | Callable[[], QueueServiceClient],
         queue_name: str = QUEUE_NAME,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue_name = queue_name
-        self._service = service
+        self._service: QueueServiceClient | None = None if callable(service) else service
+        self._make_service = service if callable(service) else None
         self._clock = clock
         self._client: QueueClient | None = None
         self._lock = threading.Lock()
@@ -239,8 +244,13 @@ class EvaluationQueue:
         **client_kwargs: Any,
     ) -> EvaluationQueue:
         """``client_kwargs`` go to the SDK client (e.g. ``retry_total``)."""
-        client = QueueServiceClient.from_connection_string(connection_string, **_client_options(client_kwargs))
-        return cls(client, queue_name, clock=clock)
+
+        def make() -> QueueServiceClient:
+            from azure.storage.queue import QueueServiceClient
+
+            return QueueServiceClient.from_connection_string(connection_string, **_client_options(client_kwargs))
+
+        return cls(make, queue_name, clock=clock)
 
     @classmethod
     def from_service_uri(
@@ -253,13 +263,23 @@ class EvaluationQueue:
         **client_kwargs: Any,
     ) -> EvaluationQueue:
         """Identity-based connection (``AzureWebJobsStorage__queueServiceUri``)."""
-        client = QueueServiceClient(service_uri, credential=credential, **_client_options(client_kwargs))
-        return cls(client, queue_name, clock=clock)
+
+        def make() -> QueueServiceClient:
+            from azure.storage.queue import QueueServiceClient
+
+            return QueueServiceClient(service_uri, credential=credential, **_client_options(client_kwargs))
+
+        return cls(make, queue_name, clock=clock)
 
     def _queue(self) -> QueueClient:
         """The queue client, creating the queue on first use (not at import or construction)."""
         with self._lock:
             if self._client is None:
+                from azure.storage.queue import TextBase64EncodePolicy
+
+                if self._service is None and self._make_service is not None:
+                    self._service = self._make_service()
+                assert self._service is not None
                 client = self._service.get_queue_client(self.queue_name, message_encode_policy=TextBase64EncodePolicy())
                 with _queue_errors(f"create queue {self.queue_name}"), _ignore_exists():
                     client.create_queue()
@@ -284,7 +304,9 @@ class EvaluationQueue:
             self._queue().send_message(body, visibility_timeout=delay)
 
     def close(self) -> None:
-        self._service.close()
+        with self._lock:
+            if self._service is not None:
+                self._service.close()
 
 
 @contextmanager
