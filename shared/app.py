@@ -113,36 +113,43 @@ def build_context(
     from shared.state.table_store import TableStateStore
     from shared.targeting import Scope
 
-    # One requests session per process for both (the environment read once per host).
-    tables, queues = {"transport": storage_transport()}, {"transport": storage_transport()}
-    if settings.storage_connection:
-        connection = settings.storage_connection
-        if store is None:
-            store = TableStateStore.from_connection_string(connection, settings.table_prefix, **tables)
-        queue = EvaluationQueue.from_connection_string(connection, **queues)
-    else:
-        from shared.wiring import credential_sync
-
-        credential = credential_sync(settings.cloud)
-        prefix = settings.table_prefix
-        if store is None:
-            store = TableStateStore.from_service_uri(settings.table_service_uri, credential, prefix, **tables)
-        queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential, **queues)
     telemetry = telemetry or telemetry_for(settings)
-    dispatcher = None
-    if sink is None:
-        sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds, telemetry)
-    if telemetry.enabled:
-        sink = CountingSink(sink, telemetry)
-    if clients is None and settings.estate_path:
-        from shared.adapters.estate import Estate
-        from shared.wiring import EstateClients
-
-        clients = EstateClients(Estate.load(settings.estate_path), telemetry=telemetry)
-    elif clients is None:
+    live = None
+    if clients is None and not settings.estate_path:
         from shared.wiring import LiveClients
 
-        clients = LiveClients(settings.cloud, telemetry=telemetry)
+        clients = live = LiveClients(settings.cloud, telemetry=telemetry)
+        live.warm_up()  # the SDK import and the first token overlap the rest of this and the state reads
+    try:
+        # One requests session per process for both (the environment read once per host).
+        tables, queues = {"transport": storage_transport()}, {"transport": storage_transport()}
+        if settings.storage_connection:
+            connection = settings.storage_connection
+            if store is None:
+                store = TableStateStore.from_connection_string(connection, settings.table_prefix, **tables)
+            queue = EvaluationQueue.from_connection_string(connection, **queues)
+        else:
+            from shared.wiring import credential_sync
+
+            credential = credential_sync(settings.cloud)
+            prefix = settings.table_prefix
+            if store is None:
+                store = TableStateStore.from_service_uri(settings.table_service_uri, credential, prefix, **tables)
+            queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential, **queues)
+        dispatcher = None
+        if sink is None:
+            sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds, telemetry)
+        if telemetry.enabled:
+            sink = CountingSink(sink, telemetry)
+        if clients is None:  # NSP_DRIFT_ESTATE (live clients were built above)
+            from shared.adapters.estate import Estate
+            from shared.wiring import EstateClients
+
+            clients = EstateClients(Estate.load(settings.estate_path), telemetry=telemetry)
+    except BaseException:
+        if live is not None:  # a context that is not built leaves no session behind
+            runtime.run(live.close(), timeout=30)
+        raise
     pipeline = Pipeline(
         store=store,
         outbox=sink,

@@ -8,6 +8,7 @@ long-lived loop lets the wiring reuse clients (and their connection pools) acros
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -27,6 +28,11 @@ def _get_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _loop = loop
         return _loop
+
+
+def start(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coro`` on the shared loop without waiting for it (its future, if anyone cares)."""
+    return asyncio.run_coroutine_threadsafe(coro, _get_loop())
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

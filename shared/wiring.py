@@ -10,7 +10,9 @@ Two families behind the same ClientFactory interface:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -20,6 +22,8 @@ from shared.adapters.estate import AsyncEstateTransport, Estate, RequestLog
 from shared.cloud import Cloud, cloud_from_env
 from shared.pipeline import Readers
 from shared.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 # azure-core retries 408/429/5xx itself, honouring Retry-After: keep that the single layer.
 ARM_RETRY_TOTAL = 3
@@ -151,6 +155,42 @@ class EstateClients(_Factory):
         super().__init__(build)
 
 
+class _SharedTokenRequests:
+    """The ARM clients' credential, with identical token requests in flight at the same time
+    answered by one: the warm-up's first token and the first reads' own requests (one policy per
+    client) become one request instead of several (azure-identity's cache helps only once a token
+    has arrived). Everything else is the wrapped credential's own (cache, refresh, errors)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._inflight: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+
+    async def _once(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(make())
+            self._inflight[key] = future
+            future.add_done_callback(lambda _done: self._inflight.pop(key, None))
+        return await asyncio.shield(future)
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        key = ("get_token", scopes, repr(sorted(kwargs.items())))
+        return await self._once(key, lambda: self.inner.get_token(*scopes, **kwargs))
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        key = ("get_token_info", scopes, repr(sorted((options or {}).items())))
+        return await self._once(key, lambda: self.inner.get_token_info(*scopes, options=options))
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def __aenter__(self) -> _SharedTokenRequests:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
+
+
 _credential_lock = threading.Lock()
 _credentials: dict[tuple[bool, str], Any] = {}
 
@@ -216,7 +256,9 @@ class LiveClients(_Factory):
 
         self.cloud = cloud or cloud_from_env(os.environ)
         self.http = SharedHttp()
-        self.credential = make_credential(aio=True, cloud=self.cloud, transport=self.http.transport())
+        self.credential = _SharedTokenRequests(
+            make_credential(aio=True, cloud=self.cloud, transport=self.http.transport())
+        )
         shared_budget = budget or read_budget()
         metrics = _metrics_policies(telemetry)
 
@@ -235,6 +277,23 @@ class LiveClients(_Factory):
             return _client_class(kind)(self.credential, subscription_id, **kwargs)
 
         super().__init__(build)
+
+    def warm_up(self) -> None:
+        """Start, on the shared loop and without waiting, what the first ARM read would otherwise
+        wait for: the storage SDK's import and the credential's first token (the request the
+        clients' policies make, so theirs join it). The caller's own work (state reads, settings)
+        overlaps it. Nothing depends on it: a failure is logged here and met again, and reported,
+        by the read that needs the token."""
+        from shared import runtime
+
+        async def warm() -> None:
+            try:
+                _client_class("storage")
+                await self.credential.get_token_info(self.cloud.credential_scope, options={})
+            except Exception as exc:  # the first read asks again and reports it
+                log.info("warm-up of the ARM credential failed: %s", type(exc).__name__)
+
+        runtime.start(warm())
 
     async def close(self) -> None:
         await super().close()

@@ -344,3 +344,56 @@ def test_the_credential_asks_the_token_for_the_arm_scope() -> None:
     assert request["grant_type"] == "client_credentials" and request["client_id"] == server.client_id
     assert "client_secret" not in request  # the server never records the secret
     assert parse_qs(f"scope={request['scope']}")["scope"] == [f"{server.base_url}/.default"]
+
+
+def test_the_warm_up_token_is_the_one_every_read_uses() -> None:
+    """``LiveClients.warm_up`` (the app calls it when it builds its context) asks the credential
+    for the first token while the invocation does its state reads; the reads that follow, from
+    several clients at once, use that token: one token request in all, even when they start
+    while it is still in flight (the server answers it after 200 ms)."""
+    estate = Estate.load(SAMPLE)
+    with serving(estate, latency=0.2) as server:
+        clients = live(server)
+        clients.warm_up()
+        result = _read_everything(clients)  # starts at once: the warm-up's request is in flight
+        runtime.run(clients.close())
+    _assert_read(result, estate)
+    assert len(server.token_requests) == 1
+    assert server.authorization == {"issued": sum(server.counts.values())}
+
+
+def test_concurrent_identical_token_requests_are_one() -> None:
+    import asyncio
+
+    from azure.core.credentials import AccessTokenInfo
+
+    from shared.wiring import _SharedTokenRequests
+
+    class Counting:
+        def __init__(self) -> None:
+            self.calls: list[tuple[Any, ...]] = []
+
+        async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+            self.calls.append((scopes, options))
+            await asyncio.sleep(0.05)
+            if "bad" in scopes:
+                raise RuntimeError("no token")
+            return AccessTokenInfo(f"token-{len(self.calls)}", 2**31 - 1)
+
+        async def close(self) -> None:
+            return None
+
+    inner = Counting()
+    shared = _SharedTokenRequests(inner)
+
+    async def scenario() -> list[Any]:
+        together = await asyncio.gather(*(shared.get_token_info("arm/.default", options={}) for _ in range(5)))
+        other = await shared.get_token_info("graph/.default", options={})
+        later = await shared.get_token_info("arm/.default", options={})  # the inner credential's cache decides
+        failed = await asyncio.gather(*(shared.get_token_info("bad") for _ in range(2)), return_exceptions=True)
+        return [{t.token for t in together}, other.token, later.token, [type(f).__name__ for f in failed]]
+
+    together, other, later, failed = runtime.run(scenario())
+    assert together == {"token-1"} and other == "token-2" and later == "token-3"
+    assert failed == ["RuntimeError", "RuntimeError"]  # every waiter sees the failure, none is cached
+    assert len(inner.calls) == 4
