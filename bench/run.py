@@ -681,7 +681,8 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "first invocation in a fresh process",
                 f"{c['process_to_first_evaluation_seconds']} s from process start to the first evaluation done "
                 f"(import function_app {c['import_function_app_seconds']} s, the invocation "
-                f"{c['first_invocation_seconds']} s, {c['arm_reads']} ARM reads for two evaluations); "
+                f"{c['first_invocation_seconds']} s, {c['arm_reads']} ARM reads for two evaluations; "
+                f"{c.get('cpu_to_first_evaluation_seconds', '?')} s of CPU in all, the machine's load aside); "
                 f"warm invocation {c['warm_invocation_seconds']} s; RSS {c['rss_after_first_mb']} MB "
                 f"after the first, peak {c['peak_rss_mb']} MB; median of {c['runs']}",
                 f"<= {seconds:g} s and <= {mb:g} MB on an idle machine",
