@@ -106,8 +106,10 @@ def build_context(
     store: StateStore | None = None,
     clients: Any = None,
     telemetry: Telemetry | None = None,
+    warm_up: bool = False,
 ) -> AppContext:
-    """``sink``, ``store``, ``clients``, ``telemetry``: replace what the settings would build (tests)."""
+    """``sink``, ``store``, ``clients``, ``telemetry``: replace what the settings would build (tests).
+    ``warm_up``: start the live ARM clients' warm-up (``LiveClients.warm_up``) first."""
     from shared.adapters.queue import EvaluationQueue
     from shared.adapters.storage_http import storage_transport
     from shared.state.table_store import TableStateStore
@@ -119,7 +121,8 @@ def build_context(
         from shared.wiring import LiveClients
 
         clients = live = LiveClients(settings.cloud, telemetry=telemetry)
-        live.warm_up()  # the SDK import and the first token overlap the rest of this and the state reads
+        if warm_up:
+            live.warm_up()  # the SDK import and the first token overlap the rest of this and the state reads
     try:
         # One requests session per process for both (the environment read once per host).
         tables, queues = {"transport": storage_transport()}, {"transport": storage_transport()}
@@ -183,7 +186,10 @@ def _delivery(store: Any, budget_seconds: float, telemetry: Telemetry) -> tuple[
     return OutboxSink(store, destinations), Dispatcher(store, senders, digests, budget_seconds=budget_seconds)
 
 
-def context() -> AppContext:
+def context(warm_up: bool = False) -> AppContext:
+    """The process's context, built on first use. ``warm_up``: the invocation reads ARM (an
+    evaluation), so the ARM clients start their SDK import and first token now, overlapping the
+    context's build and the state reads (intake and the sweep timers read no ARM: they do not)."""
     global _context
     with _lock:
         if _context is None:
@@ -191,10 +197,14 @@ def context() -> AppContext:
 
             install_log_redaction()
             try:
-                _context = build_context(load_settings())
+                _context = build_context(load_settings(), warm_up=warm_up)
             except SettingsError as exc:
                 log.error("nsp-drift is misconfigured: %s", exc)
                 raise
+        elif warm_up:
+            start = getattr(_context.clients, "warm_up", None)
+            if callable(start):
+                start()  # once per process: a no-op after the first
         return _context
 
 
@@ -246,7 +256,7 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
         log.error("dropped malformed evaluation message: %s", exc)
         return
     started = time.monotonic()
-    ctx = context()
+    ctx = context(warm_up=True)
     if isinstance(item, Work):
         _handle_work(ctx, item, dequeue_count, started)
         return

@@ -259,6 +259,8 @@ class LiveClients(_Factory):
         self.credential = _SharedTokenRequests(
             make_credential(aio=True, cloud=self.cloud, transport=self.http.transport())
         )
+        self._warmed = False
+        self._warm_lock = threading.Lock()
         shared_budget = budget or read_budget()
         metrics = _metrics_policies(telemetry)
 
@@ -283,8 +285,13 @@ class LiveClients(_Factory):
         wait for: the storage SDK's import and the credential's first token (the request the
         clients' policies make, so theirs join it). The caller's own work (state reads, settings)
         overlaps it. Nothing depends on it: a failure is logged here and met again, and reported,
-        by the read that needs the token."""
+        by the read that needs the token. Once per instance: later calls do nothing."""
         from shared import runtime
+
+        with self._warm_lock:
+            if self._warmed:
+                return
+            self._warmed = True
 
         async def warm() -> None:
             try:

@@ -355,6 +355,7 @@ def test_the_warm_up_token_is_the_one_every_read_uses() -> None:
     with serving(estate, latency=0.2) as server:
         clients = live(server)
         clients.warm_up()
+        clients.warm_up()  # once per instance
         result = _read_everything(clients)  # starts at once: the warm-up's request is in flight
         runtime.run(clients.close())
     _assert_read(result, estate)

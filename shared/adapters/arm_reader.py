@@ -698,7 +698,7 @@ class ArmReader:
 
         client = self._clients.storage(arm_ids.parse(account_id).subscription)  # type: ignore[union-attr]
         request = _dataprotection_request(account_id, "providers", "Microsoft.DataProtection", "backupInstances")
-        items = await _collect_pages(resource_items(client, request))
+        items = await _collect_pages(resource_items(client, request, attempts=1))
         return [item for item in items if _protects_storage(item)]
 
     async def subscription_backups(self, subscription_id: str) -> dict[str, tuple[Any, ...]]:
@@ -715,11 +715,13 @@ class ArmReader:
             listing = _dataprotection_request(
                 "/subscriptions", subscription_id, "providers", "Microsoft.DataProtection", "backupVaults"
             )
-            vaults = await _collect_pages(resource_items(client, listing))
+            vaults = await _collect_pages(resource_items(client, listing, attempts=1))
             scopes = [arm_ids.parse(_s(v.get("id"))) for v in vaults]
             lists = await asyncio.gather(
                 *(
-                    _collect_pages(resource_items(client, _dataprotection_request(s.top_level_id, "backupInstances")))
+                    _collect_pages(
+                        resource_items(client, _dataprotection_request(s.top_level_id, "backupInstances"), attempts=1)
+                    )
                     for s in scopes
                     if s is not None and s.resource_group
                 ),
@@ -803,7 +805,7 @@ class ArmReader:
                 f"/subscriptions/{quote(subscription_id, safe='')}/providers/Microsoft.Compute/virtualMachines",
                 params={"api-version": COMPUTE_API_VERSION},
             )
-            return [vm async for vm in resource_items(client, request, _keep_vhd_vm)]
+            return [vm async for vm in resource_items(client, request, _keep_vhd_vm, attempts=1)]  # under _decoded
 
         return await self._once(self._vms, subscription_id.lower(), read)
 

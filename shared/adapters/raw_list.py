@@ -169,12 +169,14 @@ def _keep_item(items: list[dict[str, Any]], item: Any) -> None:
         log.warning("a listed resource without an id was skipped (%s)", type(item).__name__)
 
 
-async def _read_page(client: Any, request: Any, keep: Callable[[list[Any], Any], None]) -> tuple[str | None, list[Any]]:
+async def _read_page(
+    client: Any, request: Any, keep: Callable[[list[Any], Any], None], attempts: int = ATTEMPTS
+) -> tuple[str | None, list[Any]]:
     """One page through the client's pipeline: (nextLink, what ``keep`` kept of each item), the
-    body read again if it breaks off."""
+    body read again if it breaks off (``attempts`` reads in all)."""
     from azure.core.exceptions import DecodeError
 
-    for attempt in range(1, ATTEMPTS + 1):
+    for attempt in range(1, attempts + 1):
         response = await client.send_request(request, stream=True)
         try:
             if response.status_code != 200:
@@ -184,9 +186,9 @@ async def _read_page(client: Any, request: Any, keep: Callable[[list[Any], Any],
             try:
                 next_link = await parse_listing(response.iter_bytes(), partial(keep, kept))
             except (json.JSONDecodeError, DecodeError) as exc:  # IncompleteReadError is a DecodeError
-                if attempt == ATTEMPTS:
+                if attempt == attempts:
                     raise DecodeError(f"an ARM list page could not be decoded: {exc}", response=response) from exc
-                log.info("list page could not be decoded; reading it again (%d/%d)", attempt + 1, ATTEMPTS)
+                log.info("list page could not be decoded; reading it again (%d/%d)", attempt + 1, attempts)
                 continue
             return next_link, kept
         finally:
@@ -222,16 +224,19 @@ async def resource_body(client: Any, request: Any) -> Any:
         raise DecodeError(f"an ARM response could not be decoded: {exc}", response=response) from exc
 
 
-def resource_items(client: Any, first: Any, keep: Callable[[list[Any], Any], None] = _keep_item) -> Any:
+def resource_items(
+    client: Any, first: Any, keep: Callable[[list[Any], Any], None] = _keep_item, attempts: int = ATTEMPTS
+) -> Any:
     """``AsyncItemPaged`` of what ``keep`` keeps of each listed resource's raw JSON, over every page
     (``first``: the request for page one; ``nextLink`` URLs after it). The VM list uses it: no
     Compute SDK (its models module alone is about a third of a cold start's imports) for a list
-    whose only use is the VHD URIs of a few VMs."""
+    whose only use is the VHD URIs of a few VMs. ``attempts``: reads of a page whose body breaks
+    off (1 where the caller already reads the whole listing again, as ``ArmReader``'s reads do)."""
     from azure.core.async_paging import AsyncItemPaged, AsyncList
     from azure.core.rest import HttpRequest
 
     async def get_next(next_link: str | None = None) -> tuple[str | None, list[Any]]:
-        return await _read_page(client, first if next_link is None else HttpRequest("GET", next_link), keep)
+        return await _read_page(client, first if next_link is None else HttpRequest("GET", next_link), keep, attempts)
 
     async def extract_data(page: tuple[str | None, list[Any]]) -> tuple[str | None, AsyncList[Any]]:
         return page[0], AsyncList(page[1])
