@@ -8,9 +8,11 @@ import azure.functions as func
 
 from handlers.evaluate import bp as evaluate_bp
 from handlers.events import bp as events_bp
+from handlers.status import bp as status_bp
 from handlers.sweep import bp as sweep_bp
 
 app = func.FunctionApp()
 app.register_blueprint(events_bp)
 app.register_blueprint(evaluate_bp)
 app.register_blueprint(sweep_bp)
+app.register_blueprint(status_bp)

@@ -50,6 +50,8 @@ class AppContext:
     clients: Any  # the process's ARM client factory (connection pools); readers are per invocation
     dispatcher: Any = None  # shared.notify.dispatch.Dispatcher when destinations are configured
     telemetry: Telemetry = field(default_factory=Telemetry.off)
+    # The sweeps the heartbeat watches: kind ("sweep", "full") -> its schedule's interval in seconds.
+    sweep_intervals: dict[str, float] = field(default_factory=dict)
 
     def readers(self) -> Readers:
         """Fresh readers for one invocation (their lookup caches must not outlive it)."""
@@ -164,7 +166,24 @@ def build_context(
         budget_seconds=settings.invocation_budget_seconds,
         verify_sweeps=settings.membership_verify_sweeps,
     )
-    return AppContext(settings, store, pipeline, queue, clients, dispatcher, telemetry)
+    return AppContext(
+        settings, store, pipeline, queue, clients, dispatcher, telemetry, sweep_intervals(settings.sweep_schedules)
+    )
+
+
+def sweep_intervals(schedules: Any) -> dict[str, float]:
+    """The watched sweeps' intervals from their NCRONTAB settings. A schedule nsp-drift cannot read
+    is logged (one line naming the setting) and that sweep is not watched: never a reason to stop
+    the other functions (the host refuses a bad timer schedule itself)."""
+    from shared.heartbeat import ScheduleError, intervals_from
+
+    intervals: dict[str, float] = {}
+    for setting, expression in dict(schedules).items():
+        try:
+            intervals.update(intervals_from({setting: expression}))
+        except ScheduleError as exc:
+            log.error("sweep heartbeat: %s; that sweep is not watched", exc)
+    return intervals
 
 
 def _delivery(store: Any, budget_seconds: float, telemetry: Telemetry) -> tuple[TransitionSink, Any]:
@@ -276,6 +295,7 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
         if dequeue_count >= MAX_DEQUEUE_COUNT:
             # Last attempt: tell the operators once, then let the host move the message aside.
             ctx.pipeline.outbox.emit([poison_transition(target, reason, dequeue_count, QUEUE_NAME)])
+            _record_poisoned(ctx, target, reason, dequeue_count)
         raise
     ctx.telemetry.evaluations(result.status.value, "window")
     if result.status is WindowStatus.RETRY:
@@ -329,8 +349,19 @@ def _handle_work(ctx: AppContext, work: Any, dequeue_count: int, started: float)
 
 
 def handle_sweep(past_due: bool = False, full: bool = True) -> None:
-    """The timer only plans: one message per subscription, which lists and queues batches."""
+    """The timer only plans: one message per subscription, which lists and queues batches. Then
+    the heartbeat: this sweep completed (resolving its alert), and a sweep that has not completed
+    within twice its schedule raises its one alert (shared.heartbeat)."""
     ctx = context()
+    try:
+        _sweep(ctx, past_due, full)
+    except BaseException:
+        _heartbeat(ctx, None)  # the other sweep may have gone stale, and this one with it
+        raise
+    _heartbeat(ctx, "full" if full else "sweep")
+
+
+def _sweep(ctx: AppContext, past_due: bool, full: bool) -> None:
     if past_due:
         log.warning("reconciliation sweep is running late")
     if ctx.pipeline.enqueue_work is not None:
@@ -377,6 +408,85 @@ def _annotate(span: Any, correlation_ids: Any) -> None:
 
         span.set_attribute(CORRELATION_ID, ids[0])
         span.set_attribute(CORRELATION_IDS, ids)
+
+
+def _heartbeat(ctx: AppContext, completed: str | None) -> None:
+    """Record a completed sweep and look at every watched one. A failure here is logged: it must
+    neither fail a sweep that did its work nor hide the error of one that did not."""
+    from typing import cast
+
+    from shared.heartbeat import check_heartbeats, sweep_completed
+    from shared.state.base import StatusStore
+    from shared.status import prune_poisoned
+
+    store = cast(StatusStore, ctx.store)
+    now = ctx.pipeline.clock()
+    try:
+        if completed is not None:
+            interval = ctx.sweep_intervals.get(completed, 0.0)
+            sweep_completed(store, ctx.pipeline.outbox, completed, interval, now)
+            prune_poisoned(store)
+        check_heartbeats(store, ctx.pipeline.outbox, ctx.sweep_intervals, now)
+    except Exception as exc:
+        log.error("sweep heartbeat not recorded: %s", _one_line(exc))
+
+
+def _record_poisoned(ctx: AppContext, target: Target, reason: str, attempts: int) -> None:
+    """Best effort, for the status: the store is often what failed."""
+    from typing import cast
+
+    from shared.state.base import PoisonRecord, StatusStore
+
+    try:
+        cast(StatusStore, ctx.store).record_poisoned(PoisonRecord(target, reason, attempts, ctx.pipeline.clock()))
+    except Exception as exc:
+        log.error("poisoned evaluation of %s not recorded for the status: %s", _describe(target), _one_line(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    from shared.notify.redact import redact
+
+    return redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:300]
+
+
+def handle_status() -> tuple[int, dict[str, Any]]:
+    """``GET /api/status``: (HTTP status, JSON body). The heartbeat looks first (a stale sweep
+    raises its one alert from here too). Bad settings or store state: a clear error, never a crash."""
+    from typing import cast
+
+    from shared.heartbeat import check_heartbeats
+    from shared.state.base import StatusStore
+    from shared.state.codec import CodecError
+    from shared.status import read_status, status_to_dict
+
+    try:
+        ctx = context()
+    except SettingsError as exc:
+        return 500, {"error": f"nsp-drift is misconfigured: {exc}"}
+    store = cast(StatusStore, ctx.store)
+    now = ctx.pipeline.clock()
+    try:
+        check_heartbeats(store, ctx.pipeline.outbox, ctx.sweep_intervals, now)
+    except Exception as exc:  # the status still answers
+        log.error("sweep heartbeat not checked: %s", _one_line(exc))
+    try:
+        status = read_status(store, ctx.sweep_intervals, now)
+    except StoreUnavailable as exc:
+        log.error("status: %s", _one_line(exc))
+        return 503, {"error": f"state store unavailable: {_one_line(exc)}"}
+    except CodecError as exc:
+        log.error("status: %s", _one_line(exc))
+        return 500, {"error": f"the state store holds a row nsp-drift cannot read: {_one_line(exc)}"}
+    except Exception as exc:
+        log.error("status failed: %s", _one_line(exc))
+        return 500, {"error": f"status failed: {_one_line(exc)}"}
+    return 200, status_to_dict(status)
+
+
+def delivery_sink(store: Any, budget_seconds: float = 120.0) -> TransitionSink:
+    """Where operator alerts go outside the function app (``nsp-drift status``): the outbox of the
+    configured destinations, else the log."""
+    return _delivery(store, budget_seconds, Telemetry.off())[0]
 
 
 def _describe(target: Target) -> str:

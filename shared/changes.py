@@ -174,6 +174,18 @@ EVALUATION_FAILING_RULE = PseudoRule(
     "resource); the target is retried by itself and this alert is not repeated while the failure lasts.",
     category="operator",
 )
+SWEEP_HEARTBEAT_RULE = PseudoRule(
+    id="sweep-heartbeat",
+    title="Reconciliation sweep stopped completing (heartbeat missed)",
+    severity=Severity.HIGH,
+    reason="The reconciliation sweep catches the drift events miss (lost or filtered events, child resources, "
+    "associations made from outside the scope) and retries failed deliveries; while it does not complete, none of "
+    "that happens.",
+    remediation="Check that the timer functions are enabled and the app is running, their NCRONTAB settings, and "
+    "the sweep's log lines for the failure; nsp-drift status shows the last sweep time. The alert (shared.heartbeat) "
+    "resolves by itself when a sweep completes again and is not repeated while the sweep stays stale.",
+    category="operator",
+)
 
 PSEUDO_RULES: tuple[PseudoRule, ...] = (
     PERIMETER_RULES_CHANGED_RULE,
@@ -181,6 +193,7 @@ PSEUDO_RULES: tuple[PseudoRule, ...] = (
     PERIMETER_MODE_CHANGED_RULE,
     EVALUATION_POISONED_RULE,
     EVALUATION_FAILING_RULE,
+    SWEEP_HEARTBEAT_RULE,
 )
 PSEUDO_RULES_BY_ID: dict[str, PseudoRule] = {rule.id: rule for rule in PSEUDO_RULES}
 
@@ -191,6 +204,7 @@ PERIMETER_MODE_CHANGED = PERIMETER_MODE_CHANGED_RULE.id
 PERIMETER_RULES = frozenset(rule.id for rule in PSEUDO_RULES if rule.category == "perimeter")
 EVALUATION_POISONED = EVALUATION_POISONED_RULE.id
 EVALUATION_FAILING = EVALUATION_FAILING_RULE.id
+SWEEP_HEARTBEAT = SWEEP_HEARTBEAT_RULE.id
 OPERATOR_RULES = frozenset(rule.id for rule in PSEUDO_RULES if rule.category == "operator")
 
 

@@ -85,6 +85,16 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="deliver transitions to these destinations (JSON array; default: the NSP_DRIFT_DESTINATIONS setting)",
     )
+
+    status = sub.add_parser(
+        "status", help="what is open now: findings, deliveries, failing or poisoned targets, the last sweeps"
+    )
+    status.add_argument("--format", choices=("table", "json"), default="table")
+    status.add_argument(
+        "--state",
+        metavar="PATH",
+        help="the SQLite state file (default: the app's Table storage through the AzureWebJobsStorage settings)",
+    )
     return parser
 
 
@@ -270,8 +280,76 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Read the state (a SQLite file, or the app's Table storage), let the sweep heartbeat look
+    (its alert goes to the configured destinations), print what is open now."""
+    import json
+    import os
+    import sqlite3
+    import time
+
+    from shared.app import delivery_sink, sweep_intervals
+    from shared.heartbeat import SWEEP_KINDS
+    from shared.notify.destinations import DestinationError
+    from shared.settings import SettingsError, load_settings
+    from shared.state.base import StoreUnavailable
+    from shared.state.codec import CodecError
+    from shared.status import read_status, render_table, status_to_dict
+
+    store: Any
+    try:
+        if args.state:
+            from shared.state.sqlite_store import SqliteStateStore
+
+            if not Path(args.state).is_file():
+                raise UsageError(f"--state: no state file at {args.state}")
+            store = SqliteStateStore(args.state)
+            schedules = [(s, os.environ.get(s, "")) for _, s in SWEEP_KINDS.values() if os.environ.get(s, "").strip()]
+        else:
+            store, schedules = _app_store(load_settings())
+        try:
+            status = read_status(store, sweep_intervals(schedules), time.time(), sink=delivery_sink(store))
+        finally:
+            store.close()
+    except (SettingsError, DestinationError) as exc:
+        raise UsageError(str(exc)) from None
+    except StoreUnavailable as exc:
+        raise UsageError(f"state store unavailable: {exc}") from None
+    except CodecError as exc:
+        raise UsageError(f"the state store holds a row nsp-drift cannot read: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"--state: {args.state} is not an nsp-drift state file ({exc})") from None
+    if args.format == "json":
+        out.write(json.dumps(status_to_dict(status), indent=2) + "\n")
+    else:
+        out.write(render_table(status))
+    return 0
+
+
+def _app_store(settings: Any) -> tuple[Any, Any]:
+    """The app's Table storage as the function app finds it (AzureWebJobsStorage, or its
+    identity-based __tableServiceUri), and the sweeps' schedule settings."""
+    from shared.adapters.storage_http import storage_transport
+    from shared.state.table_store import TableStateStore
+
+    if settings.storage_connection:
+        store = TableStateStore.from_connection_string(
+            settings.storage_connection, settings.table_prefix, transport=storage_transport()
+        )
+    else:
+        from shared.wiring import credential_sync
+
+        store = TableStateStore.from_service_uri(
+            settings.table_service_uri,
+            credential_sync(settings.cloud),
+            settings.table_prefix,
+            transport=storage_transport(),
+        )
+    return store, settings.sweep_schedules
+
+
 def _extra_commands() -> dict[str, Any]:
-    return {"replay": _cmd_replay}
+    return {"replay": _cmd_replay, "status": _cmd_status}
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ class Settings:
     # Application Insights (shared.telemetry): metrics and spans are exported when it is set.
     appinsights_connection: str = field(default="", repr=False)
     appinsights_authentication: str = ""  # Authorization=AAD[;ClientId=...]: Entra-authenticated export
+    # The timer sweeps' NCRONTAB schedules by setting name (the sweep heartbeat reads them; the
+    # host reads the same settings through the bindings' %...% expressions).
+    sweep_schedules: tuple[tuple[str, str], ...] = ()
 
 
 def _subscriptions(raw: str) -> tuple[str, ...]:
@@ -183,4 +186,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cloud=cloud,
         appinsights_connection=appinsights,
         appinsights_authentication=env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip(),
+        sweep_schedules=tuple(
+            (name, env.get(name, "").strip())
+            for name in ("NSP_DRIFT_SWEEP_SCHEDULE", "NSP_DRIFT_FULL_SWEEP_SCHEDULE")
+            if env.get(name, "").strip()
+        ),
     )

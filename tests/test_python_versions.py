@@ -183,7 +183,13 @@ def test_the_313_worker_indexes_the_app_like_the_sdk_does(python313: str) -> Non
     assert worker["azure_functions"].startswith("2.")  # the 3.13 pin of requirements.txt
     assert worker["runtime"] == _pin("azure-functions-runtime")
     functions = worker["functions"]
-    assert sorted(functions) == ["evaluate_target", "on_resource_event", "reconcile_full_sweep", "reconcile_sweep"]
+    assert sorted(functions) == [
+        "evaluate_target",
+        "on_resource_event",
+        "reconcile_full_sweep",
+        "reconcile_sweep",
+        "status",
+    ]
     for name, fx in functions.items():
         assert fx["worker_indexed"] == "True" and fx["entry_point"] == name and fx["script_file"] == "function_app.py"
     # The same functions and bindings as this interpreter's azure-functions (the 3.11/3.12 worker).

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from shared.changes import Provenance, Target, TargetKind
+
+if TYPE_CHECKING:
+    from shared.notify.base import Delivery, DeliveryStatus
 
 T = TypeVar("T")
 
@@ -261,3 +264,61 @@ def merge_provenance(a: Provenance, b: Provenance) -> Provenance:
         event_times=union(a.event_times, b.event_times),
         source=a.source if a.source == b.source else "event",
     )
+
+
+# -- the operator's view: sweep heartbeats, poisoned evaluations, what ``nsp-drift status`` reads --------
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """When a sweep of one kind ("sweep": the Resource Graph timer, "full": the ARM timer) last
+    completed, and the heartbeat alert about it (shared.heartbeat). Written conditionally on its
+    ETag, carrying the alert's transition until the outbox has it (as AccountState does)."""
+
+    kind: str
+    completed_at: float = 0.0  # epoch seconds of the last completion (0: never)
+    watched_since: float = 0.0  # when the heartbeat first looked (the clock of a sweep that never ran)
+    alerted_at: float = 0.0  # the stale alert is open since then (0: none open)
+    occurrence: int = 0  # stale alerts raised so far (the open one's occurrence)
+    pending_transitions: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class PoisonRecord:
+    """An evaluation whose queue message went to the poison queue (best effort: recorded next to
+    the operator alert). Current while the target's window from before ``at`` is still there."""
+
+    target: Target
+    reason: str  # redacted, one line
+    attempts: int
+    at: float  # epoch seconds
+
+
+class StatusStore(Protocol):
+    """What the operator's view reads (and the heartbeat writes); both stores implement it."""
+
+    def account_states(self) -> list[AccountState]:
+        """Every stored account row (tombstones included), decoded; a corrupt row raises CodecError."""
+        ...
+
+    def failing_pending(self) -> list[PendingMarker]: ...
+
+    def window_of(self, target: Target) -> PendingMarker | None:
+        """The target's coalescing window, if it has one (read-only)."""
+        ...
+
+    def list_deliveries(self, status: DeliveryStatus) -> list[Delivery]:
+        """Every delivery in ``status`` (the outbox's report, oldest first)."""
+        ...
+
+    def get_sweep(self, kind: str) -> Versioned[SweepRecord] | None: ...
+
+    def put_sweep(self, record: SweepRecord, etag: str | None) -> str:
+        """Write if the stored ETag is ``etag`` (None: only if absent). Raises ConflictError."""
+        ...
+
+    def record_poisoned(self, record: PoisonRecord) -> None: ...
+
+    def poisoned(self) -> list[PoisonRecord]: ...
+
+    def forget_poisoned(self, target: Target) -> None: ...

@@ -15,7 +15,14 @@ from typing import Any
 
 from shared.changes import TARGET_KINDS, Actor, Provenance, Target, TargetKind
 from shared.notify.base import Delivery, DeliveryStatus, TaskRef
-from shared.state.base import AccountState, AssociationState, PendingMarker, ProfileState
+from shared.state.base import (
+    AccountState,
+    AssociationState,
+    PendingMarker,
+    PoisonRecord,
+    ProfileState,
+    SweepRecord,
+)
 
 FORMAT = 1  # bumped when the JSON layout changes incompatibly; decoders reject other values
 
@@ -314,3 +321,54 @@ def task_from_json(text: str) -> TaskRef:
 def task_key(destination: str, finding_key: str) -> str:
     # Unambiguous: destination names cannot contain '|' (shared.notify.destinations._NAME).
     return f"{destination}|{finding_key}"
+
+
+# -- the operator's view: sweep heartbeats and poisoned evaluations --------------------------------------
+
+
+def sweep_to_json(record: SweepRecord) -> str:
+    return dumps(
+        {
+            "format": FORMAT,
+            "kind": record.kind,
+            "completed_at": record.completed_at,
+            "watched_since": record.watched_since,
+            "alerted_at": record.alerted_at,
+            "occurrence": record.occurrence,
+            "pending_transitions": list(record.pending_transitions),
+        }
+    )
+
+
+def sweep_from_json(text: str) -> SweepRecord:
+    document = loads(text, "sweep")
+    return SweepRecord(
+        kind=_get(document, "kind", str, "sweep"),
+        completed_at=float(_get(document, "completed_at", (int, float), "sweep")),
+        watched_since=float(_get(document, "watched_since", (int, float), "sweep")),
+        alerted_at=float(_get(document, "alerted_at", (int, float), "sweep")),
+        occurrence=_get(document, "occurrence", int, "sweep"),
+        pending_transitions=_objects(document, "pending_transitions", "sweep"),
+    )
+
+
+def poison_to_json(record: PoisonRecord) -> str:
+    return dumps(
+        {
+            "format": FORMAT,
+            "target": target_to_dict(record.target),
+            "reason": record.reason,
+            "attempts": record.attempts,
+            "at": record.at,
+        }
+    )
+
+
+def poison_from_json(text: str) -> PoisonRecord:
+    document = loads(text, "poisoned")
+    return PoisonRecord(
+        target=target_from_dict(_get(document, "target", dict, "poisoned"), "poisoned.target"),
+        reason=_get(document, "reason", str, "poisoned"),
+        attempts=_get(document, "attempts", int, "poisoned"),
+        at=float(_get(document, "at", (int, float), "poisoned")),
+    )

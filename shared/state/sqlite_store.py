@@ -30,8 +30,10 @@ from shared.state.base import (
     ConflictError,
     Joined,
     PendingMarker,
+    PoisonRecord,
     ProfileState,
     StoreUnavailable,
+    SweepRecord,
     Versioned,
     WindowBusy,
 )
@@ -57,6 +59,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (created_at, id, next_attempt_at) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS tasks (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sweeps (kind TEXT PRIMARY KEY, etag TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS poisoned (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
 # Immediate and quiet-mode (digest) deliveries are read apart, each kind in created_at order, so
@@ -446,6 +450,57 @@ class SqliteStateStore:
         with self._lock:
             self._db.close()
 
+    # -- the operator's view (shared.status, shared.heartbeat) --------------------------------------------
+    def account_states(self) -> list[AccountState]:
+        with self._reading() as db:
+            rows = db.execute("SELECT data FROM accounts ORDER BY key").fetchall()
+        return [codec.account_from_json(data) for (data,) in rows]
+
+    def window_of(self, target: Target) -> PendingMarker | None:
+        with self._reading() as db:
+            return self._read_marker(db, target)
+
+    def list_deliveries(self, status: DeliveryStatus) -> list[Delivery]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT data FROM deliveries WHERE status = ? ORDER BY created_at, id", (status.value,)
+            ).fetchall()
+        return [codec.delivery_from_json(data) for (data,) in rows]
+
+    def get_sweep(self, kind: str) -> Versioned[SweepRecord] | None:
+        with self._reading() as db:
+            row = db.execute("SELECT data, etag FROM sweeps WHERE kind = ?", (kind,)).fetchone()
+        return Versioned(codec.sweep_from_json(row[0]), row[1]) if row else None
+
+    def put_sweep(self, record: SweepRecord, etag: str | None) -> str:
+        with self._transaction() as db:
+            row = db.execute("SELECT etag FROM sweeps WHERE kind = ?", (record.kind,)).fetchone()
+            self._check_etag(row[0] if row else None, etag, f"sweep {record.kind}")
+            new_etag = self._next_etag(db)
+            db.execute(
+                "INSERT INTO sweeps (kind, etag, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind) DO UPDATE SET etag = excluded.etag, data = excluded.data",
+                (record.kind, new_etag, codec.sweep_to_json(record)),
+            )
+        return new_etag
+
+    def record_poisoned(self, record: PoisonRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO poisoned (key, data) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+                (record.target.key, codec.poison_to_json(record)),
+            )
+
+    def poisoned(self) -> list[PoisonRecord]:
+        with self._reading() as db:
+            rows = db.execute("SELECT data FROM poisoned ORDER BY key").fetchall()
+        return [codec.poison_from_json(data) for (data,) in rows]
+
+    def forget_poisoned(self, target: Target) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM poisoned WHERE key = ?", (target.key,))
+
+
 
 @contextmanager
 def _unavailable_on_error(path: str) -> Iterator[None]:
@@ -458,10 +513,13 @@ def _unavailable_on_error(path: str) -> Iterator[None]:
 
 if TYPE_CHECKING:
     from shared.notify.base import OutboxStore
-    from shared.state.base import StateStore
+    from shared.state.base import StateStore, StatusStore
 
     def _conforms(store: SqliteStateStore) -> StateStore:  # mypy proves the Protocol is met
         return store
 
     def _conforms_outbox(store: SqliteStateStore) -> OutboxStore:
+        return store
+
+    def _conforms_status(store: SqliteStateStore) -> StatusStore:
         return store

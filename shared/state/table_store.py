@@ -50,8 +50,10 @@ from shared.state.base import (
     ConflictError,
     Joined,
     PendingMarker,
+    PoisonRecord,
     ProfileState,
     StoreUnavailable,
+    SweepRecord,
     Versioned,
     WindowBusy,
 )
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
     from azure.core.pipeline import PipelineResponse
 
     from shared.notify.base import OutboxStore
-    from shared.state.base import StateStore
+    from shared.state.base import StateStore, StatusStore
 
 DEFAULT_PREFIX = "nspdrift"
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,40}$")  # table names: alphanumeric, 3-63 chars
@@ -71,6 +73,8 @@ _DELIVERY_PK = "delivery"
 _TASK_PK = "task"
 _PROFILE_PK = "profile"
 _PENDING_PK = "pending"
+_SWEEP_PK = "sweep"
+_POISONED_PK = "poisoned"
 _DUE_PREFIX = "~due|"  # index rows of pending deliveries; '~' sorts after the hex delivery ids
 _DUE_END = "~due}"  # '|' + 1: the exclusive upper bound of the index rows' RowKey range
 _FINDING_PREFIX = "~fnd|"  # ~fnd|<sha of destination|finding>|<delivery id>: a finding's pending deliveries
@@ -753,6 +757,67 @@ class TableStateStore:
     def close(self) -> None:
         self._service.close()
 
+    # -- the operator's view (shared.status, shared.heartbeat) ------------------------------------------------
+    # Sweep heartbeats: state table, partition ``sweep``, RowKey the sweep's kind. Poisoned
+    # evaluations: pending table, partition ``poisoned``, RowKey the target's row key (the window
+    # queries filter on their own partition).
+    def account_states(self) -> list[AccountState]:
+        with _storage_errors(f"read {self._state_table}"):
+            rows = list(
+                self._table(self._state_table).query_entities("PartitionKey eq @pk", parameters={"pk": _ACCOUNT_PK})
+            )
+        return [self._decode_account(row)[0] for row in rows]
+
+    def window_of(self, target: Target) -> PendingMarker | None:
+        return self._read_marker(target)
+
+    def list_deliveries(self, status: DeliveryStatus) -> list[Delivery]:
+        query = f"PartitionKey eq '{_DELIVERY_PK}' and RowKey lt '{_DUE_PREFIX}' and Status eq '{status.value}'"
+        with _storage_errors(f"read {self._outbox_table}"):
+            rows = list(self._table(self._outbox_table).query_entities(query))
+        found = [codec.delivery_from_json(unpack(row, f"delivery row {row.get('RowKey')}")) for row in rows]
+        return sorted(found, key=lambda d: (d.created_at, d.delivery_id))
+
+    def get_sweep(self, kind: str) -> Versioned[SweepRecord] | None:
+        entity = self._read(self._state_table, _SWEEP_PK, kind)
+        if entity is None:
+            return None
+        return Versioned(codec.sweep_from_json(unpack(entity, f"sweep row {kind}")), _etag(entity))
+
+    def put_sweep(self, record: SweepRecord, etag: str | None) -> str:
+        what = f"write sweep {record.kind}"
+        entity = {
+            "PartitionKey": _SWEEP_PK,
+            "RowKey": record.kind,
+            "CompletedAt": float(record.completed_at),
+            **pack(codec.sweep_to_json(record), what),
+        }
+        if etag is None:
+            return self._create(self._state_table, entity, what)
+        return self._replace(self._state_table, entity, etag, what)
+
+    def record_poisoned(self, record: PoisonRecord) -> None:
+        entity = {
+            "PartitionKey": _POISONED_PK,
+            "RowKey": record.target.row_key,
+            **pack(codec.poison_to_json(record), f"poisoned {record.target.key}"),
+        }
+        with _storage_errors(f"write {self._pending_table}"):
+            self._table(self._pending_table).upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def poisoned(self) -> list[PoisonRecord]:
+        with _storage_errors(f"read {self._pending_table}"):
+            rows = list(
+                self._table(self._pending_table).query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": _POISONED_PK}
+                )
+            )
+        return [codec.poison_from_json(unpack(row, "poisoned row")) for row in rows]
+
+    def forget_poisoned(self, target: Target) -> None:
+        with _storage_errors(f"write {self._pending_table}"):  # the SDK ignores a row that is already gone
+            self._table(self._pending_table).delete_entity(_POISONED_PK, target.row_key)
+
 
 def _client_options(overrides: Mapping[str, Any]) -> dict[str, Any]:
     # A modest HTTP retry budget: the Functions runtime retries the whole invocation on top.
@@ -765,4 +830,7 @@ if TYPE_CHECKING:
         return store
 
     def _conforms_outbox(store: TableStateStore) -> OutboxStore:
+        return store
+
+    def _conforms_status(store: TableStateStore) -> StatusStore:
         return store
