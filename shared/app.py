@@ -178,9 +178,9 @@ def sweep_intervals(schedules: Any) -> dict[str, float]:
     from shared.heartbeat import ScheduleError, intervals_from
 
     intervals: dict[str, float] = {}
-    for setting, expression in dict(schedules).items():
+    for pair in schedules:
         try:
-            intervals.update(intervals_from({setting: expression}))
+            intervals.update(intervals_from([pair]))
         except ScheduleError as exc:
             log.error("sweep heartbeat: %s; that sweep is not watched", exc)
     return intervals

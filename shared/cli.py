@@ -289,9 +289,8 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import time
 
     from shared.app import delivery_sink, sweep_intervals
-    from shared.heartbeat import SWEEP_KINDS
     from shared.notify.destinations import DestinationError
-    from shared.settings import SettingsError, load_settings
+    from shared.settings import SettingsError, load_settings, sweep_schedules
     from shared.state.base import StoreUnavailable
     from shared.state.codec import CodecError
     from shared.status import read_status, render_table, status_to_dict
@@ -304,7 +303,7 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if not Path(args.state).is_file():
                 raise UsageError(f"--state: no state file at {args.state}")
             store = SqliteStateStore(args.state)
-            schedules = [(s, os.environ.get(s, "")) for _, s in SWEEP_KINDS.values() if os.environ.get(s, "").strip()]
+            schedules = sweep_schedules(os.environ)
         else:
             store, schedules = _app_store(load_settings())
         try:

@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
@@ -36,6 +36,7 @@ SWEEP_KINDS: dict[str, tuple[str, str]] = {
     "sweep": ("reconcile_sweep", "NSP_DRIFT_SWEEP_SCHEDULE"),
     "full": ("reconcile_full_sweep", "NSP_DRIFT_FULL_SWEEP_SCHEDULE"),
 }
+_LABELS = {"sweep": "Resource Graph sweep", "full": "full ARM sweep"}
 STALE_AFTER_INTERVALS = 2.0  # "within twice its schedule"
 _HORIZON_DAYS = 4 * 366 + 1  # every weekday of every month, leap day included
 _MAX_CONFLICTS = 5
@@ -174,6 +175,7 @@ def is_stale(record: SweepRecord, interval: float, now: float) -> bool:
 
 def heartbeat_transition(record: SweepRecord, kind: TransitionKind, interval: float, now: float) -> Transition:
     function, setting = SWEEP_KINDS.get(record.kind, (record.kind, ""))
+    label = _LABELS.get(record.kind, f"{record.kind} sweep")
     since = _iso(record.completed_at)
     last = (
         f"last completed {since}"
@@ -181,10 +183,10 @@ def heartbeat_transition(record: SweepRecord, kind: TransitionKind, interval: fl
         else f"has not completed since nsp-drift began watching at {_iso(record.watched_since)}"
     )
     if kind is TransitionKind.RESOLVED:
-        summary = f"The {record.kind} sweep ({function}) completed again at {_iso(now)}."
+        summary = f"The {label} ({function}) completed again at {_iso(now)}."
     else:
         summary = (
-            f"The {record.kind} sweep ({function}) {last}: nothing completed within twice its schedule "
+            f"The {label} ({function}) {last}: nothing completed within twice its schedule "
             f"({setting}, every {interval:.0f} s at most). Drift that events miss is not reconciled "
             "and deliveries are not retried until it runs again."
         )
@@ -270,16 +272,16 @@ def check_heartbeats(store: StatusStore, sink: Sink, intervals: Mapping[str, flo
     return raised
 
 
-def intervals_from(env: Mapping[str, str], today: date | None = None) -> dict[str, float]:
-    """The sweeps' intervals from their schedule settings (a sweep without a schedule is not
-    watched). Raises ScheduleError naming the setting."""
+def intervals_from(schedules: Iterable[tuple[str, str]], today: date | None = None) -> dict[str, float]:
+    """The sweeps' intervals from (setting name, NCRONTAB) pairs (shared.settings.sweep_schedules;
+    a sweep without a schedule is not watched). Raises ScheduleError naming the setting."""
+    kinds = {setting: kind for kind, (_, setting) in SWEEP_KINDS.items()}
     intervals: dict[str, float] = {}
-    for kind, (_, setting) in SWEEP_KINDS.items():
-        expression = env.get(setting, "").strip()
-        if not expression:
+    for setting, expression in schedules:
+        if setting not in kinds or not expression.strip():
             continue
         try:
-            intervals[kind] = schedule_interval(expression, today)
+            intervals[kinds[setting]] = schedule_interval(expression, today)
         except ScheduleError as exc:
             raise ScheduleError(f"{setting}: {exc}") from None
     return intervals

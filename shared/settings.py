@@ -39,9 +39,10 @@ DOCUMENTED: dict[str, str] = {
     "Bounded invocations)",
     "NSP_DRIFT_STATE_TABLE_PREFIX": "Prefix of the state tables (default nspdrift)",
     "NSP_DRIFT_SWEEP_SCHEDULE": "NCRONTAB schedule of the Resource Graph sweep: lists accounts, re-reads those whose "
-    "summary, VMs with VHDs or blob backup instances changed, retries deliveries, sends digests (e.g. 0 */15 * * * *)",
+    "summary, VMs with VHDs or blob backup instances changed, retries deliveries, sends digests (e.g. 0 */15 * * * *); "
+    "the sweep-heartbeat alert fires when it has not completed within twice its interval",
     "NSP_DRIFT_FULL_SWEEP_SCHEDULE": "NCRONTAB schedule of the full ARM sweep that re-reads every account "
-    "(e.g. 0 30 2 * * *)",
+    "(e.g. 0 30 2 * * *); the sweep-heartbeat alert fires when it has not completed within twice its interval",
     "NSP_DRIFT_ESTATE": "Path of an offline estate JSON: read it instead of Azure Resource Manager (local runs, demos)",
     "NSP_DRIFT_RULES_CONFIG": "Rules configuration: a file path (TOML/YAML/JSON) or inline JSON",
     "NSP_DRIFT_DISABLED_RULES": "Comma-separated rule ids to disable",
@@ -186,9 +187,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cloud=cloud,
         appinsights_connection=appinsights,
         appinsights_authentication=env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").strip(),
-        sweep_schedules=tuple(
-            (name, env.get(name, "").strip())
-            for name in ("NSP_DRIFT_SWEEP_SCHEDULE", "NSP_DRIFT_FULL_SWEEP_SCHEDULE")
-            if env.get(name, "").strip()
-        ),
+        sweep_schedules=sweep_schedules(env),
     )
+
+
+def sweep_schedules(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The timer sweeps' schedules that are set, by setting name (the sweep heartbeat watches them)."""
+    pairs = (
+        ("NSP_DRIFT_SWEEP_SCHEDULE", env.get("NSP_DRIFT_SWEEP_SCHEDULE", "").strip()),
+        ("NSP_DRIFT_FULL_SWEEP_SCHEDULE", env.get("NSP_DRIFT_FULL_SWEEP_SCHEDULE", "").strip()),
+    )
+    return tuple((name, value) for name, value in pairs if value)

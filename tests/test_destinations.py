@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.changes import EVALUATION_FAILING, EVALUATION_POISONED
+from shared.changes import EVALUATION_FAILING, EVALUATION_POISONED, SWEEP_HEARTBEAT
 from shared.model import Severity
 from shared.notify import redact
 from shared.notify.destinations import (
@@ -331,10 +331,20 @@ def test_digest_below() -> None:
 
 
 def test_every_known_rule_can_be_routed() -> None:
-    assert set(ALL_RULES) == KNOWN_RULES == {*RULES_BY_ID, *PSEUDO_RULES, EVALUATION_POISONED, EVALUATION_FAILING}
+    assert (
+        set(ALL_RULES)
+        == KNOWN_RULES
+        == {
+            *RULES_BY_ID,
+            *PSEUDO_RULES,
+            EVALUATION_POISONED,
+            EVALUATION_FAILING,
+            SWEEP_HEARTBEAT,
+        }
+    )
 
 
-@pytest.mark.parametrize("rule", [EVALUATION_POISONED, EVALUATION_FAILING])
+@pytest.mark.parametrize("rule", [EVALUATION_POISONED, EVALUATION_FAILING, SWEEP_HEARTBEAT])
 def test_operator_alerts_are_operator_events_with_a_reason(rule: str) -> None:
     """Both operator alerts (a poisoned message, a window that keeps failing) are announced as
     operator events and explain themselves; neither is mistaken for a storage finding."""

@@ -37,7 +37,13 @@ def functions() -> dict[str, Any]:
 
 
 def test_indexes_three_functions_with_their_bindings(functions: dict[str, Any]) -> None:
-    assert set(functions) == {"on_resource_event", "evaluate_target", "reconcile_sweep", "reconcile_full_sweep"}
+    assert set(functions) == {
+        "on_resource_event",
+        "evaluate_target",
+        "reconcile_sweep",
+        "reconcile_full_sweep",
+        "status",
+    }
     bindings = {name: json.loads(fn.get_function_json())["bindings"] for name, fn in functions.items()}
     assert bindings["on_resource_event"] == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
     (queue,) = bindings["evaluate_target"]
@@ -61,7 +67,7 @@ def test_import_reads_no_setting_and_builds_no_client() -> None:
         "print(len(function_app.app.get_functions()), heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "4 []"
+    assert out.stdout.strip() == "5 []"
 
 
 class Sink:

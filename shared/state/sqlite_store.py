@@ -501,7 +501,6 @@ class SqliteStateStore:
             db.execute("DELETE FROM poisoned WHERE key = ?", (target.key,))
 
 
-
 @contextmanager
 def _unavailable_on_error(path: str) -> Iterator[None]:
     """Locked, unreadable or missing database files: the caller fails and the work is retried."""

@@ -808,9 +808,7 @@ class TableStateStore:
     def poisoned(self) -> list[PoisonRecord]:
         with _storage_errors(f"read {self._pending_table}"):
             rows = list(
-                self._table(self._pending_table).query_entities(
-                    "PartitionKey eq @pk", parameters={"pk": _POISONED_PK}
-                )
+                self._table(self._pending_table).query_entities("PartitionKey eq @pk", parameters={"pk": _POISONED_PK})
             )
         return [codec.poison_from_json(unpack(row, "poisoned row")) for row in rows]
 

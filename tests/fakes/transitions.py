@@ -11,6 +11,7 @@ from shared.changes import (
     PERIMETER_ASSOCIATION_CHANGED,
     PERIMETER_MODE_CHANGED,
     PERIMETER_RULES_CHANGED,
+    SWEEP_HEARTBEAT,
     Actor,
     Provenance,
     Transition,
@@ -26,7 +27,7 @@ PERIMETER = (
     f"/subscriptions/{SUB}/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/nsp-contoso"
 )
 PSEUDO_RULES = (PERIMETER_RULES_CHANGED, PERIMETER_ASSOCIATION_CHANGED, PERIMETER_MODE_CHANGED)
-ALL_RULES = (*sorted(RULES_BY_ID), *PSEUDO_RULES, EVALUATION_POISONED, EVALUATION_FAILING)
+ALL_RULES = (*sorted(RULES_BY_ID), *PSEUDO_RULES, EVALUATION_POISONED, EVALUATION_FAILING, SWEEP_HEARTBEAT)
 KINDS = ("opened", "changed", "resolved")
 
 PROVENANCE = Provenance(
