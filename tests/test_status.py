@@ -620,3 +620,30 @@ def test_status_function_answers_an_error_when_misconfigured(
     app_module.reset_context(None)
     code, doc = get_status(functions)
     assert code == 500 and doc["error"].startswith("nsp-drift is misconfigured: AzureWebJobsStorage")
+
+
+@pytest.mark.azurite
+def test_status_function_names_a_row_it_cannot_read(
+    functions: dict[str, Any], app_status: tuple[VirtualClock, dict[str, str]]
+) -> None:
+    from azure.data.tables import TableServiceClient
+
+    context = app_module.context()
+    table = TableServiceClient.from_connection_string(context.settings.storage_connection).get_table_client(
+        f"{context.settings.table_prefix}state"
+    )
+    table.upsert_entity(
+        {
+            "PartitionKey": "account",
+            "RowKey": "f" * 64,
+            "AccountId": "stbroken",
+            "Enc": "json",
+            "Chunks": 1,
+            "data0": "{",
+        }
+    )
+    code, doc = get_status(functions)
+    assert code == 500
+    assert doc["error"].startswith(
+        "the state store holds a row nsp-drift cannot read: CodecError: account row stbroken"
+    )
