@@ -13,13 +13,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from shared import runtime
 from shared.changes import Target
 from shared.pipeline import Pipeline, Readers, TransitionSink, WindowStatus, deliver
 from shared.settings import QUEUE_NAME, Settings, SettingsError, load_settings
-from shared.state.base import StateStore, StoreUnavailable
+from shared.state.base import StateStore, StatusStore, StoreUnavailable
 from shared.telemetry import SPAN_EVALUATE, SPAN_INTAKE, Telemetry, correlation_ids_of
 
 log = logging.getLogger("nsp_drift")
@@ -50,6 +50,10 @@ class AppContext:
     clients: Any  # the process's ARM client factory (connection pools); readers are per invocation
     dispatcher: Any = None  # shared.notify.dispatch.Dispatcher when destinations are configured
     telemetry: Telemetry = field(default_factory=Telemetry.off)
+    # The outbox backlog gauges cost a read of the pending deliveries: at most once per interval
+    # per process (and at every sweep timer run).
+    backlog_interval: float = 60.0
+    backlog_seen_at: float = field(default=float("-inf"), repr=False)
     # The sweeps the heartbeat watches: kind ("sweep", "full") -> its schedule's interval in seconds.
     sweep_intervals: dict[str, float] = field(default_factory=dict)
 
@@ -166,9 +170,8 @@ def build_context(
         budget_seconds=settings.invocation_budget_seconds,
         verify_sweeps=settings.membership_verify_sweeps,
     )
-    return AppContext(
-        settings, store, pipeline, queue, clients, dispatcher, telemetry, sweep_intervals(settings.sweep_schedules)
-    )
+    intervals = sweep_intervals(settings.sweep_schedules)
+    return AppContext(settings, store, pipeline, queue, clients, dispatcher, telemetry, sweep_intervals=intervals)
 
 
 def sweep_intervals(schedules: Any) -> dict[str, float]:
@@ -309,6 +312,7 @@ def handle_queue_message(body: str, dequeue_count: int) -> None:
     report = deliver(ctx.dispatcher, outbox=ctx.pipeline.outbox, transitions=result.transitions)
     if report is not None:
         log.info("delivered %d, retrying %d, failed %d", report.sent, report.retried, report.failed)
+        _observe_backlog(ctx)
     log.info(
         "evaluated %s (attempt %d): %s, %d account(s), %d transition(s) in %.2fs",
         _describe(target),
@@ -333,6 +337,7 @@ def _handle_work(ctx: AppContext, work: Any, dequeue_count: int, started: float)
     report = deliver(ctx.dispatcher, outbox=ctx.pipeline.outbox, transitions=result.transitions)
     if report is not None:
         log.info("delivered %d, retrying %d, failed %d", report.sent, report.retried, report.failed)
+        _observe_backlog(ctx)
     log.info(
         "work %s from %s (attempt %d): %d evaluated, %d transition(s), %d deferred, %d failed, %d message(s) "
         "queued in %.2fs",
@@ -382,6 +387,7 @@ def _sweep(ctx: AppContext, past_due: bool, full: bool) -> None:
         log.warning("%d target(s) keep failing to evaluate and are backing off", report.backing_off)
     sent = deliver(ctx.dispatcher, include_digests=True)
     if sent is not None:
+        _observe_backlog(ctx, force=True)
         log.info(
             "sweep deliveries: %d sent, %d digest(s), %d retrying, %d failed",
             sent.sent,
@@ -391,6 +397,24 @@ def _sweep(ctx: AppContext, past_due: bool, full: bool) -> None:
         )
     # Event Grid stops redelivering after 24 h: ids older than two days can go.
     ctx.store.purge_events(time.time() - 2 * 86400)
+
+
+def _observe_backlog(ctx: AppContext, force: bool = False) -> None:
+    """Set the outbox gauges (pending deliveries, age of the oldest) from the store. Telemetry
+    only: a failure to read is logged, never raised (the deliveries themselves are done)."""
+    now = time.monotonic()
+    if not ctx.telemetry.enabled or (not force and now - ctx.backlog_seen_at < ctx.backlog_interval):
+        return
+    ctx.backlog_seen_at = now
+    from shared.notify.base import DeliveryStatus
+
+    try:
+        pending = cast(StatusStore, ctx.store).list_deliveries(DeliveryStatus.PENDING)
+    except Exception as exc:
+        log.warning("outbox backlog not measured: %s", type(exc).__name__)
+        return
+    oldest = min((d.created_at for d in pending), default=None)
+    ctx.telemetry.backlog(len(pending), 0.0 if oldest is None else time.time() - oldest)
 
 
 def _correlation_id(raw: Any) -> str:

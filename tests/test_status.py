@@ -474,7 +474,7 @@ def test_failing_and_poisoned_targets_show_until_evaluated(
         context.store.add_pending(target, Provenance(event_ids=(f"e-{target.kind}",)), 0.0, context.pipeline.clock())
 
     class BrokenReads:
-        async def read_account(self, account_id: str) -> Any:
+        async def read_account(self, account_id: str, skip: Any = ()) -> Any:
             raise PermissionError(f"AuthorizationFailed for {account_id} at https://x/?sig={URL_SECRET}")
 
     readers = context.readers()

@@ -99,6 +99,7 @@ def _context(azurite: Azurite, monkeypatch: pytest.MonkeyPatch, estate_class: ty
     clients = EstateClients(estate, telemetry=telemetry)
     context = app_module.build_context(load_settings(), clients=clients, telemetry=telemetry)
     context.queue.queue_name = unique_name("q")
+    context.backlog_interval = 0.0  # measure the outbox after every delivery run
     record_baseline_estate(Estate.load(SAMPLES / "estate.json"), context.store, RulesConfig())
     app_module.reset_context(context)
     try:
@@ -197,6 +198,24 @@ def test_metrics_count_what_happened(observed: Observed) -> None:
 
     # Deliveries by destination and outcome; the outbox is empty afterwards.
     assert observed.total(tm.DELIVERIES, destination="siem", outcome="sent") == len(posted)
+    assert observed.points(tm.DELIVERIES_PENDING) == [({}, 0)]  # everything was delivered
+    assert observed.points(tm.OLDEST_PENDING_AGE) == [({}, 0.0)]
+
+
+@pytest.mark.azurite
+def test_backlog_gauges_show_what_waits_for_a_destination_that_is_down(observed: Observed) -> None:
+    observed.webhook.script.times(1000, 503)  # the destination answers 503 to everything
+    _run_sample(_sample_events())
+    from shared.notify.base import DeliveryStatus
+
+    pending = app_module.context().store.list_deliveries(DeliveryStatus.PENDING)
+    assert pending
+    ((_, count),) = observed.points(tm.DELIVERIES_PENDING)
+    assert count == len(pending)
+    ((_, age),) = observed.points(tm.OLDEST_PENDING_AGE)
+    assert age >= 0.0
+    assert observed.total(tm.DELIVERIES, destination="siem", outcome="retry") >= 1
+    assert observed.total(tm.DELIVERIES, destination="siem", outcome="sent") == 0
 
 
 @pytest.mark.azurite
