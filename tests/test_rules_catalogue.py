@@ -149,6 +149,7 @@ def test_pseudo_rules_are_declared_once_and_apart_from_the_catalogue() -> None:
         "perimeter-access-mode-changed",
         "evaluation-poisoned",
         "evaluation-failing",
+        "sweep-heartbeat",
     ]
     assert set(PSEUDO_RULES_BY_ID) == set(ids) and not set(ids) & set(RULES_BY_ID)
     assert set(ids[:3]) == PERIMETER_RULES and set(ids[3:]) == OPERATOR_RULES
