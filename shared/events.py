@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared import arm_ids
@@ -247,39 +247,111 @@ _CLOUD_ATTRIBUTES: Final = ("specversion", "source", "subject", "datacontenttype
 
 
 @dataclass(frozen=True)
+class _Header:
+    """The envelope fields ``parse_event`` checks itself, before the SDK's model reads the envelope."""
+
+    event_id: str
+    is_cloud: bool  # CloudEvents 1.0 (else the Event Grid schema)
+    event_type: str  # canonical spelling, or inferred from the data
+    event_time: str  # as on the wire (ISO 8601), or "" when absent
+
+
+@dataclass(frozen=True)
 class _Envelope:
     data: Mapping[Any, Any]
     time: str  # as on the wire (ISO 8601), or "" when absent or unreadable
 
 
-def _sdk_envelope(
-    raw: Mapping[Any, Any], is_cloud: bool, event_id: str, event_type: str, event_time: str, reader: _Reader
-) -> _Envelope:
-    """The envelope as the SDK's model reads it, from the checked fields (names in any casing,
-    the event type canonical or inferred). A time the SDK cannot read is informational: dropped
-    with a debug line, never the event."""
-    from azure.core.messaging import CloudEvent
-    from azure.eventgrid import EventGridEvent
+@dataclass(frozen=True)
+class _Details:
+    """What the event's family (ARN or the subscription system topic) says beyond the envelope."""
 
+    event_time: str
+    resource_type: str = ""  # "" when the event does not say: read from the id
+    snapshot: dict[str, Any] | None = None
+    api_version: str = ""
+    operation_name: str = ""
+    status: str = ""
+    correlation_id: str = ""
+    actor: Actor = field(default_factory=Actor)
+
+
+def _is_cloud(raw: Mapping[Any, Any], reader: _Reader) -> bool:
+    """Whether the body is a CloudEvent (it carries ``specversion``, which must then be 1.x)."""
+    spec_version = _get(raw, "specversion")
+    if spec_version is None:
+        return False
+    spec = reader.text(spec_version, "specversion", required=True)
+    if spec.strip().split(".", 1)[0] != "1":
+        raise reader.error(f"specversion {_short(spec)!r} not supported (CloudEvents 1.0 only)")
+    return True
+
+
+def _first_present(raw: Mapping[Any, Any], keys: tuple[str, str]) -> Any:
+    return next((v for v in (_get(raw, k) for k in keys) if v is not None and v != ""), None)
+
+
+def _event_type(type_value: Any, field: str, data: Mapping[Any, Any], reader: _Reader) -> str:
+    """The canonical event type, or the one the data implies when the envelope has none."""
+    type_text = reader.text(type_value, field)
+    if not type_text:
+        return _infer_type(data, reader)
+    event_type = event_types().known.get(type_text.strip().lower(), "")
+    if not event_type:
+        raise reader.error(f"{field} {_short(type_text)!r} not supported")
+    return event_type
+
+
+def _header(raw: Mapping[Any, Any], reader: _Reader) -> tuple[_Header, Mapping[Any, Any]]:
+    """The checked id, schema, type and time, with the data object they were checked against."""
+    event_id = reader.text(_get(raw, "id"), "id", required=True, limit=_MAX_EVENT_ID_CHARS)
+    is_cloud = _is_cloud(raw, reader)
+    # Try the schema's own key first, then the other one: a body can be half-converted by a relay.
+    type_keys, time_keys = (("type", "eventType"), ("time", "eventTime"))
+    if not is_cloud:
+        type_keys, time_keys = (("eventType", "type"), ("eventTime", "time"))
+    type_value = _first_present(raw, type_keys)
+    time_value = _first_present(raw, time_keys)
+
+    data = reader.mapping(_get(raw, "data"), "data", required=True)
+    assert data is not None  # required=True raised otherwise
+    event_type = _event_type(type_value, type_keys[0], data, reader)
+    event_time = reader.text(time_value, time_keys[0])
+    return _Header(event_id, is_cloud, event_type, event_time), data
+
+
+def _sdk_fields(raw: Mapping[Any, Any], header: _Header) -> tuple[dict[str, Any], str]:
+    """The envelope's fields as the SDK's model of its schema reads them, and that model's time key."""
     fields: dict[str, Any]
-    if is_cloud:
+    if header.is_cloud:
         fields = {name: _get(raw, name) for name in _CLOUD_ATTRIBUTES if _get(raw, name) is not None}
-        fields.update(id=event_id, type=event_type, data=_get(raw, "data"))
+        fields.update(id=header.event_id, type=header.event_type, data=_get(raw, "data"))
         fields.setdefault("source", "")  # not needed here; system topics always send it
-        parse: Any = CloudEvent.from_dict
         time_key = "time"
     else:
-        fields = {"id": event_id, "eventType": event_type, "data": _get(raw, "data")}
+        fields = {"id": header.event_id, "eventType": header.event_type, "data": _get(raw, "data")}
         for name in ("subject", "topic", "dataVersion"):
             value = _get(raw, name)
             if isinstance(value, str):
                 fields[name] = value
         fields.setdefault("subject", "")
         fields.setdefault("dataVersion", "")
-        parse = EventGridEvent.from_dict
         time_key = "eventTime"
-    if event_time:
-        fields[time_key] = event_time
+    if header.event_time:
+        fields[time_key] = header.event_time
+    return fields, time_key
+
+
+def _sdk_envelope(raw: Mapping[Any, Any], header: _Header, reader: _Reader) -> _Envelope:
+    """The envelope as the SDK's model reads it, from the checked fields (names in any casing,
+    the event type canonical or inferred). A time the SDK cannot read is informational: dropped
+    with a debug line, never the event."""
+    from azure.core.messaging import CloudEvent
+    from azure.eventgrid import EventGridEvent
+
+    parse: Any = CloudEvent.from_dict if header.is_cloud else EventGridEvent.from_dict
+    fields, time_key = _sdk_fields(raw, header)
+    event_time = header.event_time
     try:
         model = parse(fields)
     except Exception as exc:  # the SDKs raise ValueError, DeserializationError, IndexError...: one kind here
@@ -293,9 +365,58 @@ def _sdk_envelope(
         except Exception as again:
             raise reader.error(f"envelope unreadable ({type(again).__name__}: {_short(str(again), 120)})") from None
     data = model.data
-    if not isinstance(data, Mapping) or model.id != event_id:
+    if not isinstance(data, Mapping) or model.id != header.event_id:
         raise reader.error("envelope unreadable (the SDK model lost the id or the data)")
     return _Envelope(data, event_time)
+
+
+def _subscription(resource_id: str, data: Mapping[Any, Any], reader: _Reader) -> str:
+    parts = resource_id.strip("/").split("/")
+    if parts[0].lower() == "subscriptions" and parts[1]:
+        return parts[1]
+    # A tenant-level id (/providers/...): only the data can say which subscription sent it.
+    return reader.text(data.get("subscriptionId"), "data.subscriptionId", required=True, limit=128)
+
+
+def _arn_snapshot(info: Mapping[Any, Any], reader: _Reader) -> dict[str, Any] | None:
+    """The body's properties: a hint only (may be stale, booleans as 1/0): the evaluator re-reads
+    with a pinned version."""
+    properties = info.get("properties")
+    if isinstance(properties, Mapping):
+        return dict(properties)
+    if properties is not None:
+        LOG.debug("event %s: data.resourceInfo.properties is %s, ignored", reader.label, _type_name(properties))
+    return None
+
+
+def _arn_details(data: Mapping[Any, Any], event_type: str, event_time: str, reader: _Reader) -> _Details:
+    """An Azure Resource Notifications event: the resource's type, the operation's time when the
+    envelope has none, and for a create or update the body's properties and API version."""
+    info = reader.mapping(data.get("resourceInfo"), "data.resourceInfo") or {}
+    declared_type = info.get("type")
+    # Informational: a malformed type falls back to the one read from the id.
+    resource_type = declared_type.strip() if isinstance(declared_type, str) and len(declared_type) < 512 else ""
+    if not event_time:
+        operational = data.get("operationalInfo")
+        if isinstance(operational, Mapping):
+            event_time = reader.text(operational.get("resourceEventTime"), "data.operationalInfo.resourceEventTime")
+    if event_type != event_types().arn_created_or_updated:
+        return _Details(event_time, resource_type)
+    snapshot = _arn_snapshot(info, reader)
+    version = data.get("apiVersion")
+    api_version = version if isinstance(version, str) and len(version) <= 64 else ""
+    return _Details(event_time, resource_type, snapshot, api_version)
+
+
+def _activity_details(data: Mapping[Any, Any], event_time: str, reader: _Reader) -> _Details:
+    """A subscription system topic event: the operation, its status, correlation and caller."""
+    return _Details(
+        event_time,
+        operation_name=reader.text(data.get("operationName"), "data.operationName"),
+        status=reader.text(data.get("status"), "data.status"),
+        correlation_id=reader.text(data.get("correlationId"), "data.correlationId"),
+        actor=_actor(data),
+    )
 
 
 def parse_event(raw: Mapping[str, Any]) -> ChangeEvent:
@@ -303,93 +424,33 @@ def parse_event(raw: Mapping[str, Any]) -> ChangeEvent:
     if not isinstance(raw, Mapping):
         raise EventError(f"event: expected a JSON object, got {_type_name(raw)}")
     reader = _Reader(_label(raw))
-    event_id = reader.text(_get(raw, "id"), "id", required=True, limit=_MAX_EVENT_ID_CHARS)
-
-    spec_version = _get(raw, "specversion")
-    is_cloud = spec_version is not None
-    if is_cloud:
-        spec = reader.text(spec_version, "specversion", required=True)
-        if spec.strip().split(".", 1)[0] != "1":
-            raise reader.error(f"specversion {_short(spec)!r} not supported (CloudEvents 1.0 only)")
-    # Try the schema's own key first, then the other one: a body can be half-converted by a relay.
-    type_keys, time_keys = (("type", "eventType"), ("time", "eventTime"))
-    if not is_cloud:
-        type_keys, time_keys = (("eventType", "type"), ("eventTime", "time"))
-    type_value = next((v for v in (_get(raw, k) for k in type_keys) if v is not None and v != ""), None)
-    time_value = next((v for v in (_get(raw, k) for k in time_keys) if v is not None and v != ""), None)
-
-    data = reader.mapping(_get(raw, "data"), "data", required=True)
-    assert data is not None  # required=True raised otherwise
-
+    header, _ = _header(raw, reader)
     types = event_types()
-    type_text = reader.text(type_value, type_keys[0])
-    if type_text:
-        event_type = types.known.get(type_text.strip().lower(), "")
-        if not event_type:
-            raise reader.error(f"{type_keys[0]} {_short(type_text)!r} not supported")
-    else:
-        event_type = _infer_type(data, reader)
-    is_arn = not event_type.startswith(types.resources_prefix)
-    event_time = reader.text(time_value, time_keys[0])
-    envelope = _sdk_envelope(raw, is_cloud, event_id, event_type, event_time, reader)
-    data, event_time = envelope.data, envelope.time
+    is_arn = not header.event_type.startswith(types.resources_prefix)
+    envelope = _sdk_envelope(raw, header, reader)
+    data = envelope.data
 
     resource_id, _ = _resource_id(raw, data, is_arn, reader)
-    parts = resource_id.strip("/").split("/")
-    subscription = parts[1] if parts[0].lower() == "subscriptions" else ""
-    if not subscription:
-        # A tenant-level id (/providers/...): only the data can say which subscription sent it.
-        subscription = reader.text(data.get("subscriptionId"), "data.subscriptionId", required=True, limit=128)
-
-    snapshot: dict[str, Any] | None = None
-    api_version = ""
+    subscription = _subscription(resource_id, data, reader)
     if is_arn:
-        info = reader.mapping(data.get("resourceInfo"), "data.resourceInfo") or {}
-        declared_type = info.get("type")
-        # Informational: a malformed type falls back to the one read from the id below.
-        resource_type = declared_type.strip() if isinstance(declared_type, str) and len(declared_type) < 512 else ""
-        if not event_time:
-            operational = data.get("operationalInfo")
-            if isinstance(operational, Mapping):
-                event_time = reader.text(operational.get("resourceEventTime"), "data.operationalInfo.resourceEventTime")
-        if event_type == types.arn_created_or_updated:
-            # A hint only (may be stale, booleans as 1/0): the evaluator re-reads with a pinned version.
-            properties = info.get("properties")
-            if isinstance(properties, Mapping):
-                snapshot = dict(properties)
-            elif properties is not None:
-                LOG.debug(
-                    "event %s: data.resourceInfo.properties is %s, ignored",
-                    reader.label,
-                    _type_name(properties),
-                )
-            version = data.get("apiVersion")
-            api_version = version if isinstance(version, str) and len(version) <= 64 else ""
-        operation_name = status = correlation_id = ""
-        actor = Actor()
+        details = _arn_details(data, header.event_type, envelope.time, reader)
     else:
-        resource_type = ""
-        operation_name = reader.text(data.get("operationName"), "data.operationName")
-        status = reader.text(data.get("status"), "data.status")
-        correlation_id = reader.text(data.get("correlationId"), "data.correlationId")
-        actor = _actor(data)
-    if not resource_type:
-        resource_type = arm_ids.resource_type(resource_id)
+        details = _activity_details(data, envelope.time, reader)
 
     return ChangeEvent(
-        event_id=event_id,
-        event_type=event_type,
+        event_id=header.event_id,
+        event_type=header.event_type,
         resource_id=resource_id,
         subscription_id=subscription,
-        operation_name=operation_name,
-        status=status,
-        event_time=event_time,
-        correlation_id=correlation_id,
-        actor=actor,
-        resource_type=resource_type,
-        is_delete=event_type in types.deletes,
-        snapshot_properties=snapshot,
-        snapshot_api_version=api_version,
+        operation_name=details.operation_name,
+        status=details.status,
+        event_time=details.event_time,
+        correlation_id=details.correlation_id,
+        actor=details.actor,
+        resource_type=details.resource_type or arm_ids.resource_type(resource_id),
+        is_delete=header.event_type in types.deletes,
+        snapshot_properties=details.snapshot,
+        snapshot_api_version=details.api_version,
     )
 
 
