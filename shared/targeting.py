@@ -16,7 +16,7 @@ Deletes map like writes: the evaluator re-reads, sees the 404 and resolves what 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -191,12 +191,19 @@ def _key_vault(parsed: arm_ids.ResourceId) -> TargetDecision | None:
     return _keep(TargetKind.KEY_VAULT, parsed.top_level_id)
 
 
-def targets_for(event: ChangeEvent, scope: Scope) -> TargetDecision:
-    """What ``event`` makes us re-evaluate, or why nothing (``dropped`` names the reason)."""
-    failed = _failure(event)
-    if failed is not None:
-        return failed
+# The mapping of each resource provider handled; the verb matters to virtual machines only.
+_BY_NAMESPACE: Final[Mapping[str, Callable[[arm_ids.ResourceId, str | None], TargetDecision | None]]] = {
+    "microsoft.storage": lambda parsed, _verb: _storage(parsed),
+    "microsoft.network": lambda parsed, _verb: _perimeter(parsed),
+    "microsoft.compute": _virtual_machine,
+    "microsoft.dataprotection": lambda parsed, _verb: _backup(parsed),
+    "microsoft.keyvault": lambda parsed, _verb: _key_vault(parsed),
+}
 
+
+def _parsed_in_scope(event: ChangeEvent, scope: Scope) -> arm_ids.ResourceId | TargetDecision:
+    """The event's resource id, parsed, or why it is dropped before its type is looked up
+    (malformed, out of scope, no resource type, or an extension resource)."""
     resource_id = event.resource_id
     if not arm_ids.is_well_formed(resource_id):
         return _drop(MALFORMED_ID, f"malformed resource id {resource_id[:120]!r}")
@@ -209,28 +216,28 @@ def targets_for(event: ChangeEvent, scope: Scope) -> TargetDecision:
     if parsed is None or not parsed.segments or not parsed.segments[0][1]:
         return _drop(UNRELATED_TYPE, f"unrelated resource type {_unparsed_type(resource_id)}")
 
-    full_type = parsed.full_type
     own_type = arm_ids.resource_type(resource_id).lower()
-    if own_type != full_type:
+    if own_type != parsed.full_type:
         # An extension resource (a lock, role assignment or diagnostic setting on an account) is
         # not a child of the resource it sits on and changes nothing the rules read.
         return _drop(UNRELATED_TYPE, f"unrelated resource type {own_type}")
+    return parsed
+
+
+def targets_for(event: ChangeEvent, scope: Scope) -> TargetDecision:
+    """What ``event`` makes us re-evaluate, or why nothing (``dropped`` names the reason)."""
+    failed = _failure(event)
+    if failed is not None:
+        return failed
+    parsed = _parsed_in_scope(event, scope)
+    if isinstance(parsed, TargetDecision):
+        return parsed
 
     verb = _action_verb(event)
-    namespace = parsed.namespace.lower()
-    decision: TargetDecision | None = None
-    if namespace == "microsoft.storage":
-        decision = _storage(parsed)
-    elif namespace == "microsoft.network":
-        decision = _perimeter(parsed)
-    elif namespace == "microsoft.compute":
-        decision = _virtual_machine(parsed, verb)
-    elif namespace == "microsoft.dataprotection":
-        decision = _backup(parsed)
-    elif namespace == "microsoft.keyvault":
-        decision = _key_vault(parsed)
+    mapping = _BY_NAMESPACE.get(parsed.namespace.lower())
+    decision = None if mapping is None else mapping(parsed, verb)
     if decision is None:
-        return _drop(UNRELATED_TYPE, f"unrelated resource type {full_type}")
+        return _drop(UNRELATED_TYPE, f"unrelated resource type {parsed.full_type}")
     if decision.kept and verb and verb.lower().startswith(_READ_ONLY_VERBS):
         # Checked last so that an unrelated type is reported as such, not as a read-only action.
         return _drop(READ_ONLY_ACTION, f"read-only action {event.operation_name}")
