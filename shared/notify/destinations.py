@@ -255,19 +255,19 @@ def _parse_rules(entry: Mapping[str, Any], where: str, kind: str) -> frozenset[s
     return rules
 
 
-def _parse_one(entry: Any, index: int, seen: set[str]) -> DestinationConfig:
-    where = f"{SETTING}[{index}]"
-    if not isinstance(entry, Mapping):
-        raise DestinationError(f"{where}: expected an object")
+def _parse_name(entry: Mapping[str, Any], where: str, seen: set[str]) -> str:
     name = _text(entry.get("name"), f"{where}.name")
     if not _NAME.match(name):
         raise DestinationError(f"{where}.name: {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
     if name in seen:
         raise DestinationError(f"{where}.name: {name!r} is used twice")
     seen.add(name)
-    kind = _text(entry.get("type"), f"{where}.type")
-    if kind not in TYPES:
-        raise DestinationError(f"{where}.type: {kind!r} is not one of {', '.join(TYPES)}")
+    return name
+
+
+def _parse_options(entry: Mapping[str, Any], where: str, kind: str) -> Mapping[str, Any]:
+    """The type's own keys, checked: none unknown (with a hint when one looks like a secret), the
+    required ones present, each value of its kind."""
     specific = _FIELDS[kind]
     unknown = sorted(set(entry) - set(_COMMON) - set(specific))
     if unknown:
@@ -280,23 +280,45 @@ def _parse_one(entry: Any, index: int, seen: set[str]) -> DestinationConfig:
     for key in _REQUIRED[kind]:
         if key not in entry:
             raise DestinationError(f"{where}.{key}: expected non-empty text (required for type {kind})")
-    options = MappingProxyType({k: _value(specific[k], entry[k], f"{where}.{k}") for k in specific if k in entry})
+    return MappingProxyType({k: _value(specific[k], entry[k], f"{where}.{k}") for k in specific if k in entry})
+
+
+def _parse_digest_below(entry: Mapping[str, Any], where: str, kind: str, floor: Severity) -> Severity | None:
+    digest_below = _parse_severity(entry, "digest_below", where)
+    if digest_below is None:
+        return None
+    if kind in TASK_TYPES:
+        raise DestinationError(f"{where}.digest_below: not supported for {kind} (one task per finding)")
+    if digest_below <= floor:
+        raise DestinationError(
+            f"{where}.digest_below: must be above min_severity ({floor.label}), or nothing is ever digested"
+        )
+    return digest_below
+
+
+def _parse_transitions(entry: Mapping[str, Any], where: str) -> frozenset[str]:
+    if "transitions" not in entry:
+        return frozenset(KINDS)
+    transitions = frozenset(_texts(entry["transitions"], f"{where}.transitions"))
+    if not transitions or transitions - set(KINDS):
+        raise DestinationError(f"{where}.transitions: expected a non-empty list of {', '.join(KINDS)}")
+    return transitions
+
+
+def _parse_one(entry: Any, index: int, seen: set[str]) -> DestinationConfig:
+    where = f"{SETTING}[{index}]"
+    if not isinstance(entry, Mapping):
+        raise DestinationError(f"{where}: expected an object")
+    name = _parse_name(entry, where, seen)
+    kind = _text(entry.get("type"), f"{where}.type")
+    if kind not in TYPES:
+        raise DestinationError(f"{where}.type: {kind!r} is not one of {', '.join(TYPES)}")
+    options = _parse_options(entry, where, kind)
 
     floor = _parse_severity(entry, "min_severity", where)
     floor = Severity.MEDIUM if floor is None else floor  # not `or`: INFO is 0
-    digest_below = _parse_severity(entry, "digest_below", where)
-    if digest_below is not None:
-        if kind in TASK_TYPES:
-            raise DestinationError(f"{where}.digest_below: not supported for {kind} (one task per finding)")
-        if digest_below <= floor:
-            raise DestinationError(
-                f"{where}.digest_below: must be above min_severity ({floor.label}), or nothing is ever digested"
-            )
-    transitions = frozenset(KINDS)
-    if "transitions" in entry:
-        transitions = frozenset(_texts(entry["transitions"], f"{where}.transitions"))
-        if not transitions or transitions - set(KINDS):
-            raise DestinationError(f"{where}.transitions: expected a non-empty list of {', '.join(KINDS)}")
+    digest_below = _parse_digest_below(entry, where, kind, floor)
+    transitions = _parse_transitions(entry, where)
     return DestinationConfig(
         name=name,
         type=kind,
