@@ -294,30 +294,49 @@ class Estate:
         lower = path.lower()
         query = parse_qs(split.query)
         if method.upper() == "POST" and lower == _RESOURCE_GRAPH:
-            try:
-                request = json.loads(body or b"{}")
-            except (TypeError, ValueError):
-                return _error(400, "BadRequest", "the Resource Graph request body is not JSON")
-            if not isinstance(request, Mapping):
-                return _error(400, "BadRequest", "the Resource Graph request body is not a JSON object")
-            return self.resource_graph(request)
+            return self._resource_graph_post(body)
         if method.upper() != "GET":
             return _error(405, "MethodNotAllowed", f"The offline estate is read-only: {method} {path}")
         if lower in self._by_id:
             return _ok(self._encoded[lower])
+        ids = self._listing(lower)
+        if ids is not None:
+            return self._page(origin, path, ids, query)
+        subscription = self._unknown_subscription(lower)
+        if subscription is not None:
+            return _error(404, "SubscriptionNotFound", f"The subscription '{subscription}' could not be found.")
+        return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
+
+    def _resource_graph_post(self, body: bytes | None) -> Reply:
+        try:
+            request = json.loads(body or b"{}")
+        except (TypeError, ValueError):
+            return _error(400, "BadRequest", "the Resource Graph request body is not JSON")
+        if not isinstance(request, Mapping):
+            return _error(400, "BadRequest", "the Resource Graph request body is not a JSON object")
+        return self.resource_graph(request)
+
+    def _unknown_subscription(self, lower: str) -> str | None:
+        """The subscription ``lower`` lies in when the estate has no such subscription."""
+        parts = lower.strip("/").split("/")
+        if len(parts) >= 2 and parts[0] == "subscriptions" and parts[1] not in self._subscriptions:
+            return parts[1]
+        return None
+
+    def _listing(self, lower: str) -> list[str] | None:
+        """The ids a GET of ``lower`` lists (the backup instances of a data source, or a collection
+        whose scope exists), or None when ``lower`` lists nothing here (then it is a 404)."""
         if lower.endswith(_BACKUP_INSTANCES) and lower.count("/providers/") >= 2:
             scope = lower[: -len(_BACKUP_INSTANCES)]
             if scope in self._by_id:
-                return self._page(origin, path, self._backup_by_datasource.get(scope, []), query)
-        parts = lower.strip("/").split("/")
-        if len(parts) >= 2 and parts[0] == "subscriptions" and parts[1] not in self._subscriptions:
-            return _error(404, "SubscriptionNotFound", f"The subscription '{parts[1]}' could not be found.")
-        if _is_collection_path(lower):
-            if lower in self._collections:
-                return self._page(origin, path, self._collections[lower], query)
-            if self._scope_exists(_collection_scope(lower)):
-                return self._page(origin, path, [], query)
-        return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
+                return self._backup_by_datasource.get(scope, [])
+        if self._unknown_subscription(lower) is not None or not _is_collection_path(lower):
+            return None
+        if lower in self._collections:
+            return self._collections[lower]
+        if self._scope_exists(_collection_scope(lower)):
+            return []
+        return None
 
 
 # -- azure-core transports ------------------------------------------------------------------

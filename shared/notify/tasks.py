@@ -128,6 +128,11 @@ class TaskSender(ABC):
             if stored is None or stored.state != "open":
                 return Outcome(ok=True)  # no task of ours is open for it: nothing to close
             return self.close(stored, t)
+        return self._open_or_update(t, key, stored)
+
+    def _open_or_update(self, t: Mapping[str, Any], key: str, stored: TaskRef | None) -> Outcome:
+        """A finding opened or changed: comment on its open task, else reopen its closed one, else
+        open a new one (a "changed" below the task floor opens nothing)."""
         task = stored
         if stored is None:
             lookup, task = self.find_task(key)
@@ -139,7 +144,7 @@ class TaskSender(ABC):
                 # Returned even if stored: a recovered ref gets saved, with the latest occurrence.
                 return self._outcome(result, replace(task, occurrence=max(task.occurrence, occurrence_of(t))))
             task = None
-        if kind == "changed" and not opens_task(t, self._floor):
+        if str(t.get("transition", "")) == "changed" and not opens_task(t, self._floor):
             return Outcome(ok=True)
         if task is not None:  # closed: the finding came back (a new occurrence) ...
             if occurrence_of(t) and task.occurrence >= occurrence_of(t):
