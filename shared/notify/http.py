@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import tenacity
@@ -121,38 +121,53 @@ def encode_json(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _once(
-    method: str,
-    url: str,
-    body: bytes | None,
-    headers: Mapping[str, str],
-    timeout: float,
-    secrets: tuple[str, ...],
-    context: ssl.SSLContext | None,
-) -> HttpResult:
-    parts = urlsplit(url)
+class RequestOptions(TypedDict, total=False):
+    """The keyword options of ``request`` and ``post_json`` (all optional)."""
+
+    content_type: str  # of a body; default application/json
+    timeout: float  # seconds per attempt; default 10
+    retry: RetrySettings | None  # default RetrySettings()
+    secrets: tuple[str, ...]  # values to mask in errors besides the registered ones (the URL, the token)
+    context: ssl.SSLContext | None  # TLS settings; default the system's
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request, prepared once and sent as is on every attempt."""
+
+    method: str
+    url: str
+    body: bytes | None
+    headers: Mapping[str, str]
+    timeout: float
+    secrets: tuple[str, ...]
+    context: ssl.SSLContext | None
+
+
+def _once(call: _Call) -> HttpResult:
+    parts = urlsplit(call.url)
     host = parts.hostname or "?"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     conn: http.client.HTTPConnection | None = None
     try:
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=context)
+            conn = http.client.HTTPSConnection(host, parts.port, timeout=call.timeout, context=call.context)
         elif parts.scheme == "http":
-            conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+            conn = http.client.HTTPConnection(host, parts.port, timeout=call.timeout)
         else:
             return HttpResult(None, error=f"unsupported URL scheme {parts.scheme!r}")
-        conn.request(method, target, body=body, headers=dict(headers))
+        conn.request(call.method, target, body=call.body, headers=dict(call.headers))
         response = conn.getresponse()
         data = response.read(MAX_RESPONSE_BYTES)
         result_headers = {k.lower(): v for k, v in response.getheaders()}
         error = ""
         if not 200 <= response.status < 300:
             snippet = data[:300].decode("utf-8", errors="replace")
-            error = one_line(f"HTTP {response.status} from {host}: {redact(snippet, secrets)}")
+            error = one_line(f"HTTP {response.status} from {host}: {redact(snippet, call.secrets)}")
         return HttpResult(response.status, data, result_headers, error)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # ValueError: a malformed URL or header value; never echo the URL (it may hold a signature).
-        return HttpResult(None, error=one_line(redact(f"{type(exc).__name__} talking to {host}: {exc}", secrets)))
+        return HttpResult(None, error=one_line(redact(f"{type(exc).__name__} talking to {host}: {exc}", call.secrets)))
     finally:
         if conn is not None:
             conn.close()
@@ -163,21 +178,25 @@ def request(
     url: str,
     body: Any = None,
     headers: Mapping[str, str] | None = None,
-    *,
-    content_type: str = "application/json",
-    timeout: float = 10.0,
-    retry: RetrySettings | None = None,
-    secrets: tuple[str, ...] = (),
-    context: ssl.SSLContext | None = None,
+    **options: Unpack[RequestOptions],
 ) -> HttpResult:
     """Send with retries; return the last result. ``body``: bytes as is, anything else as JSON.
 
-    ``secrets``: values to mask in errors besides the registered ones (the URL, the token)."""
-    policy = retry or RetrySettings()
+    ``options``: see ``RequestOptions``."""
+    policy = options.get("retry") or RetrySettings()
     payload = body if isinstance(body, bytes) or body is None else encode_json(body)
     all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
     if payload is not None:
-        all_headers.setdefault("Content-Type", content_type)
+        all_headers.setdefault("Content-Type", options.get("content_type", "application/json"))
+    call = _Call(
+        method,
+        url,
+        payload,
+        all_headers,
+        options.get("timeout", 10.0),
+        options.get("secrets", ()),
+        options.get("context"),
+    )
     tries = 0
 
     def hint(state: tenacity.RetryCallState) -> float | None:
@@ -193,7 +212,7 @@ def request(
     def attempt() -> HttpResult:
         nonlocal tries
         tries += 1
-        return replace(_once(method, url, payload, all_headers, timeout, secrets, context), attempts=tries)
+        return replace(_once(call), attempts=tries)
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda r: isinstance(r, HttpResult) and r.retryable),
@@ -214,13 +233,6 @@ def request(
 
 
 def post_json(
-    url: str,
-    body: Any,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
-    *,
-    content_type: str = "application/json",
-    retry: RetrySettings | None = None,
-    secrets: tuple[str, ...] = (),
+    url: str, body: Any, headers: Mapping[str, str] | None = None, **options: Unpack[RequestOptions]
 ) -> HttpResult:
-    return request("POST", url, body, headers, content_type=content_type, timeout=timeout, retry=retry, secrets=secrets)
+    return request("POST", url, body, headers, **options)

@@ -155,7 +155,7 @@ class WebhookSender:
             self._url,
             body,
             headers,
-            self._timeout,
+            timeout=self._timeout,
             content_type=CONTENT_TYPE,
             retry=self._retry,
             secrets=(self._url, self._secret),
