@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -37,7 +37,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.changes import TARGET_KINDS, Target, TargetKind
+from shared.changes import TARGET_KINDS, Provenance, Target, TargetKind
 from shared.settings import QUEUE_NAME
 from shared.state.base import StoreUnavailable
 from shared.work import Work, WorkKind
@@ -45,6 +45,8 @@ from shared.work import Work, WorkKind
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.storage.queue import QueueClient, QueueServiceClient
+
+_Kind = TypeVar("_Kind", WorkKind, TargetKind)
 
 _MAX_DELAY = 7 * 24 * 3600  # the service rejects a visibility timeout beyond seven days
 _UNAVAILABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -98,69 +100,93 @@ def _count(value: object, what: str) -> int:
     return value
 
 
-def _work(value: object) -> Work:
-    from shared.state.codec import CodecError, provenance_from_dict
-
-    if not isinstance(value, Mapping):
-        raise ValueError("work: expected an object with a kind")
+def _choice(value: Mapping[Any, Any], key: str, choices: type[_Kind]) -> _Kind:
+    raw = value.get(key)
     try:
-        raw_kind = value.get("kind")
-        kind = WorkKind(raw_kind if isinstance(raw_kind, str) else "")
+        return choices(raw if isinstance(raw, str) else "")
     except ValueError:
-        raise ValueError(f"work.kind: {value.get('kind')!r} is not one of {', '.join(WorkKind)}") from None
-    origin = value.get("origin", "")
-    origin = origin if isinstance(origin, str) else ""
+        raise ValueError(f"work.{key}: {raw!r} is not one of {', '.join(choices)}") from None
+
+
+def _since(value: Mapping[Any, Any]) -> float:
     since = value.get("since", 0.0)
     if isinstance(since, bool) or not isinstance(since, int | float) or not math.isfinite(since) or since < 0:
         raise ValueError(f"work.since: expected epoch seconds, got {since!r}")
-    if kind is WorkKind.SWEEP:
-        subscription, page = value.get("subscription"), value.get("page", "")
-        if not isinstance(subscription, str) or not subscription.strip():
-            raise ValueError("work.subscription: expected a subscription id")
-        if not isinstance(page, str):
-            raise ValueError("work.page: expected a nextLink or an empty string")
-        return Work(
-            kind,
-            subscription=subscription.strip(),
-            page=page,
-            full=value.get("full", True) is not False,
-            sweep_round=_count(value.get("sweep_round", 0), "work.sweep_round"),
-            origin=origin,
-            since=float(since),
-        )
-    accounts = _strings(value.get("accounts"), "work.accounts")
-    if not accounts:
-        raise ValueError("work.accounts: expected at least one account id")
-    try:
-        raw_cause = value.get("cause")
-        cause = TargetKind(raw_cause if isinstance(raw_cause, str) else "")
-    except ValueError:
-        raise ValueError(f"work.cause: {value.get('cause')!r} is not one of {', '.join(TargetKind)}") from None
+    return float(since)
+
+
+def _sweep_work(value: Mapping[Any, Any], origin: str, since: float) -> Work:
+    """One page of a sweep: the subscription listed and ARM's nextLink of the page."""
+    subscription, page = value.get("subscription"), value.get("page", "")
+    if not isinstance(subscription, str) or not subscription.strip():
+        raise ValueError("work.subscription: expected a subscription id")
+    if not isinstance(page, str):
+        raise ValueError("work.page: expected a nextLink or an empty string")
+    return Work(
+        WorkKind.SWEEP,
+        subscription=subscription.strip(),
+        page=page,
+        full=value.get("full", True) is not False,
+        sweep_round=_count(value.get("sweep_round", 0), "work.sweep_round"),
+        origin=origin,
+        since=since,
+    )
+
+
+def _provenance(value: Mapping[Any, Any]) -> Provenance:
+    from shared.state.codec import CodecError, provenance_from_dict
+
     raw_provenance = value.get("provenance")
     if not isinstance(raw_provenance, Mapping):
         raise ValueError("work.provenance: expected an object")
     try:
-        provenance = provenance_from_dict(raw_provenance, "work.provenance")
+        return provenance_from_dict(raw_provenance, "work.provenance")
     except (CodecError, TypeError) as exc:
         raise ValueError(str(exc)) from None
-    members = []
+
+
+def _vault_members(value: Mapping[Any, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``[[perimeter id, [vault ids]], ...]``, lower-cased."""
     raw_members = value.get("vault_members", [])
     if not isinstance(raw_members, list):
         raise ValueError("work.vault_members: expected a list of [perimeter id, [vault ids]]")
+    members = []
     for item in raw_members:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
             raise ValueError("work.vault_members: expected a list of [perimeter id, [vault ids]]")
         members.append((item[0].lower(), tuple(v.lower() for v in _strings(item[1], "work.vault_members[]"))))
+    return tuple(members)
+
+
+def _accounts_work(value: Mapping[Any, Any], origin: str, since: float) -> Work:
+    """A batch of accounts: why (the cause and the events' provenance), with what the fan-out read."""
+    accounts = _strings(value.get("accounts"), "work.accounts")
+    if not accounts:
+        raise ValueError("work.accounts: expected at least one account id")
+    cause = _choice(value, "cause", TargetKind)
+    provenance = _provenance(value)
     return Work(
-        kind,
+        WorkKind.ACCOUNTS,
         accounts,
         cause,
         provenance,
-        tuple(members),
+        _vault_members(value),
         attempts=_count(value.get("attempts", 0), "work.attempts"),
         origin=origin,
-        since=float(since),
+        since=since,
     )
+
+
+def _work(value: object) -> Work:
+    if not isinstance(value, Mapping):
+        raise ValueError("work: expected an object with a kind")
+    kind = _choice(value, "kind", WorkKind)
+    origin = value.get("origin", "")
+    origin = origin if isinstance(origin, str) else ""
+    since = _since(value)
+    if kind is WorkKind.SWEEP:
+        return _sweep_work(value, origin, since)
+    return _accounts_work(value, origin, since)
 
 
 def _document(text: str) -> dict[str, Any]:
