@@ -89,6 +89,29 @@ class _Text:
             return found
 
 
+async def _closes(text: _Text, close: str, where: str = "") -> bool:
+    """After a member or an element: True at ``close`` (consumed), False after a ','."""
+    separator = await text.peek()
+    text.pos += 1
+    if separator == close:
+        return True
+    if separator != ",":
+        raise json.JSONDecodeError(f"expected ',' or '{close}'{where}", text.buf, text.pos - 1)
+    return False
+
+
+async def _stream_value(text: _Text, on_item: Callable[[Any], None]) -> None:
+    """The page's ``value`` array, its '[' next: ``on_item`` for each element as it is decoded."""
+    text.pos += 1
+    if await text.peek() == "]":
+        text.pos += 1
+        return
+    while True:
+        on_item(await text.value())
+        if await _closes(text, "]", " in value"):
+            return
+
+
 async def parse_listing(chunks: AsyncIterator[bytes], on_item: Callable[[Any], None]) -> str | None:
     """Stream one ARM list page: ``on_item`` for each element of ``value``; returns ``nextLink``.
     Raises ``json.JSONDecodeError`` for a body that is not (or not all) such a page."""
@@ -104,30 +127,15 @@ async def parse_listing(chunks: AsyncIterator[bytes], on_item: Callable[[Any], N
                 raise json.JSONDecodeError("expected a member name", text.buf, text.pos)
             await text.expect(":")
             if key == "value" and await text.peek() == "[":
-                text.pos += 1
-                if await text.peek() == "]":
-                    text.pos += 1
-                else:
-                    while True:
-                        on_item(await text.value())
-                        separator = await text.peek()
-                        text.pos += 1
-                        if separator == "]":
-                            break
-                        if separator != ",":
-                            raise json.JSONDecodeError("expected ',' or ']' in value", text.buf, text.pos - 1)
+                await _stream_value(text, on_item)
             else:
                 found = await text.value()
                 if key == "value" and found is not None:
                     raise ValueError(f"an ARM list page whose value is a {type(found).__name__}, not a list")
                 if key == "nextLink":
                     next_link = found if isinstance(found, str) and found else None
-            separator = await text.peek()
-            text.pos += 1
-            if separator == "}":
+            if await _closes(text, "}"):
                 break
-            if separator != ",":
-                raise json.JSONDecodeError("expected ',' or '}'", text.buf, text.pos - 1)
     if await text.peek():
         raise json.JSONDecodeError("data after the page", text.buf, text.pos)
     return next_link
