@@ -309,18 +309,36 @@ def _vhd_disks(vm: _VhdVm, account_name: str) -> list[UnmanagedDisk]:
     ]
 
 
+@dataclass(frozen=True)
+class _Account:
+    """A storage account's id and the parts of it the SDK's calls take."""
+
+    id: str
+    subscription: str
+    resource_group: str
+    name: str
+
+
+def _account(account_id: str) -> _Account:
+    """``account_id``'s parts; ValueError when it is no storage account id."""
+    parsed = arm_ids.parse(account_id)
+    if parsed is None or arm_ids.storage_account_of(account_id) is None:
+        raise ValueError(f"not a storage account id: {account_id!r}")
+    return _Account(account_id, parsed.subscription, parsed.resource_group, parsed.segments[0][1])
+
+
 def _snapshot_of(
-    account: Any, account_id: str, sub: str, rg: str, name: str, perimeters: list[PerimeterView], incomplete: list[str]
+    account: Any, where: _Account, perimeters: list[PerimeterView], incomplete: list[str]
 ) -> StorageAccountSnapshot:
     """The snapshot of an account's own properties (an SDK ``StorageAccount``), no features yet."""
     if getattr(account, "properties", None) is None:
-        log.warning("storage account %s came back without properties", account_id)
+        log.warning("storage account %s came back without properties", where.id)
         incomplete.append("storageAccount.properties")
     return StorageAccountSnapshot(
-        id=_s(account.id) or account_id,
-        name=_s(account.name) or name,
-        subscription_id=sub,
-        resource_group=rg,
+        id=_s(account.id) or where.id,
+        name=_s(account.name) or where.name,
+        subscription_id=where.subscription,
+        resource_group=where.resource_group,
         location=_s(account.location),
         kind=_s(account.kind),
         sku=_s(_attr(account, "sku", "name")),
@@ -407,16 +425,26 @@ class ArmReader:
         is read only when none are stored), and for a customer-managed key the perimeter's
         associations (shared per perimeter). No feature is read: the result is only judged by the
         perimeter rules (``account_from_state`` says the account side was not re-read)."""
-        parsed = arm_ids.parse(account_id)
-        if parsed is None or arm_ids.storage_account_of(account_id) is None:
-            raise ValueError(f"not a storage account id: {account_id!r}")
-        sub, rg, name = parsed.subscription, parsed.resource_group, parsed.segments[0][1]
-        storage = self._clients.storage(sub)
+        where = _account(account_id)
         base = snapshot_from_facts(account_id, facts or {})
+        account, configs = await self._perimeter_side_reads(where, read_account=base is None)
+        perimeters, incomplete = _perimeter_views(configs, account_id)
+        if base is None:
+            snapshot = replace(_snapshot_of(account, where, perimeters, incomplete), account_from_state=True)
+        else:
+            snapshot = replace(base, perimeters=tuple(perimeters), incomplete=tuple(incomplete))
+        if not perimeters or not snapshot.encryption.uses_customer_managed_key:
+            return snapshot
+        return await self._with_members(snapshot, incomplete, account_id)
+
+    async def _perimeter_side_reads(self, where: _Account, read_account: bool) -> tuple[Any, Any]:
+        """The account's NSP configurations (or the exception reading them raised) and, when
+        ``read_account``, its properties (else None). AccountNotFound when the account is gone."""
+        storage = self._clients.storage(where.subscription)
+        rg, name = where.resource_group, where.name
         configurations = storage.network_security_perimeter_configurations
         configs_read = _decoded(lambda: _collect_pages(configurations.list(rg, name)))
-        account: Any = None
-        if base is None:
+        if read_account:
             account, configs = await asyncio.gather(
                 _decoded(lambda: storage.storage_accounts.get_properties(rg, name)),
                 configs_read,
@@ -424,27 +452,25 @@ class ArmReader:
             )
             if isinstance(account, BaseException):
                 if _is_not_found(account):
-                    raise AccountNotFound(account_id) from account
+                    raise AccountNotFound(where.id) from account
                 raise account
-        else:
-            configs = (await asyncio.gather(configs_read, return_exceptions=True))[0]
-            if isinstance(configs, BaseException) and _is_not_found(configs):
-                # The configurations of a deleted account answer 404 too: tell them apart.
-                try:
-                    await _decoded(lambda: storage.storage_accounts.get_properties(rg, name))
-                except Exception as exc:
-                    if _is_not_found(exc):
-                        raise AccountNotFound(account_id) from exc
-                    raise
-        perimeters, incomplete = _perimeter_views(configs, account_id)
-        if base is None:
-            snapshot = replace(
-                _snapshot_of(account, account_id, sub, rg, name, perimeters, incomplete), account_from_state=True
-            )
-        else:
-            snapshot = replace(base, perimeters=tuple(perimeters), incomplete=tuple(incomplete))
-        if not perimeters or not snapshot.encryption.uses_customer_managed_key:
-            return snapshot
+            return account, configs
+        configs = (await asyncio.gather(configs_read, return_exceptions=True))[0]
+        if isinstance(configs, BaseException) and _is_not_found(configs):
+            # The configurations of a deleted account answer 404 too: tell them apart.
+            try:
+                await _decoded(lambda: storage.storage_accounts.get_properties(rg, name))
+            except Exception as exc:
+                if _is_not_found(exc):
+                    raise AccountNotFound(where.id) from exc
+                raise
+        return None, configs
+
+    async def _with_members(
+        self, snapshot: StorageAccountSnapshot, incomplete: list[str], account_id: str
+    ) -> StorageAccountSnapshot:
+        """Each perimeter view with its associated resources (shared per perimeter); one that
+        cannot be read is left out and named in ``incomplete``."""
         views = []
         for view in snapshot.perimeters:
             try:
@@ -526,14 +552,12 @@ class ArmReader:
         from azure.mgmt.storage.models import StorageAccount
 
         account_id = _s(body.get("id"))
-        parsed = arm_ids.parse(account_id)
-        if parsed is None or arm_ids.storage_account_of(account_id) is None:
-            raise ValueError(f"not a storage account id: {account_id!r}")
+        where = _account(account_id)
         account = _deserialize(StorageAccount, dict(body))
-        sub, rg, name = parsed.subscription, parsed.resource_group, parsed.segments[0][1]
         if not verify:
-            return _snapshot_of(account, account_id, sub, rg, name, [], [])
-        storage = self._clients.storage(sub)
+            return _snapshot_of(account, where, [], [])
+        storage = self._clients.storage(where.subscription)
+        rg, name = where.resource_group, where.name
         configs: Any
         try:
             configs = await _decoded(
@@ -544,16 +568,14 @@ class ArmReader:
                 raise AccountNotFound(account_id) from exc
             configs = exc
         backups = partial(self._listed_backups, account_id, tuple(stored_backups))
-        return await self._complete(account, configs, account_id, sub, rg, name, backups)
+        return await self._complete(account, configs, where, backups)
 
     async def read_account(self, account_id: str, skip: Collection[str] = ()) -> StorageAccountSnapshot:
         """The whole account. ``skip``: feature reads to leave out (``virtualMachines``,
         ``backupInstances``; named in ``snapshot.not_read`` when the features are read)."""
-        parsed = arm_ids.parse(account_id)
-        if parsed is None or arm_ids.storage_account_of(account_id) is None:
-            raise ValueError(f"not a storage account id: {account_id!r}")
-        sub, rg, name = parsed.subscription, parsed.resource_group, parsed.segments[0][1]
-        storage = self._clients.storage(sub)
+        where = _account(account_id)
+        storage = self._clients.storage(where.subscription)
+        rg, name = where.resource_group, where.name
         account, configs = await asyncio.gather(
             _decoded(lambda: storage.storage_accounts.get_properties(rg, name)),
             _decoded(lambda: _collect_pages(storage.network_security_perimeter_configurations.list(rg, name))),
@@ -563,16 +585,13 @@ class ArmReader:
             if _is_not_found(account):
                 raise AccountNotFound(account_id) from account
             raise account
-        return await self._complete(account, configs, account_id, sub, rg, name, skip=skip)
+        return await self._complete(account, configs, where, skip=skip)
 
     async def _complete(
         self,
         account: Any,
         configs: Any,
-        account_id: str,
-        sub: str,
-        rg: str,
-        name: str,
+        where: _Account,
         backups: Callable[[], Awaitable[list[Any]]] | None = None,
         skip: Collection[str] = (),
     ) -> StorageAccountSnapshot:
@@ -580,8 +599,8 @@ class ArmReader:
         the exception reading them raised); all features read when it is in a perimeter (but
         those in ``skip``). ``backups``: how to read its backup instances (default: extension
         routing)."""
-        perimeters, incomplete = _perimeter_views(configs, account_id)
-        snapshot = _snapshot_of(account, account_id, sub, rg, name, perimeters, incomplete)
+        perimeters, incomplete = _perimeter_views(configs, where.id)
+        snapshot = _snapshot_of(account, where, perimeters, incomplete)
         if not perimeters:
             return snapshot
         try:
@@ -589,7 +608,7 @@ class ArmReader:
         except (ShapeError, TypeError, AttributeError) as exc:
             # A child answered with a shape we cannot trust: evaluate what we have, mark it partial
             # (so nothing is resolved on the strength of it) and name the problem in the log.
-            log.warning("features of %s have an unexpected shape: %s", account_id, exc)
+            log.warning("features of %s have an unexpected shape: %s", where.id, exc)
             return replace(snapshot, incomplete=(*snapshot.incomplete, "features"))
 
     async def _read_features(
