@@ -237,117 +237,94 @@ def _numbered(transitions: Iterable[Transition], history: dict[str, int]) -> lis
     return out
 
 
+@dataclass(frozen=True)
+class _AssociationSite:
+    """Where an association changed: the account and perimeter, their key, and the events' provenance."""
+
+    account: str
+    perimeter: str
+    key: str  # "account|perimeter", lower case
+    provenance: Provenance
+
+
 def _association_transitions(prev: AccountState | None, curr: AccountState, provenance: Provenance) -> list[Transition]:
     before = {a.perimeter_id.lower(): a for a in (prev.associations if prev else ())}
     after = {a.perimeter_id.lower(): a for a in curr.associations}
     out = []
     for key in sorted(set(before) | set(after)):
         old, new = before.get(key), after.get(key)
+        if old is None and prev is None:
+            continue  # first sight of the account: its association is the baseline, not drift
         perimeter = (new or old).perimeter_id  # type: ignore[union-attr]
-        base_key = f"{curr.account_id.lower()}|{key}"
-        if old is None and new is not None:
-            if prev is None:
-                continue  # first sight of the account: its association is the baseline, not drift
-            out.append(
-                _assoc(
-                    curr.account_id,
-                    perimeter,
-                    base_key,
-                    "added",
-                    {},
-                    asdict(new),
-                    (),
-                    Severity.INFO,
-                    f"Account associated with perimeter via '{new.association_name}' ({new.access_mode})",
-                    provenance,
-                )
-            )
-        elif new is None and old is not None:
-            out.append(
-                _assoc(
-                    curr.account_id,
-                    perimeter,
-                    base_key,
-                    "removed",
-                    asdict(old),
-                    {},
-                    ("weakening",),
-                    Severity.HIGH,
-                    f"Association '{old.association_name}' removed: the account is no longer protected "
-                    "by the perimeter",
-                    provenance,
-                )
-            )
-        elif old is not None and new is not None:
-            if old.access_mode.lower() != new.access_mode.lower():
-                weakening = (
-                    AccessMode.parse(old.access_mode) is AccessMode.ENFORCED
-                    and AccessMode.parse(new.access_mode) is not AccessMode.ENFORCED
-                )
-                out.append(
-                    Transition(
-                        kind=TransitionKind.CHANGED,
-                        rule_id=PERIMETER_MODE_CHANGED_RULE.id,
-                        resource_id=curr.account_id,
-                        perimeter_id=perimeter,
-                        severity=(PERIMETER_MODE_CHANGED_RULE.severity if weakening else Severity.LOW).label,
-                        title=PERIMETER_MODE_CHANGED_RULE.title,
-                        summary=f"Access mode of '{new.association_name}' changed "
-                        f"{old.access_mode} -> {new.access_mode}"
-                        + (" (weakening: rules no longer enforced)" if weakening else ""),
-                        key=f"{base_key}|mode",
-                        before={"accessMode": old.access_mode},
-                        after={"accessMode": new.access_mode},
-                        flags=("weakening",) if weakening else (),
-                        provenance=provenance,
-                    )
-                )
-            if (old.association_name, old.profile_name.lower()) != (
-                new.association_name,
-                new.profile_name.lower(),
-            ):
-                out.append(
-                    _assoc(
-                        curr.account_id,
-                        perimeter,
-                        base_key,
-                        "moved",
-                        asdict(old),
-                        asdict(new),
-                        (),
-                        Severity.MEDIUM,
-                        f"Association moved from profile '{old.profile_name}' to '{new.profile_name}'",
-                        provenance,
-                    )
-                )
+        site = _AssociationSite(curr.account_id, perimeter, f"{curr.account_id.lower()}|{key}", provenance)
+        out.extend(_association_changes(site, old, new))
     return out
 
 
+def _association_changes(
+    site: _AssociationSite, old: AssociationState | None, new: AssociationState | None
+) -> list[Transition]:
+    """An association added or removed, or its access mode changed and/or moved to another profile."""
+    if old is None:
+        assert new is not None  # the key is in one of the two
+        summary = f"Account associated with perimeter via '{new.association_name}' ({new.access_mode})"
+        return [_assoc(site, "added", {}, asdict(new), Severity.INFO, summary)]
+    if new is None:
+        summary = f"Association '{old.association_name}' removed: the account is no longer protected by the perimeter"
+        return [_assoc(site, "removed", asdict(old), {}, Severity.HIGH, summary)]
+    out = []
+    if old.access_mode.lower() != new.access_mode.lower():
+        out.append(_mode_change(site, old, new))
+    if (old.association_name, old.profile_name.lower()) != (new.association_name, new.profile_name.lower()):
+        summary = f"Association moved from profile '{old.profile_name}' to '{new.profile_name}'"
+        out.append(_assoc(site, "moved", asdict(old), asdict(new), Severity.MEDIUM, summary))
+    return out
+
+
+def _mode_change(site: _AssociationSite, old: AssociationState, new: AssociationState) -> Transition:
+    weakening = (
+        AccessMode.parse(old.access_mode) is AccessMode.ENFORCED
+        and AccessMode.parse(new.access_mode) is not AccessMode.ENFORCED
+    )
+    return Transition(
+        kind=TransitionKind.CHANGED,
+        rule_id=PERIMETER_MODE_CHANGED_RULE.id,
+        resource_id=site.account,
+        perimeter_id=site.perimeter,
+        severity=(PERIMETER_MODE_CHANGED_RULE.severity if weakening else Severity.LOW).label,
+        title=PERIMETER_MODE_CHANGED_RULE.title,
+        summary=f"Access mode of '{new.association_name}' changed "
+        f"{old.access_mode} -> {new.access_mode}" + (" (weakening: rules no longer enforced)" if weakening else ""),
+        key=f"{site.key}|mode",
+        before={"accessMode": old.access_mode},
+        after={"accessMode": new.access_mode},
+        flags=("weakening",) if weakening else (),
+        provenance=site.provenance,
+    )
+
+
 def _assoc(
-    account: str,
-    perimeter: str,
-    key: str,
+    site: _AssociationSite,
     what: str,
     before: dict[str, Any],
     after: dict[str, Any],
-    flags: tuple[str, ...],
     severity: Severity,
     summary: str,
-    provenance: Provenance,
 ) -> Transition:
+    """``what``: added, removed or moved; a removal always weakens the account's protection."""
     return Transition(
         kind=TransitionKind.CHANGED,
         rule_id=PERIMETER_ASSOCIATION_CHANGED_RULE.id,
-        resource_id=account,
-        perimeter_id=perimeter,
+        resource_id=site.account,
+        perimeter_id=site.perimeter,
         severity=severity.label,
         title=PERIMETER_ASSOCIATION_CHANGED_RULE.title,
         summary=summary,
-        key=f"{key}|association",
+        key=f"{site.key}|association",
         before=before,
         after=after,
-        flags=(what, *flags),
-        provenance=provenance,
+        flags=(what, "weakening") if what == "removed" else (what,),
+        provenance=site.provenance,
     )
 
 
