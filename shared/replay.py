@@ -78,16 +78,13 @@ def load_events(path: Path) -> list[Any]:
     return data
 
 
-def _pipeline(
-    store: Any,
-    config: RulesConfig,
-    window: float,
-    queue: MemoryQueue,
-    sink: TransitionSink,
-    scope: Scope,
-    clock: Callable[[], float] | None = None,
+def _baseline_pipeline(
+    store: Any, config: RulesConfig, scope: Scope, clock: Callable[[], float] | None = None
 ) -> Pipeline:
-    pipeline = Pipeline(store=store, outbox=sink, enqueue=queue.send, config=config, scope=scope, window_seconds=window)
+    """A pipeline that only records baselines: it opens no window and emits nothing."""
+    pipeline = Pipeline(
+        store=store, outbox=CollectingSink(), enqueue=MemoryQueue().send, config=config, scope=scope, window_seconds=0.0
+    )
     return pipeline if clock is None else replace(pipeline, clock=clock)
 
 
@@ -108,9 +105,7 @@ def record_baseline_estate(
         return await scan(reader, ids, config, today)
 
     results = runtime.run(run())
-    pipeline = _pipeline(
-        store, config, 0.0, MemoryQueue(), CollectingSink(), Scope(tuple(sorted(estate.subscriptions))), clock
-    )
+    pipeline = _baseline_pipeline(store, config, Scope(tuple(sorted(estate.subscriptions))), clock)
     return pipeline.record_baseline(r.evaluation for r in results if r.evaluation is not None)
 
 
@@ -118,7 +113,7 @@ def record_scan(state_path: str, results: Sequence[AccountResult], config: Rules
     """``scan --state``: store a scan's evaluations as the baseline a later replay diffs against."""
     store = _open_store(state_path)
     try:
-        pipeline = _pipeline(store, config, 0.0, MemoryQueue(), CollectingSink(), Scope(()))
+        pipeline = _baseline_pipeline(store, config, Scope(()))
         return pipeline.record_baseline(r.evaluation for r in results if r.evaluation is not None)
     finally:
         store.close()
@@ -168,7 +163,10 @@ def replay(
             senders, digests = build_senders(destinations, env)
             sink = _Tee(collected, OutboxSink(store, destinations))
             dispatcher = Dispatcher(store, senders, digests)
-        pipeline = _pipeline(store, config, window, queue, sink, Scope(tuple(sorted(estate.subscriptions))))
+        scope = Scope(tuple(sorted(estate.subscriptions)))
+        pipeline = Pipeline(
+            store=store, outbox=sink, enqueue=queue.send, config=config, scope=scope, window_seconds=window
+        )
         result = ReplayResult()
         good = [e for e in raw_events if isinstance(e, dict)]
         result.errors.extend(
