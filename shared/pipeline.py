@@ -434,44 +434,22 @@ class Pipeline:
 
         deadline = self._deadline()
         accounts: list[str] = []
-        inline: list[str] = []
         results: list[AccountResult] = []
         deferred: list[str] = []
-        error = ""
         try:
             accounts = await self.resolve(target, readers)
-            if self.enqueue_work is not None and len(accounts) > self.batch_size:
-                # More than one invocation's share: one message per batch, any worker takes them.
-                members = _vault_members(readers, target)
-                await self._fan_out(accounts, target.kind, claim.provenance, target.key, readers, members)
-                outcomes: list[AccountResult | BaseException | None] = []
-            else:
-                inline = accounts
-                outcomes = await self._evaluate_many(
-                    inline, claim.provenance, readers, target.kind, deadline, window=True
-                )
+            inline, outcomes = await self._evaluate_or_fan_out(accounts, target, claim, readers, deadline)
         except Exception as exc:
             error = _reason(exc)
         else:
-            for account, outcome in zip(inline, outcomes, strict=True):
-                if outcome is None:
-                    deferred.append(account)  # the budget ran out before it started
-                elif isinstance(outcome, AccountResult):
-                    results.append(outcome)
-                elif isinstance(outcome, Exception):
-                    error = error or f"{arm_ids.account_name_of(account)}: {_reason(outcome)}"
-                else:
-                    raise outcome  # cancelled: the lease lapses by itself
+            results, deferred, error = _window_outcomes(inline, outcomes)
         transitions = tuple(t for r in results for t in r.transitions)
         partial = tuple(r.account_id for r in results if r.partial)
-        if partial and not error:
-            parts = sorted({p for r in results for p in r.partial})
-            error = f"partial read of {len(partial)} account(s) ({', '.join(parts)}), e.g. {partial[0]}"
+        error = error or _partial_read(results)
         if error:
             return await self._back_off(claim, error, transitions, len(accounts), partial)
         if deferred:  # sent before the window is done: a crash in between re-evaluates the window
-            members = _vault_members(readers, target)
-            await self._fan_out(deferred, target.kind, claim.provenance, target.key, readers, members)
+            await self._fan_out(deferred, _window_fan_out(target, claim, readers))
         now = self.clock()
         if await asyncio.to_thread(self.store.complete_pending, claim, now, self.window_seconds):
             # Events joined while this evaluation ran: their window is open, and owed a message.
@@ -479,6 +457,17 @@ class Pipeline:
             await asyncio.to_thread(self.store.mark_queued, target, now)
         ids = claim.provenance.correlation_ids
         return WindowResult(target, WindowStatus.DONE, transitions, len(accounts), partial, correlation_ids=ids)
+
+    async def _evaluate_or_fan_out(
+        self, accounts: list[str], target: Target, claim: PendingMarker, readers: Readers, deadline: float | None
+    ) -> tuple[list[str], list[AccountResult | BaseException | None]]:
+        """The accounts evaluated here and their outcomes, or none when they are more than one
+        invocation's share: then one message per batch, any worker takes them."""
+        if self.enqueue_work is not None and len(accounts) > self.batch_size:
+            await self._fan_out(accounts, _window_fan_out(target, claim, readers))
+            return [], []
+        outcomes = await self._evaluate_many(accounts, claim.provenance, readers, target.kind, deadline, window=True)
+        return accounts, outcomes
 
     # -- fan-out: bounded invocations ------------------------------------------------------------------
     def _deadline(self) -> float | None:
@@ -506,22 +495,12 @@ class Pipeline:
 
         return list(await asyncio.gather(*(one(a) for a in accounts), return_exceptions=True))
 
-    async def _fan_out(
-        self,
-        accounts: Sequence[str],
-        cause: TargetKind,
-        provenance: Provenance,
-        origin: str,
-        readers: Readers,
-        members: Mapping[str, Sequence[str]] | None,
-        delay: float = 0.0,
-        attempts: int = 0,
-    ) -> int:
+    async def _fan_out(self, accounts: Sequence[str], why: _FanOut, delay: float = 0.0, attempts: int = 0) -> int:
         """Send ``accounts`` as batch messages; a perimeter's Key Vault associations travel with
-        them (read once here, not once per batch). Returns the messages sent."""
+        them (read once, not once per batch). Returns the messages sent."""
         if self.enqueue_work is None:
             raise RuntimeError("fan-out needs a work queue")
-        items = batches(list(accounts), cause, provenance, origin, members, self.batch_size)
+        items = batches(list(accounts), why.cause, why.provenance, why.origin, why.members, self.batch_size)
         for item in items:
             await asyncio.to_thread(self.enqueue_work, replace(item, attempts=attempts), delay)
         return len(items)
@@ -541,15 +520,13 @@ class Pipeline:
             accounts = tuple([a for a in accounts if not await self._seen_since(a, work.since)])
         deadline = self._deadline()
         outcomes = await self._evaluate_many(accounts, work.provenance, readers, work.cause, deadline)
-        return await self._settle(replace(work, accounts=accounts), outcomes, readers)
+        return await self._settle(replace(work, accounts=accounts), outcomes)
 
     async def _seen_since(self, account_id: str, since: float) -> bool:
         stored = await asyncio.to_thread(self.store.get_account, account_id)
         return stored is not None and stored.value.observed_at >= since
 
-    async def _settle(
-        self, work: Work, outcomes: Sequence[AccountResult | BaseException | None], readers: Readers
-    ) -> WorkResult:
+    async def _settle(self, work: Work, outcomes: Sequence[AccountResult | BaseException | None]) -> WorkResult:
         """After a batch's evaluations: what was not started is re-queued at once, what failed (or
         was read partially) with back-off and one alert after ``alert_after`` failures."""
         results: list[AccountResult] = []
@@ -569,12 +546,10 @@ class Pipeline:
                 reasons.append(f"{arm_ids.account_name_of(account)}: {_reason(outcome)}")
             else:
                 raise outcome
-        members = work.members_of()
+        why = _FanOut(work.cause, work.provenance, work.origin, work.members_of())
         queued = 0
         if deferred:
-            queued += await self._fan_out(
-                deferred, work.cause, work.provenance, work.origin, readers, members, 0.0, work.attempts
-            )
+            queued += await self._fan_out(deferred, why, 0.0, work.attempts)
         if failed:
             attempts = work.attempts + 1
             delay = backoff_seconds(attempts)
@@ -588,9 +563,7 @@ class Pipeline:
                 delay,
                 reasons[0],
             )
-            queued += await self._fan_out(
-                failed, work.cause, work.provenance, work.origin, readers, members, delay, attempts
-            )
+            queued += await self._fan_out(failed, why, delay, attempts)
         transitions = tuple(t for r in results for t in r.transitions)
         evaluated = len(results)
         return WorkResult(work, evaluated, transitions, len(deferred), tuple(failed), queued)
@@ -900,9 +873,8 @@ class Pipeline:
             accounts = await self._changed_by_graph([subscription], readers, report)
         queued = 0
         if accounts:
-            origin = f"sweep:{subscription}"
-            sweep = Provenance(source="sweep")
-            queued = await self._fan_out(list(accounts.values()), TargetKind.ACCOUNT, sweep, origin, readers, None)
+            why = _FanOut(TargetKind.ACCOUNT, Provenance(source="sweep"), f"sweep:{subscription}")
+            queued = await self._fan_out(list(accounts.values()), why)
         log.info(
             "sweep of %s: %d listed, %d unchanged, %d to evaluate in %d batch(es)",
             subscription,
@@ -956,7 +928,7 @@ class Pipeline:
             await asyncio.to_thread(send, replace(work, page=next_link), 0.0)
             queued += 1
         batch = Work(WorkKind.ACCOUNTS, ids, TargetKind.ACCOUNT, provenance, origin=origin)
-        result = await self._settle(batch, outcomes, readers) if ids else WorkResult(batch)
+        result = await self._settle(batch, outcomes) if ids else WorkResult(batch)
         if next_link is None and work.since:
             stored = await asyncio.to_thread(self.store.all_account_ids)
             wanted = subscription.lower()
@@ -1044,6 +1016,51 @@ def _rules_judged(cause: TargetKind, evaluation: Evaluation | None) -> frozenset
     from shared.rules import RULES_BY_ID
 
     return frozenset(RULES_BY_ID if rules is None else rules) - unjudged
+
+
+@dataclass(frozen=True)
+class _FanOut:
+    """What the batch messages of one fan-out share: why their accounts are evaluated, what fanned
+    them out, and a perimeter's Key Vault associations as read once by whoever fanned them out."""
+
+    cause: TargetKind
+    provenance: Provenance
+    origin: str
+    members: Mapping[str, Sequence[str]] | None = None
+
+
+def _window_fan_out(target: Target, claim: PendingMarker, readers: Readers) -> _FanOut:
+    """A window's accounts, fanned out with the associations this invocation has read by now."""
+    return _FanOut(target.kind, claim.provenance, target.key, _vault_members(readers, target))
+
+
+def _window_outcomes(
+    inline: Sequence[str], outcomes: Sequence[AccountResult | BaseException | None]
+) -> tuple[list[AccountResult], list[str], str]:
+    """A window's evaluations: the results, the accounts the budget left unstarted, and the first
+    failure ("" for none). A cancellation is raised: the lease lapses by itself."""
+    results: list[AccountResult] = []
+    deferred: list[str] = []
+    error = ""
+    for account, outcome in zip(inline, outcomes, strict=True):
+        if outcome is None:
+            deferred.append(account)  # the budget ran out before it started
+        elif isinstance(outcome, AccountResult):
+            results.append(outcome)
+        elif isinstance(outcome, Exception):
+            error = error or f"{arm_ids.account_name_of(account)}: {_reason(outcome)}"
+        else:
+            raise outcome
+    return results, deferred, error
+
+
+def _partial_read(results: Sequence[AccountResult]) -> str:
+    """The failure a partial read is ("" for none): applied as far as read, read again later."""
+    partial = [r.account_id for r in results if r.partial]
+    if not partial:
+        return ""
+    parts = sorted({p for r in results for p in r.partial})
+    return f"partial read of {len(partial)} account(s) ({', '.join(parts)}), e.g. {partial[0]}"
 
 
 def _vault_members(readers: Readers, target: Target) -> dict[str, list[str]] | None:
