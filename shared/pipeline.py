@@ -669,9 +669,8 @@ class Pipeline:
             else:
                 evaluation = await self.gather(account_id, readers.accounts, cause, facts, skip)
             try:
-                transitions = await asyncio.to_thread(
-                    self._commit, account_id, stored, evaluation, provenance, cause, read_started, True
-                )
+                read = _Read(account_id, stored, evaluation, read_started)
+                transitions = await asyncio.to_thread(self._commit, read, provenance, cause, True)
             except ConflictError:
                 log.info("%s was committed by a newer evaluation while this one read; reading again", account_id)
                 forget = getattr(readers.accounts, "forget_cached_lookups", None)
@@ -710,18 +709,10 @@ class Pipeline:
         if pending:
             self.outbox.emit(carried.transitions(pending))
 
-    def _commit(
-        self,
-        account_id: str,
-        stored: Versioned[AccountState] | None,
-        evaluation: Evaluation | None,
-        provenance: Provenance,
-        cause: TargetKind,
-        read_started: float,
-        emit: bool,
-    ) -> list[Transition]:
-        """Steps 1 (record), 3 (write, conditional on ``stored``) and 4 (record, clear) of the
-        ordering. ConflictError: a newer evaluation committed since ``stored`` was read."""
+    def _commit(self, read: _Read, provenance: Provenance, cause: TargetKind, emit: bool) -> list[Transition]:
+        """Steps 1 (record), 3 (write, conditional on ``read.stored``) and 4 (record, clear) of the
+        ordering. ConflictError: a newer evaluation committed since ``read.stored`` was read."""
+        account_id, stored, evaluation = read.account_id, read.stored, read.evaluation
         if emit and stored is not None:
             self._record(stored.value.pending_transitions)
         previous = stored.value if stored is not None else None  # a tombstone too: drift reads it
@@ -740,7 +731,7 @@ class Pipeline:
             if transitions:
                 self.outbox.emit(transitions)
             return transitions
-        new = replace(decision.new_state, observed_at=read_started, pending_transitions=carried.records(transitions))
+        new = replace(decision.new_state, observed_at=read.started, pending_transitions=carried.records(transitions))
         written = self.store.put_account(new, etag)
         if transitions:
             self.outbox.emit(transitions)
@@ -796,7 +787,7 @@ class Pipeline:
                 stored = self.store.get_account(account_id)
                 scan = Provenance(source="scan")
                 try:
-                    self._commit(account_id, stored, evaluation, scan, TargetKind.ACCOUNT, self.clock(), False)
+                    self._commit(_Read(account_id, stored, evaluation, self.clock()), scan, TargetKind.ACCOUNT, False)
                 except ConflictError:
                     if attempt == _MAX_CONFLICT_RETRIES - 1:
                         raise
@@ -1016,6 +1007,17 @@ def _rules_judged(cause: TargetKind, evaluation: Evaluation | None) -> frozenset
     from shared.rules import RULES_BY_ID
 
     return frozenset(RULES_BY_ID if rules is None else rules) - unjudged
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One read of an account, to commit: the row it was read against (None: none was stored),
+    what it evaluated to (None: the account is gone) and when the read began."""
+
+    account_id: str
+    stored: Versioned[AccountState] | None
+    evaluation: Evaluation | None
+    started: float
 
 
 @dataclass(frozen=True)
