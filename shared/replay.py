@@ -133,7 +133,7 @@ class _Tee:
 _REPLAY_ROUNDS = 3  # follow-up windows and retries queued by an evaluation get this many more rounds
 
 
-def replay(
+def replay(  # noqa: PLR0913 - the replay command's options, one per CLI flag, each named
     events_path: Path,
     estate_path: Path,
     state_path: str | None = None,

@@ -155,7 +155,7 @@ def _delivery(delivery: Delivery) -> DeliveryItem:
     )
 
 
-def build_status(
+def build_status(  # noqa: PLR0913 - one input per section of the status, read by read_status
     accounts: Sequence[AccountState],
     pending: Sequence[Delivery],
     failed: Sequence[Delivery],

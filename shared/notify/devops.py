@@ -108,7 +108,7 @@ class AzureDevOpsSender(TaskSender):
     noun: ClassVar[str] = "work item"
     refuses_reopen: ClassVar[tuple[int, ...]] = (400,)  # the process does not allow moving it back
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options, one per destination key
         self,
         name: str,
         organization: str,

@@ -141,7 +141,7 @@ class Dispatcher:
       items never hides an alert; digests go out only when asked (``include_digests``: the sweep).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - tuning knobs with defaults; callers name the one they set
         self,
         store: OutboxStore,
         senders: Mapping[str, Sender],

@@ -165,7 +165,7 @@ class EventGridSender:
     """One Event Grid topic. ``key``: an access key (None: ``credential``, a TokenCredential, or
     by default the app's identity from shared.wiring). The SDK client is built on the first send."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options, each named by its callers
         self,
         name: str,
         endpoint: str,

@@ -116,7 +116,7 @@ class GitHubIssuesSender(TaskSender):
 
     noun: ClassVar[str] = "issue"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options, one per destination key
         self,
         name: str,
         repository: str,
