@@ -249,6 +249,12 @@ class Transition:
     # perimeter changes the count of changes of that key; for profile rule changes the profile's
     # accessRulesVersion. Derived from stored state, so a re-detection after a crash repeats it.
     occurrence: int = 1
+    # A perimeter-level change: the storage accounts it affects (ids, as stored when it was
+    # detected). Not part of the idempotency key: the same change seen later is the same delivery.
+    accounts: tuple[str, ...] = ()
+    # The per-subject keys a finding had before findings were one per rule and account (stored
+    # state merged by shared.state.legacy): the task destinations take over their tasks.
+    legacy_keys: tuple[str, ...] = ()
 
     @property
     def idempotency_key(self) -> str:
@@ -261,8 +267,20 @@ class Transition:
         return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
+AFFECTED_ACCOUNTS_SHOWN = 20  # a perimeter change lists this many affected accounts, then "and N more"
+
+
 def transition_to_dict(t: Transition) -> dict[str, Any]:
-    """The JSON form of a transition: replay output, outbox payloads, webhook data."""
+    """The JSON form of a transition: replay output, outbox payloads, webhook data.
+
+    A perimeter-level change adds ``accounts`` (the first AFFECTED_ACCOUNTS_SHOWN affected account
+    ids) and ``accounts_more`` (how many more there are)."""
+    affected: dict[str, Any] = {}
+    if t.accounts:
+        affected = {
+            "accounts": list(t.accounts[:AFFECTED_ACCOUNTS_SHOWN]),
+            "accounts_more": max(len(t.accounts) - AFFECTED_ACCOUNTS_SHOWN, 0),
+        }
     return {
         "transition": t.kind.value,
         "rule": t.rule_id,
@@ -282,6 +300,8 @@ def transition_to_dict(t: Transition) -> dict[str, Any]:
         "key": t.key,
         "occurrence": t.occurrence,
         "idempotency_key": t.idempotency_key,
+        **affected,
+        **({"legacy_keys": list(t.legacy_keys)} if t.legacy_keys else {}),
     }
 
 

@@ -157,10 +157,58 @@ def _finding_transition(
         after={"severity": record["severity"], "summary": record["summary"]}
         if kind is not TransitionKind.RESOLVED
         else {},
-        evidence=dict(record.get("evidence") or {}),
+        evidence={"items": _items(record)},
+        legacy_keys=tuple(str(k) for k in record.get("legacy_keys") or ()),
         provenance=provenance,
         occurrence=occurrence,
     )
+
+
+def _items(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A finding record's evidence items (a list; anything else reads as none)."""
+    evidence = record.get("evidence")
+    return [dict(item) for item in evidence if isinstance(item, Mapping)] if isinstance(evidence, list) else []
+
+
+def _subject(item: Mapping[str, Any]) -> str:
+    return str(item.get("subject", ""))
+
+
+def evidence_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Subjects of the evidence items added, removed and modified (same subject, other details)."""
+    before = {_subject(i): i for i in _items(old)}
+    after = {_subject(i): i for i in _items(new)}
+    return {
+        "added": [s for s in after if s not in before],
+        "removed": [s for s in before if s not in after],
+        "modified": [s for s in after if s in before and before[s] != after[s]],
+    }
+
+
+def _changed(old: Mapping[str, Any], record: Mapping[str, Any], provenance: Provenance, occurrence: int) -> Transition:
+    """The finding stays open but what makes it true changed: its evidence, or its severity.
+    ``before``/``after`` name the evidence items (by subject), so a card or a task comment shows
+    what was added and removed; the summary says it in words."""
+    change = evidence_change(old, record)
+    words = [f"{what} {', '.join(repr(s) for s in subjects)}" for what, subjects in change.items() if subjects]
+    notes = [f"evidence {'; '.join(words)}"] if words else []
+    if old["severity"] != record["severity"]:
+        notes.append(f"severity {old['severity']} -> {record['severity']}")
+    sides = []
+    for side in (old, record):
+        subjects = [_subject(i) for i in _items(side)]
+        sides.append({"severity": side["severity"], "summary": side["summary"], "evidence": subjects})
+    if change["modified"]:
+        sides[1]["modified"] = change["modified"]
+    transition = _finding_transition(
+        TransitionKind.CHANGED,
+        record,
+        provenance,
+        occurrence,
+        f"{record['summary']} ({'; '.join(notes)})",
+        before=sides[0],
+    )
+    return replace(transition, after=sides[1], evidence={**transition.evidence, **change})
 
 
 def _finding_transitions(
@@ -189,23 +237,18 @@ def _finding_transitions(
     for key in before:  # stored before occurrences were recorded: the open finding is its first
         history.setdefault(key, 1)
     carried = {k: f for k, f in before.items() if not in_scope(f)}
+    for key, record in after.items():  # a merged finding keeps its per-subject keys while open
+        legacy = (before.get(key) or {}).get("legacy_keys")
+        if legacy and "legacy_keys" not in record:
+            after[key] = {**record, "legacy_keys": legacy}
     out: list[Transition] = []
     for key, record in after.items():
         old = before.get(key)
         if old is None:
             history[key] = history.get(key, 0) + 1
             out.append(_finding_transition(TransitionKind.OPENED, record, provenance, history[key]))
-        elif old["severity"] != record["severity"]:
-            out.append(
-                _finding_transition(
-                    TransitionKind.CHANGED,
-                    record,
-                    provenance,
-                    history[key],
-                    f"{record['summary']} (severity {old['severity']} -> {record['severity']})",
-                    before={"severity": old["severity"], "summary": old["summary"]},
-                )
-            )
+        elif old["severity"] != record["severity"] or _items(old) != _items(record):
+            out.append(_changed(old, record, provenance, history[key]))
     kept = {**carried, **after}
     for key, record in before.items():
         if key in after or key in carried:
@@ -454,7 +497,9 @@ def decide_profile(
     provenance: Provenance,
     params: RuleParams | None = None,
 ) -> tuple[Transition, ...]:
-    """Access rules added, removed or modified on one profile (nothing on first sight)."""
+    """One transition for the access rules added, removed or modified on one profile (nothing on
+    first sight): the profile is the perimeter's unit of rules, so one change of it is one card,
+    whatever number of rules it touched."""
     if prev is None:
         return ()
     if (
@@ -470,36 +515,52 @@ def decide_profile(
     occurrence = version if isinstance(version, int) and not isinstance(version, bool) and version > 0 else 1
     before = {str(r["name"]).lower(): r for r in prev.rules}
     after = {str(r["name"]).lower(): r for r in curr.rules}
-    out = []
+    changes: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
+    phrases: list[str] = []
+    all_flags: list[str] = []
+    severities: list[Severity] = []
+    old_side: dict[str, Any] = {}
+    new_side: dict[str, Any] = {}
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name), after.get(name)
         if old == new:
             continue
         what = "added" if old is None else "removed" if new is None else "modified"
         flags = _flags_for(new, old, params) if new is not None else ()
-        severity = _rule_severity(flags, removed=new is None)
+        severities.append(_rule_severity(flags, removed=new is None))
         rule_name = str((new or old or {}).get("name", name))
-        detail = f" [{', '.join(flags)}]" if flags else ""
-        out.append(
-            Transition(
-                kind=TransitionKind.CHANGED,
-                rule_id=PERIMETER_RULES_CHANGED_RULE.id,
-                resource_id=curr.perimeter_id,
-                perimeter_id=curr.perimeter_id,
-                severity=severity.label,
-                title=PERIMETER_RULES_CHANGED_RULE.title,
-                summary=f"Access rule '{rule_name}' {what} in profile '{curr.profile_name}'{detail}",
-                key=f"{curr.perimeter_id.lower()}|{curr.profile_name.lower()}|{name}",
-                before=dict(old or {}),
-                after=dict(new or {}),
-                flags=(what, *flags),
-                evidence={
-                    "profile": curr.profile_name,
-                    "accessRulesVersion": [prev.access_rules_version, curr.access_rules_version],
-                    "seenVia": account_id,
-                },
-                provenance=provenance,
-                occurrence=occurrence,
-            )
-        )
-    return tuple(out)
+        changes[what].append(rule_name)
+        all_flags += [what, *flags]
+        phrases.append(f"'{rule_name}' {what}" + (f" [{', '.join(flags)}]" if flags else ""))
+        # Flat "rule.field" entries, so a card or a comment shows each field's before -> after.
+        for field_name in sorted({*(old or {}), *(new or {})} - {"name"}):
+            if old is not None and field_name in old:
+                old_side[f"{rule_name}.{field_name}"] = old[field_name]
+            if new is not None and field_name in new:
+                new_side[f"{rule_name}.{field_name}"] = new[field_name]
+    if not phrases:
+        return ()  # the version moved, the rules did not
+    rules_word = "Access rule" if len(phrases) == 1 else f"{len(phrases)} access rules"
+    return (
+        Transition(
+            kind=TransitionKind.CHANGED,
+            rule_id=PERIMETER_RULES_CHANGED_RULE.id,
+            resource_id=curr.perimeter_id,
+            perimeter_id=curr.perimeter_id,
+            severity=max(severities).label,
+            title=PERIMETER_RULES_CHANGED_RULE.title,
+            summary=f"{rules_word} changed in profile '{curr.profile_name}': {'; '.join(phrases)}",
+            key=f"{curr.perimeter_id.lower()}|{curr.profile_name.lower()}",
+            before=old_side,
+            after=new_side,
+            flags=tuple(dict.fromkeys(all_flags)),
+            evidence={
+                "profile": curr.profile_name,
+                "accessRulesVersion": [prev.access_rules_version, curr.access_rules_version],
+                "seenVia": account_id,
+                **{what: names for what, names in changes.items() if names},
+            },
+            provenance=provenance,
+            occurrence=occurrence,
+        ),
+    )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import date
+from typing import Any
 
 from shared.config import RulesConfig, Suppression
 from shared.model import Evaluation, Finding, StorageAccountSnapshot
 from shared.rules import ALL_RULES
-from shared.rules.base import Rule
+from shared.rules.base import Hit, Rule
 
 log = logging.getLogger(__name__)
 
@@ -21,26 +22,33 @@ def _suppression_for(config: RulesConfig, finding: Finding) -> Suppression | Non
     return None
 
 
+def evidence_item(hit: Hit) -> dict[str, Any]:
+    """One evidence item: the hit's details, its subject and its own summary."""
+    return {**hit.evidence, "subject": hit.subject, "summary": hit.summary}
+
+
 def _findings_of(rule: Rule, account: StorageAccountSnapshot, config: RulesConfig) -> list[Finding]:
+    """At most one finding: every hit of the rule on the account is an item of its evidence,
+    ordered by subject; its severity is the worst hit's (or the configured override)."""
+    hits = sorted(rule.check(account, config.params), key=lambda h: h.subject)
+    if not hits:
+        return []
     override = config.override(rule.id)
     default_perimeter = account.perimeters[0].perimeter_id if account.perimeters else None
-    out = []
-    for hit in rule.check(account, config.params):
-        severity = override.severity or hit.severity or rule.severity
-        out.append(
-            Finding(
-                rule_id=rule.id,
-                title=rule.title,
-                severity=severity,
-                resource_id=account.id,
-                account_name=account.name,
-                perimeter_id=hit.perimeter_id or default_perimeter,
-                summary=hit.summary,
-                evidence=hit.evidence,
-                subject=hit.subject,
-            )
+    items = tuple(evidence_item(hit) for hit in hits)
+    severity = override.severity or max(hit.severity or rule.severity for hit in hits)
+    return [
+        Finding(
+            rule_id=rule.id,
+            title=rule.title,
+            severity=severity,
+            resource_id=account.id,
+            account_name=account.name,
+            perimeter_id=hits[0].perimeter_id or default_perimeter,
+            summary=rule.summary_of(items),
+            evidence=items,
         )
-    return out
+    ]
 
 
 def evaluate(

@@ -240,7 +240,12 @@ class StorageAccountSnapshot:
 
 @dataclass(frozen=True)
 class Finding:
-    """One rule's verdict on one account (``subject`` separates several, e.g. per share)."""
+    """One rule's verdict on one account, as Azure Policy and AWS Config report compliance.
+
+    ``evidence`` is what makes it true, one item per thing the rule found (a disk and its VM, a
+    replication policy, a share, an offending access rule), ordered by its ``subject`` (each item
+    also carries that thing's ``summary``): three VHDs of one VM are one finding with three items.
+    A change of evidence is a ``changed`` transition of the same finding (shared.drift)."""
 
     rule_id: str
     title: str
@@ -249,14 +254,25 @@ class Finding:
     account_name: str
     perimeter_id: str | None
     summary: str
-    evidence: dict[str, Any] = field(default_factory=dict, hash=False)
-    subject: str = ""
+    evidence: tuple[dict[str, Any], ...] = field(default=(), hash=False)
     suppression_note: str = ""
 
     @property
     def key(self) -> str:
-        """Stable identity across evaluations: ARM ids compare case-insensitively."""
-        return f"{self.rule_id}|{self.resource_id.lower()}|{self.subject}"
+        """Stable identity across evaluations: rule and account (ARM ids compare case-insensitively).
+
+        The trailing separator is the empty subject of the per-subject keys stored before findings
+        were one per rule and account: a rule that always had one finding per account keeps its
+        key (and so its occurrences, task references and tags); shared.state.legacy merges the rest."""
+        return finding_key(self.rule_id, self.resource_id)
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return tuple(str(item.get("subject", "")) for item in self.evidence)
+
+
+def finding_key(rule_id: str, resource_id: str) -> str:
+    return f"{rule_id}|{resource_id.lower()}|"
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ def finding_to_dict(finding: Finding) -> dict[str, Any]:
         "resource": finding.resource_id,
         "account": finding.account_name,
         "perimeter": finding.perimeter_id,
-        "subject": finding.subject,
         "summary": finding.summary,
-        "evidence": finding.evidence,
+        "evidence": list(finding.evidence),
         "suppression": finding.suppression_note or None,
     }
 
@@ -69,7 +68,7 @@ def _status_of(result: AccountResult) -> str:
 
 def render_table(results: Sequence[AccountResult]) -> str:
     lines = []
-    findings = sorted(all_findings(results), key=lambda f: (-f.severity, f.account_name, f.rule_id, f.subject))
+    findings = sorted(all_findings(results), key=lambda f: (-f.severity, f.account_name, f.rule_id))
     if findings:
         rows = [(f.severity.label.upper(), f.rule_id, f.account_name, f.summary) for f in findings]
         widths = [max(len(r[i]) for r in [*rows, ("SEVERITY", "RULE", "ACCOUNT", "")]) for i in range(3)]
@@ -150,7 +149,7 @@ def render_sarif(results: Sequence[AccountResult]) -> str:
                     "severity": f.severity.label,
                     "security-severity": _SECURITY_SEVERITY[f.severity],
                     "perimeter": f.perimeter_id,
-                    "evidence": f.evidence,
+                    "evidence": list(f.evidence),
                 },
             }
         )
@@ -176,10 +175,10 @@ def render_sarif(results: Sequence[AccountResult]) -> str:
 
 def render_rules(fmt: str) -> str:
     if fmt == "markdown":
-        lines = ["| id | severity | title | source |", "|---|---|---|---|"]
+        lines = ["| id | severity | title | evidence (one item per) | source |", "|---|---|---|---|---|"]
         for rule in ALL_RULES:
             sources = "; ".join(f"[{s.document}]({s.url}) ({s.date})" for s in rule.sources)
-            lines.append(f"| `{rule.id}` | {rule.severity.label} | {rule.title} | {sources} |")
+            lines.append(f"| `{rule.id}` | {rule.severity.label} | {rule.title} | {rule.evidence} | {sources} |")
         return "\n".join(lines) + "\n"
     if fmt == "json":
         return json.dumps([rule.catalogue_entry() for rule in ALL_RULES], indent=2) + "\n"

@@ -760,6 +760,9 @@ class Pipeline:
                 return []
             transitions = list(decide_profile(previous, current, account_id, provenance, self.config.params))
             transitions = transitions if emit else []
+            if transitions:
+                affected = self._profile_accounts(view, account_id)
+                transitions = [replace(t, accounts=affected) for t in transitions]
             try:
                 written = self.store.put_profile(
                     replace(current, pending_transitions=carried.records(transitions)),
@@ -772,6 +775,24 @@ class Pipeline:
                 self._clear_profile(current, written)
             return transitions
         raise ConflictError(f"gave up on profile {view.profile_name} of {view.perimeter_id}")
+
+    def _profile_accounts(self, view: PerimeterView, account_id: str) -> tuple[str, ...]:
+        """The storage accounts a change of the profile's rules affects: those whose stored state
+        associates them with the perimeter through this profile (read once per change), and the
+        account whose evaluation saw the change."""
+        profile = view.profile_name.lower()
+        found = {account_id.lower(): account_id}
+        for other in self.store.accounts_for(TargetKind.PERIMETER, view.perimeter_id):
+            if other.lower() in found:
+                continue
+            stored = self.store.get_account(other)
+            associations = stored.value.associations if stored is not None else ()
+            if any(
+                a.perimeter_id.lower() == view.perimeter_id.lower() and a.profile_name.lower() == profile
+                for a in associations
+            ):
+                found[other.lower()] = other
+        return tuple(sorted(found.values(), key=str.lower))
 
     def _clear_profile(self, state: ProfileState, etag: str) -> None:
         with contextlib.suppress(ConflictError):  # a newer writer recorded them before overwriting

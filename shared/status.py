@@ -43,7 +43,7 @@ class OpenFinding:
     severity: str
     title: str
     perimeter: str | None
-    subject: str
+    evidence: tuple[str, ...]  # the subjects of its evidence items (one finding per rule and account)
     key: str
 
 
@@ -126,13 +126,20 @@ def _count(labels: Any) -> dict[str, int]:
     return counts
 
 
+def _subjects(document: Mapping[str, Any]) -> tuple[str, ...]:
+    items = document.get("evidence")
+    if not isinstance(items, list):
+        return ()
+    return tuple(str(i.get("subject", "")) for i in items if isinstance(i, Mapping))
+
+
 def _finding(document: Mapping[str, Any]) -> OpenFinding:
     return OpenFinding(
         rule=str(document.get("rule", "")),
         severity=str(document.get("severity", "")),
         title=str(document.get("title", "")),
         perimeter=str(document["perimeter"]) if document.get("perimeter") else None,
-        subject=str(document.get("subject") or ""),
+        evidence=_subjects(document),
         key=str(document.get("key", "")),
     )
 
@@ -282,7 +289,7 @@ def status_to_dict(status: Status) -> dict[str, Any]:
                             "severity": f.severity,
                             "title": f.title,
                             "perimeter": f.perimeter,
-                            "subject": f.subject or None,
+                            "evidence": list(f.evidence),
                             "key": f.key,
                         }
                         for f in a.findings

@@ -20,7 +20,36 @@ def settings_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = {"rules": render_rules("markdown"), "settings": settings_table()}
+def _cli(*args: str) -> str:
+    import io
+
+    from shared.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    main(list(args), out, err)
+    return out.getvalue()
+
+
+def finding_example() -> str:
+    """The bundled sample's VHD finding, as ``scan --format json`` prints it."""
+    import json
+
+    findings = json.loads(_cli("scan", "--estate", "sample", "--format", "json"))["findings"]
+    (vhd,) = [f for f in findings if f["rule"] == "unmanaged-disk"]
+    return "```json\n" + json.dumps(vhd, indent=2) + "\n```\n"
+
+
+def replay_example() -> str:
+    """What ``nsp-drift replay sample`` prints."""
+    return "```\n$ nsp-drift replay sample\n" + _cli("replay", "sample") + "```\n"
+
+
+SECTIONS = {
+    "rules": render_rules("markdown"),
+    "settings": settings_table(),
+    "finding-example": finding_example(),
+    "replay-example": replay_example(),
+}
 
 
 def section(text: str, name: str) -> str:

@@ -61,6 +61,13 @@ def of(snapshot: StorageAccountSnapshot, rule_id: str, config: RulesConfig | Non
     return [f for f in run(snapshot, config).findings if f.rule_id == rule_id]
 
 
+def details(finding: Finding) -> dict[str, Any]:
+    """The one evidence item of a finding, without its subject and summary."""
+    (item,) = finding.evidence
+    assert item["summary"] == finding.summary  # one item: the finding reads as the item
+    return {k: v for k, v in item.items() if k not in ("subject", "summary")}
+
+
 def read(*parts: dict[str, Any], name: str = NAME) -> StorageAccountSnapshot:
     snapshot, _ = eb.read(eb.merge(*parts), name)
     return snapshot

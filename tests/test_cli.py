@@ -31,7 +31,6 @@ FINDING_KEYS = {
     "resource",
     "account",
     "perimeter",
-    "subject",
     "summary",
     "evidence",
 }

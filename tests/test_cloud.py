@@ -267,7 +267,9 @@ def sample_findings() -> Iterator[list[Any]]:
 def _findings(text: str) -> list[Any]:
     payload = json.loads(text)
     assert not [a for a in payload["accounts"] if a["error"] or a["incomplete"]]
-    return sorted((f["resource"].lower(), f["rule"], f["subject"]) for f in payload["findings"])
+    return sorted(
+        (f["resource"].lower(), f["rule"], tuple(i["subject"] for i in f["evidence"])) for f in payload["findings"]
+    )
 
 
 @pytest.mark.parametrize("how", ["option", "setting"])

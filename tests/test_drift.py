@@ -284,16 +284,68 @@ def test_profile_rule_added_removed_modified_with_flags() -> None:
             version=4,
         )
     )
-    transitions = {t.summary.split("'")[1]: t for t in decide_profile(old, new, ACCOUNT, WHO)}
-    assert set(transitions) == {"gone", "edit", "subs", "tag", "out"}
-    assert all(t.rule_id == PERIMETER_RULES_CHANGED and t.kind is TransitionKind.CHANGED for t in transitions.values())
-    assert transitions["edit"].flags[0] == "modified" and "broad" in transitions["edit"].flags
-    assert transitions["edit"].severity == "high"
-    assert transitions["edit"].before["addressPrefixes"] == ["52.1.0.0/24"]
-    assert "subscription" in transitions["subs"].flags and "service-tag" in transitions["tag"].flags
-    assert "new-fqdn" in transitions["out"].flags
-    assert transitions["gone"].flags == ("removed",) and transitions["gone"].after == {}
-    assert transitions["edit"].resource_id == NSP
+    # One change of the profile is one transition (rule + perimeter profile), whatever it touched.
+    (t,) = decide_profile(old, new, ACCOUNT, WHO)
+    assert t.rule_id == PERIMETER_RULES_CHANGED and t.kind is TransitionKind.CHANGED
+    assert t.key == f"{NSP.lower()}|profile1" and t.resource_id == NSP and t.occurrence == 4
+    assert t.evidence["added"] == ["out", "subs", "tag"]
+    assert t.evidence["removed"] == ["gone"] and t.evidence["modified"] == ["edit"]
+    assert t.summary == (
+        "5 access rules changed in profile 'profile1': 'edit' modified [public, broad]; "
+        "'gone' removed; 'out' added [new-fqdn]; 'subs' added [subscription]; 'tag' added [service-tag]"
+    )
+    assert t.severity == "high"  # the worst of the rules changed (a broad public prefix)
+    assert {"added", "removed", "modified", "broad", "subscription", "service-tag", "new-fqdn"} <= set(t.flags)
+    assert t.before["edit.addressPrefixes"] == ["52.1.0.0/24"]
+    assert t.after["edit.addressPrefixes"] == ["0.0.0.0/0", "52.1.0.0/24"]
+    assert "gone.addressPrefixes" in t.before and not any(k.startswith("gone.") for k in t.after)
+    assert not any(k.startswith("keep.") for k in (*t.before, *t.after))
+
+
+def vhd(disk: str, vm: str = "vm1") -> UnmanagedDisk:
+    return UnmanagedDisk(
+        f"{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{vm}",
+        disk,
+        f"https://st1.blob.core.windows.net/vhds/{disk}.vhd",
+        disk == "os",
+    )
+
+
+def test_three_vhds_are_one_finding_and_one_opening() -> None:
+    decision = decide_account(
+        state(snapshot()), evaluated(snapshot(unmanaged_disks=(vhd("os"), vhd("d0"), vhd("d1")))), WHO, "t"
+    )
+    (opened,) = decision.transitions
+    assert (opened.kind, opened.rule_id, opened.occurrence) == (TransitionKind.OPENED, "unmanaged-disk", 1)
+    assert opened.key == f"unmanaged-disk|{ACCOUNT.lower()}|"
+    assert [i["subject"] for i in opened.evidence["items"]] == ["vm1/d0", "vm1/d1", "vm1/os"]
+    (stored,) = decision.new_state.findings  # type: ignore[union-attr]
+    assert stored["key"] == opened.key and len(stored["evidence"]) == 3
+
+
+def test_a_change_of_evidence_is_a_changed_transition_saying_what_was_added_and_removed() -> None:
+    three = state(snapshot(unmanaged_disks=(vhd("os"), vhd("d0"), vhd("d1"))))
+    other = snapshot(unmanaged_disks=(vhd("os"), vhd("d1"), vhd("d2", "vm2")))
+    decision = decide_account(three, evaluated(other), WHO, "t")
+    (changed,) = decision.transitions
+    assert changed.kind is TransitionKind.CHANGED and changed.occurrence == 1  # the same opening
+    assert changed.before["evidence"] == ["vm1/d0", "vm1/d1", "vm1/os"]
+    assert changed.after["evidence"] == ["vm1/d1", "vm1/os", "vm2/d2"]
+    assert (changed.evidence["added"], changed.evidence["removed"]) == (["vm2/d2"], ["vm1/d0"])
+    assert changed.summary.endswith("(evidence added 'vm2/d2'; removed 'vm1/d0')")
+    assert changed.summary.startswith("VMs 'vm1', 'vm2' keep 3 disks as VHDs in this account")
+    # The same evidence again: nothing; the last disk gone: resolved, still occurrence 1.
+    assert decide_account(decision.new_state, evaluated(other), WHO, "t").transitions == ()
+    (resolved,) = decide_account(decision.new_state, evaluated(snapshot()), WHO, "t").transitions
+    assert (resolved.kind, resolved.occurrence, resolved.key) == (TransitionKind.RESOLVED, 1, changed.key)
+
+
+def test_a_modified_evidence_item_is_a_change_too() -> None:
+    before = state(snapshot(unmanaged_disks=(vhd("os"),)))
+    moved = replace(vhd("os"), vhd_uri="https://st1.blob.core.windows.net/other/os.vhd")
+    (changed,) = decide_account(before, evaluated(snapshot(unmanaged_disks=(moved,))), WHO, "t").transitions
+    assert changed.kind is TransitionKind.CHANGED and changed.after["modified"] == ["vm1/os"]
+    assert changed.summary.endswith("(evidence modified 'vm1/os')")
 
 
 def test_idempotency_key_is_stable_and_distinguishes_transitions() -> None:

@@ -22,9 +22,10 @@ from shared import runtime
 from shared.adapters.arm_reader import ArmReader, TargetReads
 from shared.adapters.estate import Estate
 from shared.adapters.queue import decode_any, decode_message, encode_message, encode_work
-from shared.changes import PERIMETER_RULES_CHANGED, Provenance, Target, TargetKind
+from shared.changes import PERIMETER_RULES_CHANGED, Provenance, Target, TargetKind, transition_to_dict
 from shared.config import RulesConfig
 from shared.model import StorageAccountSnapshot
+from shared.notify.teams import build_card
 from shared.pipeline import CollectingSink, Pipeline, Readers, WindowStatus
 from shared.replay import MemoryQueue, record_baseline_estate
 from shared.state.sqlite_store import SqliteStateStore
@@ -131,6 +132,17 @@ def test_perimeter_change_reads_each_account_once_and_fans_out(tmp_path: Path, a
     # Once (a carried transition recorded again by a concurrent reader of the profile row has the
     # same key, which the outbox keeps once).
     assert len({(t.key, t.occurrence) for t in sink.transitions if t.rule_id == PERIMETER_RULES_CHANGED}) == 1
+    # Its card and webhook body list the accounts it affects: all of them (one profile), 20 shown.
+    change = next(t for t in sink.transitions if t.rule_id == PERIMETER_RULES_CHANGED)
+    assert sorted(a.lower() for a in change.accounts) == sorted(
+        a.lower() for a in account_ids(perimeter_estate(accounts))
+    )
+    data = transition_to_dict(change)
+    assert len(data["accounts"]) == 20 and data["accounts_more"] == accounts - 20
+    facts = [
+        f for n in build_card(data)["attachments"][0]["content"]["body"] if n["type"] == "FactSet" for f in n["facts"]
+    ]
+    assert {"title": "…", "value": f"and {accounts - 20} more"} in facts
     assert all(t.provenance.event_ids == ("evt-rules",) for t in sink.transitions)
     # The account side (kept from the stored state) is still what the sweep compares.
     stored = store.get_account(account_ids(perimeter_estate(1))[0])

@@ -112,11 +112,19 @@ def test_sample_replay_delivers_each_transition_once_per_destination(
         event = request.json()
         assert event["specversion"] == "1.0" and event["id"] == request.headers["webhook-id"]
         assert event["type"].startswith("com.nspdrift.")
-    # Tasks: high+ opened findings open one task each; resolved ones close theirs if they had one.
+    # Tasks: high+ findings open one task each, whether opened or changed (the account's existing
+    # inbound-rule-too-broad finding, the baseline's, had none and rose to critical); resolved ones
+    # close theirs if they had one. One task per finding: the three VHDs would be one.
     ado: Any = servers["ado"]
     gh: Any = servers["gh"]
-    opened_high = [p for p in payloads if p["transition"] == "opened" and p["severity"] in {"high", "critical"}]
-    assert len(ado.items) == len(gh.issues) == len(opened_high)
+    catalogue = {p["rule"] for p in payloads} - {"perimeter-access-rules-changed", "perimeter-access-mode-changed"}
+    tasked = [
+        p
+        for p in payloads
+        if p["transition"] in {"opened", "changed"} and p["severity"] in {"high", "critical"} and p["rule"] in catalogue
+    ]
+    assert sorted(p["rule"] for p in tasked) == ["inbound-rule-too-broad", "sftp-enabled"]
+    assert len(ado.items) == len(gh.issues) == len(tasked)
     assert all("nsp-drift" in i["fields"]["System.Tags"] for i in ado.items.values())
     assert all(issue["state"] == "open" for issue in gh.issues.values())
 

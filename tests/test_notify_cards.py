@@ -281,3 +281,54 @@ def test_pseudo_rules_have_built_in_explanations() -> None:
         why, how = why_and_how(rule)
         assert len(why) > 40 and len(how) > 40
     assert ACCOUNT.endswith("stcontoso01")
+
+
+# -- a perimeter-level change lists the accounts it affects ------------------------------------------------
+
+
+def perimeter_change_affecting(n: int) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from shared.drift import decide_profile
+    from shared.state.base import ProfileState
+    from tests.fakes.transitions import PROVENANCE, SUB
+
+    old = ProfileState(PERIMETER, "defaultProfile", 3, ())
+    rule = {"name": "allow-anywhere", "direction": "Inbound", "addressPrefixes": ["0.0.0.0/0"]}
+    new = ProfileState(PERIMETER, "defaultProfile", 4, (rule,))
+    (change,) = decide_profile(old, new, "seen-via", PROVENANCE)
+    accounts = tuple(
+        f"/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/st{i:02}"
+        for i in range(n)
+    )
+    return transition_to_dict(replace(change, accounts=accounts))
+
+
+def test_perimeter_change_card_lists_20_affected_accounts_then_and_n_more() -> None:
+    transition = perimeter_change_affecting(23)
+    assert transition["accounts_more"] == 3 and len(transition["accounts"]) == 20
+    card = content(build_card(transition))
+    fact_sets = [n["facts"] for n in walk(card) if n.get("type") == "FactSet"]
+    assert {"title": "Affected accounts", "value": "23"} in fact_sets[0]
+    (listed,) = [facts for facts in fact_sets if facts and facts[0]["title"] == "st00"]
+    assert [f["title"] for f in listed[:20]] == [f"st{i:02}" for i in range(20)]
+    assert listed[0]["value"] == "resource group rg-data"
+    assert listed[20:] == [{"title": "…", "value": "and 3 more"}]
+    assert "Affected storage accounts (23)" in texts(card)
+
+
+def test_perimeter_change_with_few_accounts_lists_them_all() -> None:
+    card = content(build_card(perimeter_change_affecting(2)))
+    fact_sets = [n["facts"] for n in walk(card) if n.get("type") == "FactSet"]
+    (listed,) = [facts for facts in fact_sets if facts and facts[0]["title"] == "st00"]
+    assert [f["title"] for f in listed] == ["st00", "st01"]  # no "and N more" row
+
+
+def test_perimeter_change_webhook_body_lists_20_affected_accounts_and_the_rest_counted() -> None:
+    from shared.notify.webhook import build_event
+
+    transition = perimeter_change_affecting(45)
+    event = build_event(transition, str(transition["idempotency_key"]), 0.0)
+    assert event["type"] == "com.nspdrift.perimeter.changed"
+    assert [a.rsplit("/", 1)[-1] for a in event["data"]["accounts"]] == [f"st{i:02}" for i in range(20)]
+    assert event["data"]["accounts_more"] == 25

@@ -25,7 +25,7 @@ from shared.notify.github import GitHubIssuesSender, finding_label
 from shared.notify.webhook import SecretFormatError, WebhookSender, sign, verify_signature
 from tests.fakes import FakeAzureDevOps, FakeGitHub, FakeServer
 from tests.fakes.clock import VirtualClock
-from tests.fakes.transitions import MemoryTasks, delivery, make_transition
+from tests.fakes.transitions import ACCOUNT, MemoryTasks, delivery, make_transition
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ADO_TOKEN = "adopat0123456789abcdefghijklmnopqrstuvwxyz0123456789"
@@ -659,3 +659,43 @@ def test_the_json_each_sender_posts_is_compact_utf8(sink: FakeServer) -> None:
     assert json.loads(request.body) == {"text": "Enforced → Learning"}
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"].startswith("nsp-drift/")
+
+
+# -- tasks of per-subject findings stored before findings were one per rule and account ------------------
+
+
+def test_a_merged_finding_takes_over_the_open_issue_of_its_subjects_and_closes_the_others(gh: FakeGitHub) -> None:
+    sender, tasks = issues(gh), MemoryTasks()
+    new_key = f"unmanaged-disk|{ACCOUNT.lower()}|"
+    legacy = [new_key + subject for subject in ("vm1/d0", "vm1/d1", "vm1/os")]
+    for key in legacy:  # what the previous version opened: one issue per VHD
+        assert send(sender, delivery("issues", make_transition("unmanaged-disk", "opened", key=key)), tasks).ok
+    assert [i["state"] for i in gh.issues.values()] == ["open", "open", "open"]
+    tasks.forget()  # the refs too may be lost: the issues are found again by their labels
+
+    merged = make_transition("unmanaged-disk", "changed", key=new_key, legacy_keys=tuple(legacy))
+    assert merged["legacy_keys"] == legacy
+    outcome = send(sender, delivery("issues", merged), tasks)
+    assert outcome.ok and outcome.task is not None
+    assert (outcome.task.finding_key, outcome.task.external_id, outcome.task.state) == (new_key, "1", "open")
+    assert [i["state"] for i in gh.issues.values()] == ["open", "closed", "closed"]
+    assert gh.issues[2]["comments"][-1].startswith("**Resolved**") and "Merged" in gh.issues[2]["comments"][-1]
+    assert len(gh.issues) == 3  # no new issue
+
+    # From now on the finding's own ref is used: its resolution closes the taken-over issue.
+    resolved = make_transition("unmanaged-disk", "resolved", key=new_key, legacy_keys=tuple(legacy))
+    closed = send(sender, delivery("issues", resolved), tasks)
+    assert closed.task is not None and closed.task.state == "closed" and gh.issues[1]["state"] == "closed"
+    assert len(gh.issues) == 3 and gh.failures == []
+
+
+def test_a_merged_finding_takes_over_a_work_item_of_its_subjects(ado: FakeAzureDevOps) -> None:
+    sender, tasks = boards(ado), MemoryTasks()
+    new_key = f"files-smb-share|{ACCOUNT.lower()}|"
+    legacy = [new_key + "share-a", new_key + "share-b"]
+    for key in legacy:
+        assert send(sender, delivery("boards", make_transition("files-smb-share", "opened", "high", key=key)), tasks).ok
+    resolved = make_transition("files-smb-share", "resolved", key=new_key, legacy_keys=tuple(legacy))
+    outcome = send(sender, delivery("boards", resolved), tasks)
+    assert outcome.ok and outcome.task is not None and outcome.task.finding_key == new_key
+    assert len(ado.items) == 2 and all(i["fields"]["System.State"] == "Done" for i in ado.items.values())

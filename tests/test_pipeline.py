@@ -33,7 +33,8 @@ EXPECTED_SAMPLE = {
     ("opened", "sftp-enabled", "stcontosoclean01"),
     ("changed", "perimeter-access-mode-changed", "stcontosoclean02"),
     ("opened", "association-not-enforced", "stcontosoclean02"),
-    ("opened", "inbound-rule-too-broad", "stcontosolegacy01"),
+    # The account already had a too-broad rule (inVpnRule): the new one is more evidence, and worse.
+    ("changed", "inbound-rule-too-broad", "stcontosolegacy01"),
     ("resolved", "object-replication", "stcontosorepl01"),
     ("resolved", "unmanaged-disk", "stcontosovhd01"),
     ("changed", "perimeter-access-rules-changed", "nsp-contoso-data"),
@@ -125,6 +126,8 @@ def test_sample_replay_exact_transitions_and_redelivery_changes_nothing(
     assert report.duplicates == 1 and sum(report.dropped.values()) == 2
     assert run_windows(p, queue) == 4  # account burst, OR deletes, perimeter burst, VM delete
     assert set(triples(sink.transitions)) == EXPECTED_SAMPLE
+    # One transition per finding: the VM's three VHDs, the two replication policies are one each.
+    assert len(sink.transitions) == len(EXPECTED_SAMPLE) == 9
     assert len(triples(sink.transitions)) == len(set(map(lambda t: t.key + t.kind.value, sink.transitions)))
     by_rule = {t.rule_id: t for t in sink.transitions}
     assert by_rule["sftp-enabled"].provenance.changed_by == "alice@contoso.com from 203.0.113.10"
@@ -135,6 +138,10 @@ def test_sample_replay_exact_transitions_and_redelivery_changes_nothing(
     assert len(by_rule["sftp-enabled"].provenance.event_ids) == 3
     assert by_rule["unmanaged-disk"].provenance.changed_by.startswith("dave@contoso.com")
     assert "broad" in by_rule["perimeter-access-rules-changed"].flags
+    # Only the account associated through the changed profile (profile-legacy) is affected.
+    assert [a.rsplit("/", 1)[-1] for a in by_rule["perimeter-access-rules-changed"].accounts] == ["stcontosolegacy01"]
+    disks = by_rule["unmanaged-disk"]
+    assert [i["disk"] for i in disks.evidence["items"]] == ["dataDisk0", "dataDisk1", "myVMosdisk"]
 
     # Event Grid delivers again: every event a second time, nothing new. The absorbed events were
     # never recorded: with their windows gone, each of the three windows that absorbed one is

@@ -6,15 +6,15 @@ import pytest
 
 from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, of, read, snap, view
+from tests.rule_helpers import NAME, details, of, read, snap, view
 
 
 @pytest.mark.parametrize(("mode", "words"), [("Learning", "Learning/Transition"), ("Audit", "Audit mode")])
 def test_association_not_enforced_positive(mode: str, words: str) -> None:
     (finding,) = of(read(eb.member(NAME, mode=mode)), "association-not-enforced")
     assert words in finding.summary
-    assert finding.evidence["accessMode"] == mode
-    assert finding.subject == f"assoc-{NAME}"
+    assert details(finding)["accessMode"] == mode
+    assert finding.subjects == (f"assoc-{NAME}",)
     assert finding.severity is Severity.MEDIUM
 
 

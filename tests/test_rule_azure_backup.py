@@ -6,7 +6,7 @@ import pytest
 
 from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, of, read
+from tests.rule_helpers import NAME, details, of, read
 
 
 @pytest.mark.parametrize(
@@ -21,8 +21,8 @@ def test_azure_backup_positive(store: str, severity: Severity, words: str) -> No
     (finding,) = of(snapshot, "azure-backup")
     assert finding.severity is severity
     assert words in finding.summary
-    assert finding.subject == "bi1"
-    assert finding.evidence["dataStoreTypes"] == [store]
+    assert finding.subjects == ("bi1",)
+    assert details(finding)["dataStoreTypes"] == [store]
     assert snapshot.incomplete == ()
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, of, read
+from tests.rule_helpers import NAME, details, of, read
 
 
 def test_blob_inventory_positive() -> None:
     (finding,) = of(read(eb.member(NAME), eb.inventory_policy(NAME)), "blob-inventory")
-    assert finding.evidence == {"enabledRules": ["inventoryPolicyRule1"], "destinations": ["container1"]}
+    assert details(finding) == {"enabledRules": ["inventoryPolicyRule1"], "destinations": ["container1"]}
 
 
 @pytest.mark.parametrize(("policy_enabled", "rule_enabled"), [(False, True), (True, False)])

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, of, read
+from tests.rule_helpers import NAME, details, of, read
 
 
 def test_blob_nfsv3_positive_on_the_official_nfs_account() -> None:
     (finding,) = of(read(eb.member(NAME, "nfs")), "blob-nfsv3-enabled")
     assert finding.severity is Severity.HIGH
-    assert finding.evidence == {"isNfsV3Enabled": True, "isHnsEnabled": True}
+    assert details(finding) == {"isNfsV3Enabled": True, "isHnsEnabled": True}
 
 
 def test_blob_nfsv3_negative() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from shared.model import Encryption, ProvisioningIssue, Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import ACCOUNT, CMK, NAME, OTHER_NSP, VAULT_MEMBER, config_body, of, read, snap, view
+from tests.rule_helpers import ACCOUNT, CMK, NAME, OTHER_NSP, VAULT_MEMBER, config_body, details, of, read, snap, view
 from tests.sample_estate import NSP_ID
 
 
@@ -15,9 +15,9 @@ def test_cmk_vault_not_associated() -> None:
     (finding,) = of(snapshot, "cmk-vault-outside-perimeter")
     assert finding.severity is Severity.HIGH
     assert eb.EXAMPLE_VAULT in finding.summary and "not associated" in finding.summary
-    assert finding.evidence["vaultAssociated"] is False
-    assert finding.evidence["keyVaultUri"] == "https://myvault8569.vault.azure.net"
-    assert finding.subject == NSP_ID.lower()
+    assert details(finding)["vaultAssociated"] is False
+    assert details(finding)["keyVaultUri"] == "https://myvault8569.vault.azure.net"
+    assert finding.subjects == (NSP_ID.lower(),)
 
 
 def test_cmk_vault_associated_is_clean() -> None:
@@ -29,7 +29,7 @@ def test_cmk_vault_associated_is_clean() -> None:
 def test_cmk_vault_membership_unknown_when_the_perimeter_cannot_be_listed() -> None:
     snapshot = read(eb.member(NAME, "cmk"))  # no perimeter resources in the estate
     (finding,) = of(snapshot, "cmk-vault-outside-perimeter")
-    assert finding.evidence["vaultAssociated"] is None
+    assert details(finding)["vaultAssociated"] is None
     assert "could not be read" in finding.summary
 
 
@@ -39,8 +39,8 @@ def test_cmk_vault_associated_but_named_by_a_provisioning_issue() -> None:
     issue["properties"]["suggestedResourceIds"] = [eb.vault_id(eb.EXAMPLE_VAULT)]
     snapshot = read(resources)
     (finding,) = of(snapshot, "cmk-vault-outside-perimeter")
-    assert finding.evidence["vaultAssociated"] is True
-    assert finding.evidence["provisioningIssues"] == ["ConfigurationPropagationFailure"]
+    assert details(finding)["vaultAssociated"] is True
+    assert details(finding)["provisioningIssues"] == ["ConfigurationPropagationFailure"]
     assert "provisioning issue" in finding.summary
 
 
@@ -88,7 +88,7 @@ def test_cmk_one_finding_per_perimeter_lacking_the_vault() -> None:
     inside = view(members=(VAULT_MEMBER,))
     outside = view(members=(), perimeter=OTHER_NSP)
     (finding,) = of(snap(inside, outside, encryption=CMK), "cmk-vault-outside-perimeter")
-    assert finding.perimeter_id == OTHER_NSP and finding.subject == OTHER_NSP.lower()
+    assert finding.perimeter_id == OTHER_NSP and finding.subjects == (OTHER_NSP.lower(),)
 
 
 def test_cmk_needs_a_vault_uri() -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, of, read
+from tests.rule_helpers import NAME, details, of, read
 
 
 def test_files_nfs_share_positive() -> None:
     snapshot = read(eb.member(NAME), eb.nfs_share(NAME, "share-nfs"), eb.smb_share(NAME, "share-smb"))
     (finding,) = of(snapshot, "files-nfs-share")
-    assert finding.subject == "share-nfs"
+    assert finding.subjects == ("share-nfs",)
     assert finding.severity is Severity.HIGH
-    assert finding.evidence == {"share": "share-nfs", "enabledProtocols": "NFS"}
+    assert details(finding) == {"share": "share-nfs", "enabledProtocols": "NFS"}
 
 
 def test_files_nfs_share_negative() -> None:
@@ -23,9 +23,9 @@ def test_files_nfs_share_negative() -> None:
 def test_files_smb_share_positive() -> None:
     snapshot = read(eb.member(NAME), eb.smb_share(NAME, "share-smb"), eb.nfs_share(NAME, "share-nfs"))
     (finding,) = of(snapshot, "files-smb-share")
-    assert finding.subject == "share-smb"
+    assert finding.subjects == ("share-smb",)
     assert finding.severity is Severity.MEDIUM
-    assert finding.evidence["enabledProtocols"] == "SMB"
+    assert details(finding)["enabledProtocols"] == "SMB"
 
 
 def test_files_smb_share_negative() -> None:

@@ -7,15 +7,15 @@ import pytest
 from shared.config import parse_config
 from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, inbound, of, outbound, read, snap, view
+from tests.rule_helpers import NAME, details, inbound, of, outbound, read, snap, view
 
 
 def test_inbound_rule_too_broad_on_the_official_prefixes() -> None:
     # The storage NSP configuration example's rule: 148.0.0.0/8 (too broad) and 152.4.6.0/24 (fine).
     (finding,) = of(read(eb.member(NAME, profile=eb.LEGACY)), "inbound-rule-too-broad")
     assert finding.severity is Severity.HIGH
-    assert finding.evidence["broadPrefixes"] == ["148.0.0.0/8"]
-    assert finding.subject == "profile-legacy/invpnrule"
+    assert details(finding)["broadPrefixes"] == ["148.0.0.0/8"]
+    assert finding.subjects == ("profile-legacy/invpnrule",)
 
 
 def test_inbound_rule_too_broad_negative_on_private_prefixes() -> None:
@@ -47,14 +47,14 @@ def test_inbound_prefix_edges(prefix: str, expected: Severity | None) -> None:
     else:
         (finding,) = findings
         assert finding.severity is expected
-        assert finding.evidence["broadPrefixes"] == [prefix]
+        assert details(finding)["broadPrefixes"] == [prefix]
 
 
 def test_inbound_everything_is_critical_even_next_to_a_narrow_prefix() -> None:
     rule = inbound(address_prefixes=("152.4.6.0/24", "0.0.0.0/0", "148.0.0.0/8"))
     (finding,) = of(snap(view(rule)), "inbound-rule-too-broad")
     assert finding.severity is Severity.CRITICAL
-    assert finding.evidence["broadPrefixes"] == ["0.0.0.0/0", "148.0.0.0/8"]
+    assert details(finding)["broadPrefixes"] == ["0.0.0.0/0", "148.0.0.0/8"]
 
 
 def test_outbound_prefixes_are_not_inbound_rules() -> None:
@@ -65,7 +65,7 @@ def test_prefix_limit_is_configurable() -> None:
     snapshot = snap(view(inbound(address_prefixes=("148.0.0.0/8", "152.4.0.0/20"))))
     narrow = parse_config({"rules": {"inbound-rule-too-broad": {"max_prefix_ipv4": 24}}})
     (finding,) = of(snapshot, "inbound-rule-too-broad", narrow)
-    assert finding.evidence["broadPrefixes"] == ["148.0.0.0/8", "152.4.0.0/20"]
-    assert finding.evidence["limitIPv4"] == "/24"
+    assert details(finding)["broadPrefixes"] == ["148.0.0.0/8", "152.4.0.0/20"]
+    assert details(finding)["limitIPv4"] == "/24"
     wide = parse_config({"rules": {"inbound-rule-too-broad": {"max_prefix_ipv4": 8}}})
     assert of(snapshot, "inbound-rule-too-broad", wide) == []

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, of, read
+from tests.rule_helpers import NAME, details, of, read
 
 
 def test_lifecycle_management_positive() -> None:
     (finding,) = of(read(eb.member(NAME), eb.lifecycle_policy(NAME)), "lifecycle-management")
-    assert finding.evidence == {"enabledRules": ["olcmtest"]}
+    assert details(finding) == {"enabledRules": ["olcmtest"]}
     assert finding.severity is Severity.MEDIUM
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from shared.model import ProvisioningIssue, Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, config_body, of, read, snap, view
+from tests.rule_helpers import NAME, config_body, details, of, read, snap, view
 from tests.sample_estate import NSP_GUID
 
 
@@ -15,8 +15,8 @@ def test_provisioning_issue_from_the_official_2025_06_01_example_is_high() -> No
     assert finding.severity is Severity.HIGH
     assert "ConfigurationPropagationFailure" in finding.summary
     assert "Failed to update Network Security Perimeter association." in finding.summary
-    assert finding.evidence["issueSeverity"] == "Error"
-    assert finding.subject == f"{NSP_GUID}.assoc-{NAME}/configurationpropagationfailure"
+    assert details(finding)["issueSeverity"] == "Error"
+    assert finding.subjects == (f"{NSP_GUID}.assoc-{NAME}/configurationpropagationfailure",)
 
 
 def test_provisioning_issue_warning_is_medium() -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, inbound, of, outbound, read, snap, view
+from tests.rule_helpers import NAME, details, inbound, of, outbound, read, snap, view
 
 
 def test_service_tag_rule_positive() -> None:
     (finding,) = of(read(eb.member(NAME, profile=eb.LEGACY)), "service-tag-rule")
-    assert finding.evidence["serviceTags"] == ["DataFactory"]
-    assert finding.subject == "profile-legacy/allow-adf-tag"
+    assert details(finding)["serviceTags"] == ["DataFactory"]
+    assert finding.subjects == ("profile-legacy/allow-adf-tag",)
 
 
 def test_service_tag_rule_negative() -> None:

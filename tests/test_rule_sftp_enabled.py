@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.model import Severity
 from tests import estate_builder as eb
-from tests.rule_helpers import ACCOUNT, NAME, of, read
+from tests.rule_helpers import ACCOUNT, NAME, details, of, read
 from tests.sample_estate import NSP_ID
 
 
@@ -14,7 +14,7 @@ def test_sftp_enabled_positive() -> None:
     assert finding.severity is Severity.HIGH
     assert finding.resource_id == ACCOUNT and finding.account_name == NAME
     assert finding.perimeter_id == NSP_ID
-    assert finding.evidence == {"isSftpEnabled": True, "isLocalUserEnabled": True}
+    assert details(finding) == {"isSftpEnabled": True, "isLocalUserEnabled": True}
 
 
 def test_sftp_enabled_negative() -> None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from tests import estate_builder as eb
-from tests.rule_helpers import NAME, of, outbound, read, snap, view
+from tests.rule_helpers import NAME, details, of, outbound, read, snap, view
 from tests.sample_estate import PARTNER_SUB
 
 
 def test_subscription_rule_positive() -> None:
     (finding,) = of(read(eb.member(NAME, profile=eb.LEGACY)), "subscription-rule")
-    assert finding.evidence["subscriptions"] == [f"/subscriptions/{PARTNER_SUB}"]
-    assert finding.subject == "profile-legacy/allowedsubscriptions"
+    assert details(finding)["subscriptions"] == [f"/subscriptions/{PARTNER_SUB}"]
+    assert finding.subjects == ("profile-legacy/allowedsubscriptions",)
 
 
 def test_subscription_rule_negative() -> None:

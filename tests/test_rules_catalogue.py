@@ -208,6 +208,7 @@ def test_every_rule_is_documented(rule: Any) -> None:
     assert entry["id"] == rule.id and entry["severity"] == rule.severity.label
     assert all(s["date"] for s in entry["sources"])
     assert callable(rule.check)
+    assert rule.evidence.strip() and entry["evidence"] == rule.evidence  # what one evidence item is
 
 
 # -- across rules: access-rule directions, accounts outside any perimeter ----------------------------

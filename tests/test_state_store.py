@@ -57,9 +57,16 @@ def finding(account: str, index: int, rng: random.Random | None = None) -> dict[
         "resource": account,
         "account": account.rsplit("/", 1)[-1],
         "perimeter": PERIMETER,
-        "subject": f"rule-{index}-{noise}",
         "summary": f"Inbound rule rule-{index} allows 10.{index % 256}.0.0/8 ({noise[:8]})",
-        "evidence": {"addressPrefixes": [f"10.{index % 256}.0.0/8"], "profile": "default", "n": index},
+        "evidence": [
+            {
+                "subject": f"rule-{index}-{noise}",
+                "summary": f"Inbound rule rule-{index} allows 10.{index % 256}.0.0/8 ({noise[:8]})",
+                "addressPrefixes": [f"10.{index % 256}.0.0/8"],
+                "profile": "default",
+                "n": index,
+            }
+        ],
         "suppression": None,
         "key": hashlib.sha256(f"{account}|{index}|{noise}".encode()).hexdigest(),
     }

@@ -52,15 +52,15 @@ URL_SECRET = "c2VjcmV0LWZ1bmN0aW9uLWtleS0wMTIzNDU2Nzg5"
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def findings_of(doc: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+def findings_of(doc: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...], str]]:
     return {
-        (a["account"].lower(), f["rule"], f["subject"] or "", f["severity"])
+        (a["account"].lower(), f["rule"], tuple(f["evidence"]), f["severity"])
         for a in doc["findings"]["by_account"]
         for f in a["findings"]
     }
 
 
-def scanned_findings() -> set[tuple[str, str, str, str]]:
+def scanned_findings() -> set[tuple[str, str, tuple[str, ...], str]]:
     """What a scan of the changed sample estate finds: what the replay of its events leaves open."""
     out = io.StringIO()
     assert cli.main(["scan", "--estate", "sample-changed", "--format", "json", "--fail-on", "critical"], out=out) in (
@@ -68,7 +68,7 @@ def scanned_findings() -> set[tuple[str, str, str, str]]:
         1,
     )
     return {
-        (f["resource"].lower(), f["rule"], f["subject"] or "", f["severity"])
+        (f["resource"].lower(), f["rule"], tuple(i["subject"] for i in f["evidence"]), f["severity"])
         for f in json.loads(out.getvalue())["findings"]
     }
 

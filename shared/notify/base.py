@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -158,3 +158,55 @@ class OutboxStore(Protocol):
         ...
 
     def count_deliveries(self, status: DeliveryStatus | None = None) -> int: ...
+
+
+class _LegacyTasks(Protocol):
+    """What ``take_over_legacy_tasks`` needs of a task sender (GitHub, Azure DevOps)."""
+
+    name: str
+
+    def find_task(self, finding_key: str) -> tuple[Any, TaskRef | None]: ...
+
+    def close(self, task: TaskRef, t: Mapping[str, Any]) -> Outcome: ...
+
+
+MERGED_NOTE = (
+    "Merged: nsp-drift now reports one finding per rule and account; this finding continues in the "
+    "account's finding for the rule"
+)
+
+
+def take_over_legacy_tasks(
+    sender: _LegacyTasks,
+    tasks: TaskLookup,
+    t: Mapping[str, Any],
+    finding_key: str,
+    failed: Callable[[Any], Outcome],
+) -> tuple[Outcome | None, TaskRef | None]:
+    """For a finding merged from per-subject findings (``legacy_keys``, shared.state.legacy) that
+    has no task of its own yet: the first open task of its subjects becomes its task (returned,
+    re-keyed, so the caller comments on it or closes it and stores it under the new key); the other
+    open ones are closed with a note. A failed lookup (``failed`` turns its result into the
+    sender's Outcome) or close is returned first, so the delivery is retried rather than a
+    duplicate task created."""
+    legacy = t.get("legacy_keys")
+    if not isinstance(legacy, list) or not legacy:
+        return None, None
+    open_tasks: list[TaskRef] = []
+    for key in sorted(str(k) for k in legacy):
+        task = tasks.get_task(sender.name, key)
+        if task is None:
+            lookup, task = sender.find_task(key)
+            if not lookup.ok:
+                return failed(lookup), None
+        if task is not None and task.state == "open":
+            open_tasks.append(task)
+    if not open_tasks:
+        return None, None
+    keep, *others = open_tasks
+    where = f" ({keep.url})" if keep.url else ""
+    for other in others:
+        outcome = sender.close(other, {**t, "transition": "resolved", "summary": f"{MERGED_NOTE}{where}."})
+        if not outcome.ok:
+            return outcome, None
+    return None, TaskRef(keep.destination, finding_key, keep.external_id, keep.url, keep.state, keep.occurrence)

@@ -27,7 +27,15 @@ from typing import Any, ClassVar
 
 from shared.model import Severity
 from shared.notify import http
-from shared.notify.base import Delivery, Outcome, TaskLookup, TaskRef, is_stale, occurrence_of
+from shared.notify.base import (
+    Delivery,
+    Outcome,
+    TaskLookup,
+    TaskRef,
+    is_stale,
+    occurrence_of,
+    take_over_legacy_tasks,
+)
 from shared.rules import RULES_BY_ID
 
 GONE = (404, 410)  # the task was deleted or transferred (or issues disabled): nothing left to update
@@ -122,6 +130,10 @@ class TaskSender(ABC):
         t, key = delivery.transition, delivery.finding_key
         kind = str(t.get("transition", ""))
         stored = tasks.get_task(self.name, key)
+        if stored is None:  # a finding merged from per-subject ones: their open task becomes its task
+            failure, stored = take_over_legacy_tasks(self, tasks, t, key, self._outcome)
+            if failure is not None:
+                return failure
         if stored is not None and is_stale(stored, t):
             return Outcome(ok=True)  # an older occurrence delivered late: the task has moved on
         if kind == "resolved":

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared import arm_ids
+from shared.changes import AFFECTED_ACCOUNTS_SHOWN
 from shared.model import Severity
 from shared.notify import http
 from shared.notify.base import Delivery, Outcome, TaskLookup
@@ -146,6 +148,25 @@ def _links(transition: Mapping[str, Any]) -> list[dict[str, Any]]:
     return actions
 
 
+def affected_accounts(transition: Mapping[str, Any]) -> tuple[list[dict[str, str]], int] | None:
+    """A perimeter-level change's affected accounts as FactSet rows (name, resource group): the
+    first AFFECTED_ACCOUNTS_SHOWN, then "and N more"; and the total. None when it names none."""
+    accounts = transition.get("accounts")
+    if not isinstance(accounts, list) or not accounts:
+        return None
+    more = transition.get("accounts_more")
+    more = more if isinstance(more, int) and not isinstance(more, bool) and more > 0 else 0
+    rows = []
+    for account in accounts[:AFFECTED_ACCOUNTS_SHOWN]:
+        parsed = arm_ids.parse(str(account))
+        group = f"resource group {parsed.resource_group}" if parsed is not None else "—"
+        rows.append({"title": _cut(resource_name(account), 60), "value": _cut(group, 100)})
+    hidden = more + max(len(accounts) - AFFECTED_ACCOUNTS_SHOWN, 0)
+    if hidden:
+        rows.append({"title": "…", "value": f"and {hidden} more"})
+    return rows, min(len(accounts), AFFECTED_ACCOUNTS_SHOWN) + hidden
+
+
 def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]]) -> dict[str, Any]:
     card: dict[str, Any] = {"$schema": SCHEMA, "type": "AdaptiveCard", "version": VERSION, "body": body}
     if actions:
@@ -210,7 +231,12 @@ def _build(transition: Mapping[str, Any], level: _Level) -> dict[str, Any]:
     flags = transition.get("flags")
     if isinstance(flags, list) and flags:
         facts.append({"title": "Flags", "value": _cut(", ".join(str(f) for f in flags), level.value)})
+    affected = affected_accounts(transition)
+    if affected is not None:
+        facts.append({"title": "Affected accounts", "value": str(affected[1])})
     body.append({"type": "FactSet", "facts": facts})
+    if affected is not None:
+        body += [_heading(f"Affected storage accounts ({affected[1]})"), {"type": "FactSet", "facts": affected[0]}]
 
     if resolved:
         body.append(_paragraph("No action needed: the finding is no longer detected.", level))

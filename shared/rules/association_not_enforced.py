@@ -48,4 +48,5 @@ RULE = Rule(
     check=check,
     judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
     references=frozenset({TargetKind.PERIMETER}),
+    evidence="each association not in Enforced mode",
 )

@@ -46,4 +46,5 @@ RULE = Rule(
     check=check,
     judged_by=ACCOUNT_CHANGES | {TargetKind.BACKUP_INSTANCE},
     references=frozenset({TargetKind.BACKUP_INSTANCE}),
+    evidence="each blob backup instance (policy, data stores)",
 )

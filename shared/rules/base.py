@@ -8,7 +8,7 @@ change to one re-evaluates the account), ``parameters`` the rules-configuration 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,24 @@ class Hit:
 
 
 Check = Callable[[StorageAccountSnapshot, RuleParams], Iterable[Hit]]
+# The summary of a finding with several evidence items (each has "subject" and "summary").
+Summarize = Callable[[Sequence[Mapping[str, Any]]], str]
+
+SUMMARY_ITEMS = 3  # the generic summary quotes at most this many items' summaries
+
+
+def joined_summary(items: Sequence[Mapping[str, Any]]) -> str:
+    """The generic summary: the items' own summaries, the first few of them."""
+    texts = [str(item.get("summary", "")) for item in items]
+    more = f"; and {len(texts) - SUMMARY_ITEMS} more" if len(texts) > SUMMARY_ITEMS else ""
+    return "; ".join(texts[:SUMMARY_ITEMS]) + more
+
+
+def quoted(values: Iterable[object], shown: int = 5) -> str:
+    """'a', 'b', 'c' (and 2 more): distinct values in order."""
+    distinct = list(dict.fromkeys(str(v) for v in values))
+    more = f" and {len(distinct) - shown} more" if len(distinct) > shown else ""
+    return ", ".join(f"'{v}'" for v in distinct[:shown]) + more
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,16 @@ class Rule:
     judged_by: frozenset[TargetKind]
     references: frozenset[TargetKind] = frozenset()
     parameters: frozenset[str] = frozenset()  # keys of [rules.<id>] beyond enabled and severity
+    # What one evidence item of the rule's finding is (the README's rules table, ``rules``).
+    evidence: str = ""
+    summarize: Summarize | None = None  # several items; None: ``joined_summary``
+
+    def summary_of(self, items: Sequence[Mapping[str, Any]]) -> str:
+        """One finding's summary from its evidence items (in subject order): a pure function of
+        them, so a finding merged from stored per-subject findings reads the same as a fresh one."""
+        if len(items) == 1:
+            return str(items[0].get("summary", ""))
+        return (self.summarize or joined_summary)(items)
 
     def catalogue_entry(self) -> dict[str, Any]:
         return {
@@ -95,6 +123,7 @@ class Rule:
             "sources": [{"document": s.document, "date": s.date, "url": s.url} for s in self.sources],
             "reason": self.reason,
             "remediation": self.remediation,
+            "evidence": self.evidence,
         }
 
 

@@ -34,4 +34,5 @@ RULE = Rule(
     remediation="Disable the blob inventory policy (inventoryPolicies/default, policy.enabled = false).",
     check=check,
     judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
+    evidence="the enabled inventory rules and their destinations",
 )

@@ -30,4 +30,5 @@ RULE = Rule(
     ),
     check=check,
     judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
+    evidence="the account's NFS 3.0 and hierarchical-namespace settings",
 )

@@ -69,4 +69,5 @@ RULE = Rule(
     check=check,
     judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER, TargetKind.KEY_VAULT},
     references=frozenset({TargetKind.PERIMETER, TargetKind.KEY_VAULT}),
+    evidence="each perimeter that cannot reach the key vault",
 )

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from shared.changes import ACCOUNT_CHANGES
 from shared.model import Severity, StorageAccountSnapshot
-from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
+from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams, quoted
 
 
 def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
@@ -19,6 +20,11 @@ def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
                 },
                 subject=share.name,
             )
+
+
+def summarize(items: Sequence[Mapping[str, Any]]) -> str:
+    shares = quoted((item.get("share") for item in items), shown=10)
+    return f"{len(items)} Azure Files shares are reachable over SMB: {shares}"
 
 
 RULE = Rule(
@@ -37,4 +43,6 @@ RULE = Rule(
     ),
     check=check,
     judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
+    evidence="each SMB file share (with the account's IP rules)",
+    summarize=summarize,
 )

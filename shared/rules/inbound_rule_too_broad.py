@@ -62,4 +62,5 @@ RULE = Rule(
     judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
     references=frozenset({TargetKind.PERIMETER}),
     parameters=frozenset({"max_prefix_ipv4", "max_prefix_ipv6"}),
+    evidence="each inbound access rule with a too broad prefix",
 )

@@ -31,4 +31,5 @@ RULE = Rule(
     ),
     check=check,
     judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
+    evidence="the enabled lifecycle rules",
 )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from shared.changes import ACCOUNT_CHANGES
 from shared.model import Severity, StorageAccountSnapshot
@@ -23,6 +24,11 @@ def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
         )
 
 
+def summarize(items: Sequence[Mapping[str, Any]]) -> str:
+    pairs = [f"'{item.get('sourceAccount')}' to '{item.get('destinationAccount')}'" for item in items]
+    return f"{len(items)} object replication policies copy blobs: " + ", ".join(pairs)
+
+
 RULE = Rule(
     id="object-replication",
     title="Object replication on a perimeter-protected account",
@@ -39,4 +45,6 @@ RULE = Rule(
     ),
     check=check,
     judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
+    evidence="each replication policy (source and destination account)",
+    summarize=summarize,
 )

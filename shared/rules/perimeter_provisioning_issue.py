@@ -49,4 +49,5 @@ RULE = Rule(
     check=check,
     judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
     references=frozenset({TargetKind.PERIMETER}),
+    evidence="each provisioning issue of the NSP configuration",
 )

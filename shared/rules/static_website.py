@@ -30,4 +30,5 @@ RULE = Rule(
     ),
     check=check,
     judged_by=ACCOUNT_CHANGES,  # the account's own properties: its own change or a sweep
+    evidence="the blob service's static website setting",
 )

@@ -40,4 +40,5 @@ RULE = Rule(
     check=check,
     judged_by=ACCOUNT_CHANGES | {TargetKind.PERIMETER},
     references=frozenset({TargetKind.PERIMETER}),
+    evidence="each subscription-based inbound access rule",
 )

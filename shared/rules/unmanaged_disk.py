@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from shared.changes import ACCOUNT_CHANGES, TargetKind
 from shared.model import Severity, StorageAccountSnapshot
-from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams
+from shared.rules.base import BRIEF_2025_06, LEARN_2025_07, Hit, Rule, RuleParams, quoted
 
 
 def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
@@ -16,6 +17,13 @@ def check(account: StorageAccountSnapshot, params: RuleParams) -> Iterator[Hit]:
             {"vm": disk.vm_id, "disk": disk.disk_name, "vhdUri": disk.vhd_uri},
             subject=f"{vm_name}/{disk.disk_name}".lower(),
         )
+
+
+def summarize(items: Sequence[Mapping[str, Any]]) -> str:
+    vms = [str(item.get("vm", "")).rstrip("/").rsplit("/", 1)[-1] for item in items]
+    disks = quoted((item.get("disk", "") for item in items), shown=len(items))
+    who = f"VM {quoted(vms)} keeps" if len(set(vms)) == 1 else f"VMs {quoted(vms)} keep"
+    return f"{who} {len(items)} disks as VHDs in this account: {disks}"
 
 
 RULE = Rule(
@@ -31,4 +39,6 @@ RULE = Rule(
     check=check,
     judged_by=ACCOUNT_CHANGES | {TargetKind.VIRTUAL_MACHINE},
     references=frozenset({TargetKind.VIRTUAL_MACHINE}),
+    evidence="each VHD: its VM, disk name and blob URI",
+    summarize=summarize,
 )

@@ -15,6 +15,7 @@ from typing import Any
 
 from shared.changes import TARGET_KINDS, Actor, Provenance, Target, TargetKind
 from shared.notify.base import Delivery, DeliveryStatus, TaskRef
+from shared.state import legacy
 from shared.state.base import (
     AccountState,
     AssociationState,
@@ -99,7 +100,8 @@ def account_to_dict(state: AccountState) -> dict[str, Any]:
 def account_from_dict(document: Mapping[str, Any], what: str = "account") -> AccountState:
     return AccountState(
         account_id=_get(document, "account_id", str, what),
-        findings=_objects(document, "findings", what),
+        # Per-subject findings stored before findings were one per rule and account: merged.
+        findings=legacy.merge_findings(_objects(document, "findings", what)),
         associations=tuple(
             AssociationState(**_record(_ASSOCIATION_FIELDS, a, f"{what}.associations"))
             for a in _objects(document, "associations", what)
@@ -110,7 +112,7 @@ def account_from_dict(document: Mapping[str, Any], what: str = "account") -> Acc
         evaluated_at=_get(document, "evaluated_at", str, what),
         snapshot_digest=_get(document, "snapshot_digest", str, what),
         summary_digest=str(document.get("summary_digest", "")),  # absent in states written before it existed
-        occurrences=_occurrences(document, what),
+        occurrences=legacy.merge_occurrences(_occurrences(document, what)),
         deleted_at=_get(document, "deleted_at", str, what) if "deleted_at" in document else "",
         # Absent in states written before the pipeline ordered reads and carried its transitions.
         observed_at=float(document.get("observed_at") or 0.0),
