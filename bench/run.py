@@ -406,9 +406,9 @@ def cold_start(options: Options) -> dict[str, Any]:
     from shared.adapters.queue import EvaluationQueue
     from shared.config import RulesConfig
     from shared.pipeline import CollectingSink, Pipeline
-    from shared.settings import QUEUE_NAME
     from shared.state.table_store import TableStateStore
     from shared.targeting import Scope
+    from shared.work import QUEUE_NAME
 
     runs = []
     estate = build_estate(10, in_perimeter_every=1, features_every=options.features_every)

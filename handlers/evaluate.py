@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.settings import QUEUE_NAME
+from shared.work import QUEUE_NAME
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves it untyped
 

@@ -127,7 +127,7 @@ var applicationInsightsName = 'appi-nspdrift-${resourceToken}'
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
 
-// shared/settings.py QUEUE_NAME (the queue trigger binds to it by name) and the host's poison queue.
+// shared/work.py QUEUE_NAME (the queue trigger binds to it by name) and the host's poison queue.
 var queueName = 'nsp-drift-evaluations'
 var queueNames = [queueName, '${queueName}-poison']
 

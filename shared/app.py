@@ -18,9 +18,10 @@ from typing import Any, cast
 from shared import runtime
 from shared.changes import Target
 from shared.pipeline import Pipeline, Readers, TransitionSink, WindowStatus, deliver
-from shared.settings import QUEUE_NAME, Settings, SettingsError, load_settings
+from shared.settings import Settings, SettingsError, load_settings
 from shared.state.base import StateStore, StatusStore, StoreUnavailable
 from shared.telemetry import SPAN_EVALUATE, SPAN_INTAKE, Telemetry, correlation_ids_of
+from shared.work import QUEUE_NAME
 
 log = logging.getLogger("nsp_drift")
 
@@ -238,7 +239,7 @@ def reset_context(new: AppContext | None = None) -> None:
 
 
 def handle_event(event: Any) -> None:
-    from shared.events import event_from_binding
+    from shared.binding import event_from_binding
 
     raw = event_from_binding(event)
     ctx = context()

@@ -11,12 +11,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from shared.model import Severity
 
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(str(files("shared") / "samples"))  # package data, wherever this module lives
 SAMPLE_NAMES = {
     "sample": SAMPLES / "estate.json",
     "sample-changed": SAMPLES / "estate-changed.json",

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from shared.adapters.resource_graph import summary_digest, summary_of_snapshot
 from shared.changes import (
     PERIMETER_ASSOCIATION_CHANGED_RULE,
     PERIMETER_MODE_CHANGED_RULE,
@@ -38,6 +37,7 @@ from shared.output import finding_to_dict
 from shared.rules import ALL_RULES
 from shared.rules.base import RuleParams
 from shared.state.base import AccountState, AssociationState, ProfileState
+from shared.summary import summary_digest, summary_of_snapshot
 
 # -- state from an evaluation ----------------------------------------------------------------
 

@@ -282,3 +282,16 @@ class Evaluation:
     snapshot: StorageAccountSnapshot
     findings: tuple[Finding, ...]
     suppressed: tuple[Finding, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccountResult:
+    """One account of a scan (shared.scan): its evaluation, or why it could not be read."""
+
+    account_id: str
+    evaluation: Evaluation | None  # None when the account could not be read
+    error: str = ""
+
+
+class AccountNotFound(LookupError):
+    """The storage account does not exist (deleted, or never did)."""

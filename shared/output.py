@@ -7,9 +7,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from shared.model import Finding, Severity
+from shared.model import AccountResult, Finding, Severity
 from shared.rules import ALL_RULES
-from shared.scan import AccountResult
 
 TOOL_NAME = "nsp-drift"
 TOOL_VERSION = "0.1.0"

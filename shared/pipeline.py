@@ -58,7 +58,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared import arm_ids
-from shared.adapters.arm_reader import AccountNotFound
 from shared.changes import (
     EVALUATION_FAILING_RULE,
     PERIMETER_ASSOCIATION_CHANGED_RULE,
@@ -75,7 +74,7 @@ from shared.drift import decide_account, decide_profile, profile_state_of
 from shared.evaluate import evaluate
 from shared.events import EventError, parse_event
 from shared.membership import VERIFY_SWEEPS, needs_verify, sweep_round
-from shared.model import Evaluation, PerimeterView, StorageAccountSnapshot
+from shared.model import AccountNotFound, Evaluation, PerimeterView, StorageAccountSnapshot
 from shared.rules import judged_by as rules_judged_by
 from shared.state import carried, pending
 from shared.state.base import (
@@ -92,7 +91,7 @@ from shared.targeting import Scope, targets_for
 from shared.work import BATCH_ACCOUNTS, Work, WorkKind, batches
 
 if TYPE_CHECKING:
-    from shared.adapters.resource_graph import AccountSummary, GraphInventory
+    from shared.summary import AccountSummary, GraphInventory
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +147,8 @@ _VAULT_TYPE = "/providers/microsoft.keyvault/vaults/"
 
 class AccountReader(Protocol):
     async def read_account(self, account_id: str, skip: Collection[str] = ()) -> StorageAccountSnapshot:
-        """Raises shared.adapters.arm_reader.AccountNotFound when the account is gone. ``skip``:
-        feature reads to leave out (named in ``snapshot.not_read`` if it would have made them)."""
+        """Raises shared.model.AccountNotFound when the account is gone. ``skip``: feature reads to
+        leave out (named in ``snapshot.not_read`` if it would have made them)."""
         ...
 
     async def list_account_ids(self, subscription_id: str) -> list[str]: ...

@@ -19,8 +19,8 @@ from shared import runtime
 from shared.adapters.estate import Estate
 from shared.changes import Target, Transition, transition_to_dict
 from shared.config import RulesConfig
+from shared.model import AccountResult
 from shared.pipeline import CollectingSink, IntakeReport, Pipeline, TransitionSink, WindowStatus, deliver
-from shared.scan import AccountResult
 from shared.targeting import Scope
 
 _MAX_EVENTS_FILE = 64 * 1024 * 1024

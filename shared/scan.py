@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import date
 
-from shared.adapters.arm_reader import AccountNotFound, ArmReader
 from shared.config import RulesConfig
 from shared.evaluate import evaluate
-from shared.model import Evaluation
+from shared.model import AccountNotFound, AccountResult
+from shared.pipeline import AccountReader
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +19,7 @@ class ScopeError(LookupError):
     """A subscription in scope does not exist or cannot be listed; the message names it."""
 
 
-@dataclass(frozen=True)
-class AccountResult:
-    account_id: str
-    evaluation: Evaluation | None  # None when the account could not be read
-    error: str = ""
-
-
-async def accounts_in_scope(reader: ArmReader, subscriptions: Iterable[str]) -> list[str]:
+async def accounts_in_scope(reader: AccountReader, subscriptions: Iterable[str]) -> list[str]:
     ids: list[str] = []
     for subscription in subscriptions:
         try:
@@ -44,7 +36,7 @@ async def accounts_in_scope(reader: ArmReader, subscriptions: Iterable[str]) -> 
 
 
 async def scan(
-    reader: ArmReader,
+    reader: AccountReader,
     account_ids: Iterable[str],
     config: RulesConfig,
     today: date,

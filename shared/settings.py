@@ -15,7 +15,6 @@ from shared.cloud import PUBLIC, Cloud, CloudError, cloud_from_env
 from shared.config import ConfigError, RulesConfig, config_from_settings
 from shared.membership import VERIFY_SWEEPS
 
-QUEUE_NAME = "nsp-drift-evaluations"  # fixed: the queue trigger binds to it by name
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,40}$")
 

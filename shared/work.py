@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from shared.changes import Provenance, TargetKind
 
+QUEUE_NAME = "nsp-drift-evaluations"  # fixed: the queue trigger binds to it by name
+
 # Accounts per batch message: 100 ids of about 150 characters and a bounded provenance keep a
 # message (64 KiB, base64) well inside the queue's limit.
 BATCH_ACCOUNTS = 100

@@ -16,12 +16,12 @@ from azure.functions.meta import Datum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.binding import event_from_binding
 from shared.changes import Actor, ChangeEvent
 from shared.events import (
     ARN_CREATED_OR_UPDATED,
     ARN_DELETED,
     EventError,
-    event_from_binding,
     parse_event,
 )
 

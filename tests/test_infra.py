@@ -30,8 +30,9 @@ import jsonschema
 import pytest
 import yaml
 
-from shared.settings import DOCUMENTED, QUEUE_NAME
+from shared.settings import DOCUMENTED
 from shared.targeting import HANDLED_OPERATIONS
+from shared.work import QUEUE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

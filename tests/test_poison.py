@@ -20,10 +20,10 @@ from shared.changes import EVALUATION_FAILING, EVALUATION_POISONED, Provenance, 
 from shared.notify.base import DeliveryStatus
 from shared.notify.destinations import parse_destinations
 from shared.notify.dispatch import OutboxSink
-from shared.settings import QUEUE_NAME
 from shared.state.base import StoreUnavailable
 from shared.state.table_store import TableStateStore
 from shared.wiring import EstateClients
+from shared.work import QUEUE_NAME
 from tests.azurite import Azurite, unique_name
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,13 +18,14 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from shared import runtime
-from shared.adapters.arm_reader import AccountNotFound, ArmReader
+from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate, Reply
 from shared.config import RulesConfig
 from shared.evaluate import evaluate
 from shared.model import (
     AccessMode,
     AccessRule,
+    AccountNotFound,
     InventoryPolicy,
     InventoryRule,
     LifecycleRule,

@@ -23,21 +23,23 @@ from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
 from shared.adapters.resource_graph import (
     QUERIES,
-    AccountSummary,
-    BlobBackupInstance,
-    GraphInventory,
     GraphQuota,
     ResourceGraphReader,
-    VhdVm,
     parse_quota_reset,
     query_name,
-    summary_digest,
-    summary_of_snapshot,
 )
 from shared.config import RulesConfig
 from shared.replay import record_baseline_estate
 from shared.state.base import AccountState, AssociationState
 from shared.state.sqlite_store import SqliteStateStore
+from shared.summary import (
+    AccountSummary,
+    BlobBackupInstance,
+    GraphInventory,
+    VhdVm,
+    summary_digest,
+    summary_of_snapshot,
+)
 from shared.wiring import EstateClients
 from tests.fakes.clock import VirtualClock
 

@@ -17,7 +17,7 @@ param deploymentContainerName string
 @description('Blob container for Event Grid dead letters (written by the system topics\' identities).')
 param deadLetterContainerName string
 
-@description('Queues the app uses (shared/settings.py QUEUE_NAME and its -poison queue).')
+@description('Queues the app uses (shared/work.py QUEUE_NAME and its -poison queue).')
 param queueNames array
 
 @description('Tables the app uses (shared/state/table_store.py: {prefix}state, index, pending, events, outbox).')

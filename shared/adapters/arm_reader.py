@@ -31,6 +31,7 @@ from shared import arm_ids
 from shared.model import (
     AccessMode,
     AccessRule,
+    AccountNotFound,
     BackupInstance,
     Encryption,
     FileShare,
@@ -60,10 +61,6 @@ class ClientFactory(Protocol):
     def compute(self, subscription_id: str) -> Any: ...
     def dataprotection(self, subscription_id: str) -> Any: ...
     def graph(self) -> Any: ...
-
-
-class AccountNotFound(LookupError):
-    """The storage account does not exist (deleted, or never did)."""
 
 
 def _s(value: Any) -> str:

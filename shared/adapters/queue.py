@@ -38,9 +38,8 @@ from azure.core.exceptions import (
 )
 
 from shared.changes import TARGET_KINDS, Provenance, Target, TargetKind
-from shared.settings import QUEUE_NAME
 from shared.state.base import StoreUnavailable
-from shared.work import Work, WorkKind
+from shared.work import QUEUE_NAME, Work, WorkKind
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
