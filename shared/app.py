@@ -100,11 +100,9 @@ class CountingSink:
 
 def telemetry_for(settings: Settings) -> Telemetry:
     """Exporting to Application Insights when its connection string is set, else off (free)."""
-    if not settings.appinsights_connection:
-        return Telemetry.off()
-    from shared.adapters.appinsights import application_insights
+    from shared import wiring
 
-    return Telemetry(*application_insights(settings.appinsights_connection, settings.appinsights_authentication))
+    return wiring.telemetry(settings.appinsights_connection, settings.appinsights_authentication)
 
 
 def build_context(
@@ -117,45 +115,31 @@ def build_context(
 ) -> AppContext:
     """``sink``, ``store``, ``clients``, ``telemetry``: replace what the settings would build (tests).
     ``warm_up``: start the live ARM clients' warm-up (``LiveClients.warm_up``) first."""
-    from shared.adapters.queue import EvaluationQueue
-    from shared.adapters.storage_http import storage_transport
-    from shared.state.table_store import TableStateStore
+    from shared import wiring
     from shared.targeting import Scope
 
     telemetry = telemetry or telemetry_for(settings)
     live = None
     if clients is None and not settings.estate_path:
-        from shared.wiring import LiveClients
-
-        clients = live = LiveClients(settings.cloud, telemetry=telemetry)
+        clients = live = wiring.LiveClients(settings.cloud, telemetry=telemetry)
         if warm_up:
             live.warm_up()  # the SDK import and the first token overlap the rest of this and the state reads
     try:
-        # One requests session per process for both (the environment read once per host).
-        tables, queues = {"transport": storage_transport()}, {"transport": storage_transport()}
-        if settings.storage_connection:
-            connection = settings.storage_connection
-            if store is None:
-                store = TableStateStore.from_connection_string(connection, settings.table_prefix, **tables)
-            queue = EvaluationQueue.from_connection_string(connection, **queues)
-        else:
-            from shared.wiring import credential_sync
-
-            credential = credential_sync(settings.cloud)
-            prefix = settings.table_prefix
-            if store is None:
-                store = TableStateStore.from_service_uri(settings.table_service_uri, credential, prefix, **tables)
-            queue = EvaluationQueue.from_service_uri(settings.queue_service_uri, credential, **queues)
+        store, queue = wiring.table_ports(
+            settings.storage_connection,
+            settings.table_service_uri,
+            settings.queue_service_uri,
+            settings.table_prefix,
+            settings.cloud,
+            store,
+        )
         dispatcher = None
         if sink is None:
             sink, dispatcher = _delivery(store, settings.dispatch_budget_seconds, telemetry)
         if telemetry.enabled:
             sink = CountingSink(sink, telemetry)
         if clients is None:  # NSP_DRIFT_ESTATE (live clients were built above)
-            from shared.adapters.estate import Estate
-            from shared.wiring import EstateClients
-
-            clients = EstateClients(Estate.load(settings.estate_path), telemetry=telemetry)
+            clients = wiring.estate_clients(settings.estate_path, telemetry)
     except BaseException:
         if live is not None:  # a context that is not built leaves no session behind
             runtime.run(live.close(), timeout=30)
@@ -192,20 +176,17 @@ def sweep_intervals(schedules: Any) -> dict[str, float]:
 
 def _delivery(store: Any, budget_seconds: float, telemetry: Telemetry) -> tuple[TransitionSink, Any]:
     """The outbox and its dispatcher when destinations are configured, else a logging sink."""
-    from shared.notify.destinations import DestinationError, build_senders, load_destinations
+    from shared import wiring
+    from shared.notify.destinations import DestinationError, load_destinations
     from shared.notify.dispatch import Dispatcher, OutboxSink
 
     try:
         destinations = load_destinations()
         if not destinations:
             return LoggingSink(), None
-        senders, digests = build_senders(destinations)
+        senders, digests = wiring.senders(destinations, telemetry=telemetry)
     except DestinationError as exc:
         raise SettingsError(str(exc)) from None
-    if telemetry.enabled:
-        from shared.notify.traced import TracedSender
-
-        senders = {name: TracedSender(sender, telemetry) for name, sender in senders.items()}
     return OutboxSink(store, destinations), Dispatcher(store, senders, digests, budget_seconds=budget_seconds)
 
 

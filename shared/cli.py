@@ -146,7 +146,6 @@ def _cloud(args: argparse.Namespace) -> Any:
 
 def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from shared import output, runtime
-    from shared.adapters.arm_reader import ArmReader
     from shared.adapters.estate import Estate, EstateError
     from shared.scan import ScopeError, accounts_in_scope, scan
 
@@ -179,7 +178,9 @@ def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         progress = True
 
     async def run() -> Any:
-        reader = ArmReader(clients)
+        from shared.wiring import arm_reader
+
+        reader = arm_reader(clients)
         try:
             ids = await accounts_in_scope(reader, subscriptions)
             on_done = _Progress(len(ids), err) if progress and ids else None

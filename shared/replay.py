@@ -55,11 +55,11 @@ class MemoryQueue:
 
 
 def _open_store(path: str | None) -> Any:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.wiring import sqlite_store
 
     if path is None:
         path = str(Path(tempfile.mkdtemp(prefix="nsp-drift-")) / "state.sqlite")
-    return SqliteStateStore(path)
+    return sqlite_store(path)
 
 
 def load_events(path: Path) -> list[Any]:
@@ -93,14 +93,13 @@ def record_baseline_estate(
 ) -> int:
     """Evaluate every account of an estate and store the results as the baseline (``clock``: when
     it was read, e.g. the previous day's sweep for a benchmark's "before" estate)."""
-    from shared.adapters.arm_reader import ArmReader
     from shared.scan import accounts_in_scope, scan
-    from shared.wiring import EstateClients
+    from shared.wiring import EstateClients, arm_reader
 
     today = datetime.now(UTC).date()
 
     async def run() -> list[AccountResult]:
-        reader = ArmReader(EstateClients(estate))
+        reader = arm_reader(EstateClients(estate))
         ids = await accounts_in_scope(reader, sorted(estate.subscriptions))
         return await scan(reader, ids, config, today)
 
@@ -157,8 +156,8 @@ def replay(  # noqa: PLR0913 - the replay command's options, one per CLI flag, e
         sink: TransitionSink = collected
         dispatcher = None
         if destinations:
-            from shared.notify.destinations import build_senders
             from shared.notify.dispatch import Dispatcher, OutboxSink
+            from shared.wiring import senders as build_senders
 
             senders, digests = build_senders(destinations, env)
             sink = _Tee(collected, OutboxSink(store, destinations))

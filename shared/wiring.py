@@ -336,3 +336,69 @@ def readers_for(clients: Any) -> Readers:
         targets=TargetReads(clients, on_members=accounts.remember_members),
         summaries=GraphSummaries(clients),
     )
+
+
+# -- the other adapters: stores, queue, senders, telemetry (app, replay and cli build them here) ---
+
+
+def table_ports(
+    connection: str, table_service_uri: str, queue_service_uri: str, table_prefix: str, cloud: Cloud, store: Any = None
+) -> tuple[Any, Any]:
+    """The function app's Table state store (unless ``store`` is given) and evaluation queue: a
+    connection string, or else the service URIs with the process's identity-based credential."""
+    from shared.adapters.queue import EvaluationQueue
+    from shared.adapters.storage_http import storage_transport
+    from shared.state.table_store import TableStateStore
+
+    # One requests session per process for both (the environment read once per host).
+    tables, queues = {"transport": storage_transport()}, {"transport": storage_transport()}
+    if connection:
+        if store is None:
+            store = TableStateStore.from_connection_string(connection, table_prefix, **tables)
+        return store, EvaluationQueue.from_connection_string(connection, **queues)
+    credential = credential_sync(cloud)
+    if store is None:
+        store = TableStateStore.from_service_uri(table_service_uri, credential, table_prefix, **tables)
+    return store, EvaluationQueue.from_service_uri(queue_service_uri, credential, **queues)
+
+
+def sqlite_store(path: str) -> Any:
+    """The CLI's embedded state store."""
+    from shared.state.sqlite_store import SqliteStateStore
+
+    return SqliteStateStore(path)
+
+
+def estate_clients(path: Any, telemetry: Telemetry | None = None) -> EstateClients:
+    """Real SDK clients over the offline estate file at ``path`` (raises EstateError)."""
+    return EstateClients(Estate.load(path), telemetry=telemetry)
+
+
+def arm_reader(clients: Any) -> Any:
+    """The ARM account reader over a client factory (the CLI's scan)."""
+    from shared.adapters.arm_reader import ArmReader
+
+    return ArmReader(clients)
+
+
+def telemetry(connection: str, authentication: str) -> Telemetry:
+    """Exporting to Application Insights when its connection string is set, else off (free)."""
+    if not connection:
+        return Telemetry.off()
+    from shared.adapters.appinsights import application_insights
+
+    return Telemetry(*application_insights(connection, authentication))
+
+
+def senders(
+    destinations: Any, env: Any = None, telemetry: Telemetry | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The HTTP senders (and digest senders) of configured destinations, traced when telemetry is on."""
+    from shared.notify.destinations import build_senders
+
+    built, digests = build_senders(destinations, env)
+    if telemetry is not None and telemetry.enabled:
+        from shared.notify.traced import TracedSender
+
+        built = {name: TracedSender(sender, telemetry) for name, sender in built.items()}
+    return built, digests
