@@ -330,22 +330,15 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _app_store(settings: Any) -> tuple[Any, Any]:
     """The app's Table storage as the function app finds it (AzureWebJobsStorage, or its
     identity-based __tableServiceUri), and the sweeps' schedule settings."""
-    from shared.adapters.storage_http import storage_transport
-    from shared.state.table_store import TableStateStore
+    from shared import wiring
 
-    if settings.storage_connection:
-        store = TableStateStore.from_connection_string(
-            settings.storage_connection, settings.table_prefix, transport=storage_transport()
-        )
-    else:
-        from shared.wiring import credential_sync
-
-        store = TableStateStore.from_service_uri(
-            settings.table_service_uri,
-            credential_sync(settings.cloud),
-            settings.table_prefix,
-            transport=storage_transport(),
-        )
+    store, _ = wiring.table_ports(
+        settings.storage_connection,
+        settings.table_service_uri,
+        settings.queue_service_uri,
+        settings.table_prefix,
+        settings.cloud,
+    )
     return store, settings.sweep_schedules
 
 
