@@ -138,7 +138,7 @@ class FunctionsHost:
         from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
         import function_app
-        from shared.work import QUEUE_NAME
+        from shared.core.work import QUEUE_NAME
 
         self.settings = settings or host_settings()
         self.functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}

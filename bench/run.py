@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any
 
 from bench.estates import CHANGED_RULE, SUB, account_ids, build_estate, members
 from bench.host import host_settings
-from shared import runtime
-from shared import settings as _settings
+from shared.entrypoints import runtime
+from shared.entrypoints import settings as _settings
 
 if TYPE_CHECKING:
     from bench.server import ArmServer, DeliveryReceiver
@@ -140,9 +140,9 @@ def baseline(estate: dict[str, Any], connection_string: str, prefix: str) -> flo
     day before the run (the previous daily sweep), not seconds before it: the full sweep reads an
     account afresh (GET included) when its stored read may be younger than the list (a lease)."""
     from shared.adapters.estate import Estate
-    from shared.config import RulesConfig
-    from shared.replay import record_baseline_estate
-    from shared.state.table_store import TableStateStore
+    from shared.adapters.state.table_store import TableStateStore
+    from shared.core.config import RulesConfig
+    from shared.entrypoints.replay import record_baseline_estate
 
     started = time.perf_counter()
     store = TableStateStore.from_connection_string(connection_string, prefix)
@@ -404,11 +404,11 @@ def cold_start(options: Options) -> dict[str, Any]:
     from bench.server import receiving, serving
     from shared.adapters.estate import Estate
     from shared.adapters.queue import EvaluationQueue
-    from shared.config import RulesConfig
-    from shared.pipeline import CollectingSink, Pipeline
-    from shared.state.table_store import TableStateStore
-    from shared.targeting import Scope
-    from shared.work import QUEUE_NAME
+    from shared.adapters.state.table_store import TableStateStore
+    from shared.core.config import RulesConfig
+    from shared.core.targeting import Scope
+    from shared.core.work import QUEUE_NAME
+    from shared.service.pipeline import CollectingSink, Pipeline
 
     runs = []
     estate = build_estate(10, in_perimeter_every=1, features_every=options.features_every)
@@ -465,8 +465,8 @@ def cpu(accounts: int = 200) -> dict[str, Any]:
     from bench.server import serving
     from shared.adapters.arm_reader import ArmReader
     from shared.adapters.estate import Estate
-    from shared.config import RulesConfig
-    from shared.evaluate import evaluate
+    from shared.core.config import RulesConfig
+    from shared.core.evaluate import evaluate
     from shared.wiring import EstateClients
 
     estate = Estate(build_estate(accounts, in_perimeter_every=1))

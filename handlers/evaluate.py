@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.work import QUEUE_NAME
+from shared.core.work import QUEUE_NAME
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves it untyped
 
@@ -12,6 +12,6 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 @bp.function_name("evaluate_target")
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_NAME, connection="AzureWebJobsStorage")
 def evaluate_target(msg: func.QueueMessage) -> None:
-    from shared.app import handle_queue_message
+    from shared.entrypoints.app import handle_queue_message
 
     handle_queue_message(msg.get_body().decode("utf-8", errors="replace"), msg.dequeue_count or 1)

@@ -12,6 +12,6 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 def on_resource_event(event: func.EventGridEvent) -> None:
     # The binding hands over an EventGridEvent, or a CloudEvent when the payload has
     # `specversion`; the core copes with both (and with the samples' `specVersion` quirk).
-    from shared.app import handle_event
+    from shared.entrypoints.app import handle_event
 
     handle_event(event)

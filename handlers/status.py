@@ -12,7 +12,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 @bp.function_name("status")
 @bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def status(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.app import handle_status
+    from shared.entrypoints.app import handle_status
 
     del req  # the status takes no input (the function key is checked by the host)
     code, body = handle_status()

@@ -55,7 +55,7 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-// -- app settings (shared/settings.py DOCUMENTED) ---------------------------------------------------
+// -- app settings (shared/entrypoints/settings.py DOCUMENTED) ---------------------------------------------------
 
 @description('NSP_DRIFT_COALESCE_SECONDS: coalescing window per target (0-600).')
 @minValue(0)
@@ -127,11 +127,11 @@ var applicationInsightsName = 'appi-nspdrift-${resourceToken}'
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
 
-// shared/work.py QUEUE_NAME (the queue trigger binds to it by name) and the host's poison queue.
+// shared/core/work.py QUEUE_NAME (the queue trigger binds to it by name) and the host's poison queue.
 var queueName = 'nsp-drift-evaluations'
 var queueNames = [queueName, '${queueName}-poison']
 
-// shared/state/table_store.py: {prefix}state, {prefix}index, {prefix}pending, {prefix}events, {prefix}outbox.
+// shared/adapters/state/table_store.py: {prefix}state, {prefix}index, {prefix}pending, {prefix}events, {prefix}outbox.
 var tableSuffixes = ['state', 'index', 'pending', 'events', 'outbox']
 var tableNames = map(tableSuffixes, suffix => '${stateTablePrefix}${suffix}')
 

@@ -18,10 +18,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from shared.adapters.cloud import Cloud, cloud_from_env
 from shared.adapters.estate import AsyncEstateTransport, Estate, RequestLog
-from shared.cloud import Cloud, cloud_from_env
-from shared.pipeline import Readers
-from shared.telemetry import Telemetry
+from shared.adapters.telemetry import Telemetry
+from shared.service.pipeline import Readers
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def read_budget() -> Any:
 
 class LiveClients(_Factory):
     """Clients against Azure Resource Manager in ``cloud`` (default: the NSP_DRIFT_CLOUD and
-    NSP_DRIFT_AUTHORITY_HOST settings, shared.cloud): every client gets the cloud's endpoint and
+    NSP_DRIFT_AUTHORITY_HOST settings, shared.adapters.cloud): every client gets the cloud's endpoint and
     token scope, the credential its authority.
 
     One per process: it owns the one HTTP session (shared.adapters.arm_http) that every client
@@ -286,7 +286,7 @@ class LiveClients(_Factory):
         clients' policies make, so theirs join it). The caller's own work (state reads, settings)
         overlaps it. Nothing depends on it: a failure is logged here and met again, and reported,
         by the read that needs the token. Once per instance: later calls do nothing."""
-        from shared import runtime
+        from shared.entrypoints import runtime
 
         with self._warm_lock:
             if self._warmed:
@@ -347,8 +347,8 @@ def table_ports(
     """The function app's Table state store (unless ``store`` is given) and evaluation queue: a
     connection string, or else the service URIs with the process's identity-based credential."""
     from shared.adapters.queue import EvaluationQueue
+    from shared.adapters.state.table_store import TableStateStore
     from shared.adapters.storage_http import storage_transport
-    from shared.state.table_store import TableStateStore
 
     # One requests session per process for both (the environment read once per host).
     tables, queues = {"transport": storage_transport()}, {"transport": storage_transport()}
@@ -364,7 +364,7 @@ def table_ports(
 
 def sqlite_store(path: str) -> Any:
     """The CLI's embedded state store."""
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     return SqliteStateStore(path)
 
@@ -394,11 +394,11 @@ def senders(
     destinations: Any, env: Any = None, telemetry: Telemetry | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The HTTP senders (and digest senders) of configured destinations, traced when telemetry is on."""
-    from shared.notify.destinations import build_senders
+    from shared.adapters.notify.destinations import build_senders
 
     built, digests = build_senders(destinations, env)
     if telemetry is not None and telemetry.enabled:
-        from shared.notify.traced import TracedSender
+        from shared.adapters.notify.traced import TracedSender
 
         built = {name: TracedSender(sender, telemetry) for name, sender in built.items()}
     return built, digests

@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.adapters.estate import Estate, Reply
-from shared.changes import Target
-from shared.config import RulesConfig
-from shared.notify import http
-from shared.notify.base import DeliveryStatus, Outcome
-from shared.notify.destinations import build_senders, parse_destinations
-from shared.notify.dispatch import Dispatcher, OutboxSink
-from shared.pipeline import Pipeline, Readers
-from shared.targeting import Scope
+from shared.adapters.notify import http
+from shared.adapters.notify.destinations import build_senders, parse_destinations
+from shared.core.changes import Target
+from shared.core.config import RulesConfig
+from shared.core.notify.base import DeliveryStatus, Outcome
+from shared.core.targeting import Scope
+from shared.service.dispatch import Dispatcher, OutboxSink
+from shared.service.pipeline import Pipeline, Readers
 from shared.wiring import EstateClients, readers_for
 from tests.estate_builder import member, merge, perimeter
 from tests.fakes import FakeGitHub, FakeServer

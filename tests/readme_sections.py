@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.output import render_rules
-from shared.settings import DOCUMENTED
+from shared.core.output import render_rules
+from shared.entrypoints.settings import DOCUMENTED
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,7 +23,7 @@ def settings_table() -> str:
 def _cli(*args: str) -> str:
     import io
 
-    from shared.cli import main
+    from shared.entrypoints.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     main(list(args), out, err)

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from shared.config import RulesConfig
-from shared.evaluate import evaluate
-from shared.model import (
+from shared.core.config import RulesConfig
+from shared.core.evaluate import evaluate
+from shared.core.model import (
     AccessMode,
     AccessRule,
     Encryption,
@@ -23,7 +23,7 @@ from shared.model import (
     ProvisioningIssue,
     StorageAccountSnapshot,
 )
-from shared.rules import RULES_BY_ID
+from shared.core.rules import RULES_BY_ID
 from tests import estate_builder as eb
 from tests.sample_estate import NSP_GUID, NSP_ID, RG_DATA, SUB, account_id
 

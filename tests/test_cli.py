@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from shared import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
-from shared.cli import SAMPLE_NAMES, main
-from shared.rules import ALL_RULES
-from shared.scan import ScopeError, accounts_in_scope
+from shared.core.rules import ALL_RULES
+from shared.entrypoints import runtime
+from shared.entrypoints.cli import SAMPLE_NAMES, main
+from shared.service.scan import ScopeError, accounts_in_scope
 from shared.wiring import EstateClients
 from tests.sample_estate import SUB
 
@@ -272,7 +272,7 @@ def test_unknown_subscription_is_a_scope_error() -> None:
 
 def test_console_module_runs_in_a_subprocess(sample_json: dict[str, Any]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "scan", "--estate", "sample", "--format", "jsonl"],
+        [sys.executable, "-m", "shared.entrypoints.cli", "scan", "--estate", "sample", "--format", "jsonl"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -286,7 +286,7 @@ def test_console_module_runs_in_a_subprocess(sample_json: dict[str, Any]) -> Non
 
 def test_console_module_error_in_a_subprocess(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "scan", "--estate", str(tmp_path / "missing.json")],
+        [sys.executable, "-m", "shared.entrypoints.cli", "scan", "--estate", str(tmp_path / "missing.json")],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -19,12 +19,12 @@ import pytest
 from bench.estates import SUB
 from bench.run import live
 from bench.server import ArmServer, serving
-from shared import runtime
 from shared.adapters.arm_reader import ArmReader, TargetReads
+from shared.adapters.cloud import NAMED, PUBLIC, CloudError, cloud_from_env, parse_cloud
 from shared.adapters.estate import Estate
 from shared.adapters.resource_graph import ResourceGraphReader
-from shared.cloud import NAMED, PUBLIC, CloudError, cloud_from_env, parse_cloud
-from shared.settings import SettingsError, load_settings
+from shared.entrypoints import runtime
+from shared.entrypoints.settings import SettingsError, load_settings
 from shared.wiring import LiveClients
 from tests.tunnel import tunnel
 
@@ -254,7 +254,7 @@ def test_no_proxy_is_honoured(clean_env: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def sample_findings() -> Iterator[list[Any]]:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "scan", "--estate", "sample", "--format", "json"],
+        [sys.executable, "-m", "shared.entrypoints.cli", "scan", "--estate", "sample", "--format", "json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -278,7 +278,7 @@ def test_scan_subscription_against_a_custom_cloud(how: str, sample_findings: lis
     with serving(estate, latency=0.0) as server:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("NSP_DRIFT_", "AZURE_"))}
         env.update(server.environment())
-        command = [sys.executable, "-m", "shared.cli", "scan", "--subscription", SUB, "--format", "json"]
+        command = [sys.executable, "-m", "shared.entrypoints.cli", "scan", "--subscription", SUB, "--format", "json"]
         if how == "option":
             del env["NSP_DRIFT_CLOUD"], env["NSP_DRIFT_AUTHORITY_HOST"]
             command += ["--cloud", server.base_url, "--authority-host", server.base_url]
@@ -295,7 +295,7 @@ def test_scan_without_trusting_the_ca_fails_cleanly() -> None:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("NSP_DRIFT_", "AZURE_"))}
         env.update({k: v for k, v in server.environment().items() if "CA_BUNDLE" not in k and "CERT" not in k})
         done = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "scan", "--subscription", SUB],
+            [sys.executable, "-m", "shared.entrypoints.cli", "scan", "--subscription", SUB],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -325,7 +325,7 @@ def test_scan_without_trusting_the_ca_fails_cleanly() -> None:
 def test_scan_cloud_usage_errors(args: list[str], message: str, clean_env: pytest.MonkeyPatch) -> None:
     from io import StringIO
 
-    from shared.cli import main
+    from shared.entrypoints.cli import main
 
     out, err = StringIO(), StringIO()
     assert main(["scan", "--subscription", SUB, *args], out, err) == 2

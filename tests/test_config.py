@@ -1,4 +1,4 @@
-"""The rules configuration (shared.config): per-rule overrides, suppressions, configuration files."""
+"""The rules configuration (shared.core.config): per-rule overrides, suppressions, configuration files."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.config import ConfigError, RuleOverride, RulesConfig, Suppression, load_config_file, parse_config
-from shared.model import Severity
-from shared.rules.base import RuleParams
+from shared.core.config import ConfigError, RuleOverride, RulesConfig, Suppression, load_config_file, parse_config
+from shared.core.model import Severity
+from shared.core.rules.base import RuleParams
 from tests.rule_helpers import (
     ACCOUNT,
     BAD_CONFIGS,
@@ -84,12 +84,12 @@ def test_suppression_for_another_account_or_rule_does_not_apply() -> None:
 
 
 def test_expired_suppression_is_reported_with_a_note_and_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="shared.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="shared.core.evaluate"):
         evaluation = run(legacy_snapshot(), suppress(NAME, date(2026, 5, 31)))
     assert evaluation.suppressed == ()
     (finding,) = [f for f in evaluation.findings if f.rule_id == "sftp-enabled"]
     assert finding.suppression_note == "suppression expired on 2026-05-31 (vendor SFTP drop until Q3)"
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "shared.evaluate"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "shared.core.evaluate"]
     assert len(warnings) == 1
     assert "expired on 2026-05-31" in warnings[0].getMessage() and ACCOUNT in warnings[0].getMessage()
 

@@ -1,4 +1,4 @@
-"""The rules configuration from app settings (shared.config.config_from_settings): NSP_DRIFT_RULES_CONFIG,
+"""The rules configuration from app settings (shared.core.config.config_from_settings): NSP_DRIFT_RULES_CONFIG,
 NSP_DRIFT_DISABLED_RULES and NSP_DRIFT_SEVERITY_OVERRIDES.
 """
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import ConfigError, RuleOverride, RulesConfig, config_from_settings
-from shared.model import Severity
+from shared.core.config import ConfigError, RuleOverride, RulesConfig, config_from_settings
+from shared.core.model import Severity
 from tests.rule_helpers import GOOD_SUPPRESSION, NAME, legacy_snapshot, run, to_toml
 
 

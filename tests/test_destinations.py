@@ -12,10 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.changes import EVALUATION_FAILING, EVALUATION_POISONED, SWEEP_HEARTBEAT
-from shared.model import Severity
-from shared.notify import redact
-from shared.notify.destinations import (
+from shared.adapters.notify.destinations import (
     KNOWN_RULES,
     SETTING,
     DestinationConfig,
@@ -26,11 +23,14 @@ from shared.notify.destinations import (
     load_destinations,
     parse_destinations,
 )
-from shared.notify.devops import AzureDevOpsSender
-from shared.notify.github import GitHubIssuesSender
-from shared.notify.teams import MAX_CARD_BYTES, TeamsSender, build_digest_card, card_bytes
-from shared.notify.webhook import WebhookSender, build_digest_event
-from shared.rules import RULES_BY_ID
+from shared.adapters.notify.devops import AzureDevOpsSender
+from shared.adapters.notify.github import GitHubIssuesSender
+from shared.adapters.notify.teams import MAX_CARD_BYTES, TeamsSender, build_digest_card, card_bytes
+from shared.adapters.notify.webhook import WebhookSender, build_digest_event
+from shared.core.changes import EVALUATION_FAILING, EVALUATION_POISONED, SWEEP_HEARTBEAT
+from shared.core.model import Severity
+from shared.core.notify import redact
+from shared.core.rules import RULES_BY_ID
 from tests.fakes.transitions import ALL_RULES, KINDS, PSEUDO_RULES, make_transition
 
 HOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef01234567").decode()
@@ -348,8 +348,8 @@ def test_every_known_rule_can_be_routed() -> None:
 def test_operator_alerts_are_operator_events_with_a_reason(rule: str) -> None:
     """Both operator alerts (a poisoned message, a window that keeps failing) are announced as
     operator events and explain themselves; neither is mistaken for a storage finding."""
-    from shared.notify.explain import why_and_how
-    from shared.notify.webhook import event_type
+    from shared.adapters.notify.webhook import event_type
+    from shared.core.notify.explain import why_and_how
 
     assert event_type(make_transition(rule, "opened")) == "com.nspdrift.operator.opened"
     why, how = why_and_how(rule)

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from shared.notify import http
-from shared.notify.base import Delivery, DeliveryStatus, OutboxStore
-from shared.notify.destinations import parse_destinations
-from shared.notify.dispatch import Dispatcher, OutboxSink
-from shared.notify.teams import TeamsSender
-from shared.notify.webhook import WebhookSender
-from shared.state.sqlite_store import SqliteStateStore
-from shared.state.table_store import TableStateStore
+from shared.adapters.notify import http
+from shared.adapters.notify.destinations import parse_destinations
+from shared.adapters.notify.teams import TeamsSender
+from shared.adapters.notify.webhook import WebhookSender
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.adapters.state.table_store import TableStateStore
+from shared.core.notify.base import Delivery, DeliveryStatus, OutboxStore
+from shared.service.dispatch import Dispatcher, OutboxSink
 from tests.azurite import Azurite, unique_name
 from tests.fakes import FakeServer, Received, Reply
 from tests.fakes.transitions import make_transition
@@ -238,7 +238,7 @@ def test_leases_are_taken_from_the_clock_when_each_is_taken(store_factory: Store
             assert stored is not None
             seen.append((clock(), stored[0].next_attempt_at))
             clock.advance(45.0)  # a slow endpoint
-            from shared.notify.base import Outcome
+            from shared.core.notify.base import Outcome
 
             return Outcome(ok=True, status=200)
 
@@ -328,7 +328,7 @@ def test_pending_digest_items_do_not_starve_an_immediate_alert(store_factory: St
     with teams:
         store = store_factory()
         sink = OutboxSink(store, [quiet_teams()], clock=clock)
-        from shared.changes import Transition, TransitionKind
+        from shared.core.changes import Transition, TransitionKind
         from tests.fakes.transitions import PROVENANCE
 
         def transition(n: int, severity: str) -> Transition:
@@ -413,7 +413,7 @@ CREATE INDEX deliveries_pending ON deliveries (created_at, id, next_attempt_at) 
 def test_an_older_sqlite_file_is_upgraded_with_its_digest_items_sorted_out(tmp_path: Path) -> None:
     import sqlite3
 
-    from shared.state import codec
+    from shared.adapters.state import codec
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
@@ -465,7 +465,7 @@ def test_table_index_rows_from_before_the_digest_property_are_still_found(azurit
     ("value", "expected"), [("", 120.0), ("60", 60.0), ("240", 240.0), ("5", None), ("600", None), ("soon", None)]
 )
 def test_dispatch_budget_setting(value: str, expected: float | None) -> None:
-    from shared.settings import SettingsError, load_settings
+    from shared.entrypoints.settings import SettingsError, load_settings
 
     env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "NSP_DRIFT_DISPATCH_BUDGET_SECONDS": value}
     if expected is None:
@@ -535,7 +535,7 @@ def test_an_evaluations_run_sends_its_own_deliveries_and_leaves_others_fresh_one
     deliveries (about 20 Table calls per evaluation in a storm). An evaluation's run now sends the
     deliveries it recorded (by id) and, of the backlog, only those recorded FRESH_SECONDS ago or
     more (left by an invocation that died, or waiting for a retry); the sweep's run takes all."""
-    from shared.notify.dispatch import FRESH_SECONDS
+    from shared.service.dispatch import FRESH_SECONDS
 
     receiver = SlowReceiver(clock, seconds=0.0)
     with receiver:

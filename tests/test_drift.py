@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from shared.changes import (
+from shared.core.changes import (
     PERIMETER_ASSOCIATION_CHANGED,
     PERIMETER_MODE_CHANGED,
     PERIMETER_RULES_CHANGED,
@@ -14,16 +14,10 @@ from shared.changes import (
     TargetKind,
     TransitionKind,
 )
-from shared.config import RulesConfig
-from shared.drift import AccountDecision, account_state_of, decide_account, decide_profile, profile_state_of
-from shared.evaluate import evaluate
-from shared.model import (
-    AccessMode,
-    AccessRule,
-    PerimeterView,
-    StorageAccountSnapshot,
-    UnmanagedDisk,
-)
+from shared.core.config import RulesConfig
+from shared.core.drift import AccountDecision, account_state_of, decide_account, decide_profile, profile_state_of
+from shared.core.evaluate import evaluate
+from shared.core.model import AccessMode, AccessRule, PerimeterView, StorageAccountSnapshot, UnmanagedDisk
 
 TODAY = date(2026, 11, 25)
 SUB = "/subscriptions/6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f"
@@ -91,7 +85,7 @@ def test_new_finding_opens_with_provenance_and_resolves_later() -> None:
 
 
 def test_severity_change_of_same_finding_is_changed_not_reopened() -> None:
-    from shared.model import BackupInstance
+    from shared.core.model import BackupInstance
 
     operational = BackupInstance(
         "/x/backupInstances/bi1",
@@ -151,7 +145,7 @@ def test_a_finding_that_comes_back_is_the_next_occurrence() -> None:
 
 
 def test_severity_change_carries_the_occurrence_of_its_opening() -> None:
-    from shared.model import BackupInstance
+    from shared.core.model import BackupInstance
 
     operational = BackupInstance(
         "/x/backupInstances/bi1",

@@ -16,17 +16,8 @@ from typing import Any
 
 import pytest
 
-from shared.changes import PERIMETER_RULES_CHANGED
-from shared.notify import limits, redact
-from shared.notify.base import Delivery, DeliveryStatus
-from shared.notify.destinations import (
-    SETTING_KEYS,
-    DestinationError,
-    build_senders,
-    parse_destinations,
-)
-from shared.notify.dispatch import Dispatcher
-from shared.notify.eventgrid import (
+from shared.adapters.notify.destinations import SETTING_KEYS, DestinationError, build_senders, parse_destinations
+from shared.adapters.notify.eventgrid import (
     CONTENT_TYPE,
     SCOPE,
     EventGridSender,
@@ -36,8 +27,12 @@ from shared.notify.eventgrid import (
     topic_endpoint,
     wire_bytes,
 )
-from shared.notify.http import RetrySettings
-from shared.notify.webhook import build_event
+from shared.adapters.notify.http import RetrySettings
+from shared.adapters.notify.webhook import build_event
+from shared.core.changes import PERIMETER_RULES_CHANGED
+from shared.core.notify import limits, redact
+from shared.core.notify.base import Delivery, DeliveryStatus
+from shared.service.dispatch import Dispatcher
 from tests.eventgrid_receiver import (
     CUSTOM_TOPIC_API_VERSION,
     NAMESPACE_API_VERSION,
@@ -172,7 +167,8 @@ def test_build_reads_the_settings_registers_the_key_and_imports_nothing_yet() ->
 def test_nothing_imports_azure_eventgrid_until_a_send() -> None:
     code = (
         "import sys, json\n"
-        "import function_app, shared.app, shared.notify.destinations as d, shared.notify.eventgrid\n"
+        "import function_app, shared.entrypoints.app\n"
+        "import shared.adapters.notify.destinations as d, shared.adapters.notify.eventgrid\n"
         "configs = d.parse_destinations(json.loads(sys.argv[1]))\n"
         "d.build_senders(configs, {'EG': 'https://t.westeurope-1.eventgrid.azure.net/api/events'})\n"
         "print(sorted(m for m in sys.modules if m.startswith(('azure.eventgrid', 'azure.identity'))))\n"
@@ -370,7 +366,7 @@ def test_a_digest_goes_out_as_its_own_events_in_requests_under_1_mb(trust: Any) 
 
 
 def test_the_outbox_delivers_once_and_retries_later(trust: Any, tmp_path: Path) -> None:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     store = SqliteStateStore(str(tmp_path / "state.sqlite"))
     clock = [NOW]
@@ -398,7 +394,7 @@ def test_the_outbox_delivers_once_and_retries_later(trust: Any, tmp_path: Path) 
 def test_replay_sample_publishes_every_transition_once(
     trust: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.cli import main
+    from shared.entrypoints.cli import main
 
     destinations = tmp_path / "destinations.json"
     destinations.write_text(
@@ -437,7 +433,7 @@ def test_replay_sample_publishes_every_transition_once(
 
 
 def _category(rule: str) -> str:
-    from shared.changes import OPERATOR_RULES, PERIMETER_RULES
+    from shared.core.changes import OPERATOR_RULES, PERIMETER_RULES
 
     return "perimeter" if rule in PERIMETER_RULES else "operator" if rule in OPERATOR_RULES else "finding"
 

@@ -1,4 +1,4 @@
-"""shared.events: every official sample (both schemas, raw and through the Functions binding),
+"""shared.core.events: every official sample (both schemas, raw and through the Functions binding),
 actors, malformed events, batches, and a property test that only EventError ever escapes."""
 
 from __future__ import annotations
@@ -16,14 +16,9 @@ from azure.functions.meta import Datum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.binding import event_from_binding
-from shared.changes import Actor, ChangeEvent
-from shared.events import (
-    ARN_CREATED_OR_UPDATED,
-    ARN_DELETED,
-    EventError,
-    parse_event,
-)
+from shared.core.changes import Actor, ChangeEvent
+from shared.core.events import ARN_CREATED_OR_UPDATED, ARN_DELETED, EventError, parse_event
+from shared.entrypoints.binding import event_from_binding
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 RESOURCES = CORPUS / "eventgrid-Microsoft.Resources"
@@ -141,7 +136,7 @@ def test_official_sample_parses_through_the_functions_binding(path: Path) -> Non
 def test_spec_version_quirk_through_the_binding_infers_the_type(caplog: pytest.LogCaptureFixture) -> None:
     raw = sample("cloud-events-schema", "resource_delete_success.json")
     assert "specVersion" in raw and "specversion" not in raw
-    with caplog.at_level(logging.DEBUG, logger="shared.events"):
+    with caplog.at_level(logging.DEBUG, logger="shared.core.events"):
         decoded, event = via_binding(raw)
     # The binding only recognises lower-case `specversion`, so this is an EventGridEvent without type.
     assert isinstance(decoded, func.EventGridEvent)

@@ -15,8 +15,8 @@ import pytest
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, SystemEventNames
 
-from shared import events
-from shared.events import EventError, event_types, parse_event
+from shared.core import events
+from shared.core.events import EventError, event_types, parse_event
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
@@ -56,7 +56,7 @@ def test_the_handled_types_are_system_event_names() -> None:
         SystemEventNames.ResourceDeleteCancelEventName,
         SystemEventNames.ResourceNotificationsResourceManagementDeletedEventName,
     }
-    tree = ast.parse((ROOT / "shared" / "events.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "shared" / "core" / "events.py").read_text(encoding="utf-8"))
     docstrings = {id(node.body[0].value) for node in ast.walk(tree) if _has_docstring(node)}  # type: ignore[attr-defined]
     literals = [
         n.value
@@ -79,7 +79,7 @@ def _has_docstring(node: ast.AST) -> bool:
 
 def test_importing_the_parser_imports_no_sdk() -> None:
     code = (
-        "import sys, shared.events, shared.pipeline, handlers.events\n"
+        "import sys, shared.core.events, shared.service.pipeline, handlers.events\n"
         "print(sorted(m for m in sys.modules if m.startswith(('azure.eventgrid', 'azure.core.messaging'))))\n"
     )
     out = subprocess.run(
@@ -119,7 +119,7 @@ def test_the_spec_version_quirk_of_the_official_delete_sample() -> None:
 
 @pytest.mark.parametrize("bad_time", ["yesterday", "2026-13-45T99:99:99Z", "Z", "+"])
 def test_an_unreadable_time_is_dropped_not_the_event(bad_time: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="shared.events")
+    caplog.set_level(logging.DEBUG, logger="shared.core.events")
     for path, key in ((WRITE_SAMPLE, "eventTime"), (DELETE_SAMPLE, "time")):
         raw = load(path)
         raw[key] = bad_time

@@ -18,20 +18,20 @@ from typing import Any
 import pytest
 
 from bench.estates import SUB, account_ids, build_estate
-from shared import runtime
 from shared.adapters.arm_reader import ArmReader, TargetReads
 from shared.adapters.estate import Estate
+from shared.adapters.notify.teams import build_card
 from shared.adapters.queue import decode_any, decode_message, encode_message, encode_work
-from shared.changes import PERIMETER_RULES_CHANGED, Provenance, Target, TargetKind, transition_to_dict
-from shared.config import RulesConfig
-from shared.model import StorageAccountSnapshot
-from shared.notify.teams import build_card
-from shared.pipeline import CollectingSink, Pipeline, Readers, WindowStatus
-from shared.replay import MemoryQueue, record_baseline_estate
-from shared.state.sqlite_store import SqliteStateStore
-from shared.targeting import Scope
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.core.changes import PERIMETER_RULES_CHANGED, Provenance, Target, TargetKind, transition_to_dict
+from shared.core.config import RulesConfig
+from shared.core.model import StorageAccountSnapshot
+from shared.core.targeting import Scope
+from shared.core.work import Work, WorkKind
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
+from shared.service.pipeline import CollectingSink, Pipeline, Readers, WindowStatus
 from shared.wiring import EstateClients, readers_for
-from shared.work import Work, WorkKind
 
 PERIMETER = (
     f"/subscriptions/{SUB}/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/nsp-contoso-data"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.state.sqlite_store import SqliteStateStore
-from shared.state.table_store import TableStateStore
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.adapters.state.table_store import TableStateStore
 from tests.azurite import Azurite, start_azurite, unique_name
 from tests.fakes import FakeServer
 from tests.fault_schedules import Schedule, Stats, receivers, reset

@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.estates import SUB, account_ids, build_estate
-from shared import runtime
 from shared.adapters.estate import Estate
 from shared.adapters.queue import decode_any, encode_work
-from shared.changes import Provenance
-from shared.config import RulesConfig
-from shared.membership import VERIFY_SWEEPS, in_slice, sweep_round
-from shared.pipeline import CollectingSink, Pipeline
-from shared.replay import MemoryQueue
-from shared.state.sqlite_store import SqliteStateStore
-from shared.targeting import Scope
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.core.changes import Provenance
+from shared.core.config import RulesConfig
+from shared.core.membership import VERIFY_SWEEPS, in_slice, sweep_round
+from shared.core.targeting import Scope
+from shared.core.work import Work, WorkKind
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue
+from shared.service.pipeline import CollectingSink, Pipeline
 from shared.wiring import EstateClients, readers_for
-from shared.work import Work, WorkKind
 
 PERIMETER = (
     f"/subscriptions/{SUB}/resourceGroups/rg-network/providers/Microsoft.Network/networkSecurityPerimeters/"

@@ -18,9 +18,9 @@ from azure.functions.meta import Datum
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from shared import app as app_module
 from shared.adapters.queue import decode_message
-from shared.changes import Transition
+from shared.core.changes import Transition
+from shared.entrypoints import app as app_module
 from tests.azurite import Azurite, unique_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,9 +82,9 @@ class Sink:
 def app_env(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
     """Settings as local.settings.json would give them, a baseline stored, a collecting sink."""
     from shared.adapters.estate import Estate
-    from shared.config import RulesConfig
-    from shared.replay import record_baseline_estate
-    from shared.settings import load_settings
+    from shared.core.config import RulesConfig
+    from shared.entrypoints.replay import record_baseline_estate
+    from shared.entrypoints.settings import load_settings
 
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("NSP_DRIFT_SUBSCRIPTIONS", SUB)

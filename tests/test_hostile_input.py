@@ -17,14 +17,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
-from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline
-from shared.replay import MemoryQueue
-from shared.scan import accounts_in_scope, scan
-from shared.targeting import Scope
+from shared.core.config import RulesConfig
+from shared.core.targeting import Scope
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue
+from shared.service.pipeline import CollectingSink, Pipeline
+from shared.service.scan import accounts_in_scope, scan
 from shared.wiring import EstateClients
 
 SAMPLES = Path(__file__).resolve().parents[1] / "shared" / "samples"
@@ -108,7 +108,7 @@ def test_odd_arm_responses_never_escape_the_scan(case: tuple[dict[str, Any], lis
 
 
 def test_batch_with_hostile_events_processes_the_good_ones(caplog: Any) -> None:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     good = json.loads((SAMPLES / "events.json").read_text())[0]
     hostile: list[Any] = [

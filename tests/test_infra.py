@@ -6,9 +6,9 @@ keys found without being fooled by a quote or a brace inside a string. If ``pyce
 pure-Python Bicep parser on PyPI) is installed, every template is also parsed with it.
 
 What is checked:
-* the Event Grid filter lists exactly ``shared.targeting.HANDLED_OPERATIONS``, within Event Grid's
+* the Event Grid filter lists exactly ``shared.core.targeting.HANDLED_OPERATIONS``, within Event Grid's
   limits, and delivers to the function the code registers;
-* every app setting the code reads (``shared.settings.DOCUMENTED`` and an AST scan of shared/ and
+* every app setting the code reads (``shared.entrypoints.settings.DOCUMENTED`` and an AST scan of shared/ and
   handlers/ for ``os.environ``/``env.get``/``env[...]``, ``%binding%`` expressions and
   ``connection=``) is documented and set by the Bicep, or explicitly not an Azure setting;
 * role assignments: only the expected role GUIDs, each at the expected scope;
@@ -30,9 +30,9 @@ import jsonschema
 import pytest
 import yaml
 
-from shared.settings import DOCUMENTED
-from shared.targeting import HANDLED_OPERATIONS
-from shared.work import QUEUE_NAME
+from shared.core.targeting import HANDLED_OPERATIONS
+from shared.core.work import QUEUE_NAME
+from shared.entrypoints.settings import DOCUMENTED
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -49,7 +49,7 @@ NOT_IN_AZURE = {
 PLATFORM = {"WEBSITE_INSTANCE_ID", "IDENTITY_ENDPOINT"}
 # Files whose setting reads may use a name computed at run time (the destinations' *_setting
 # values); the Bicep turns exactly those names into Key Vault references.
-DYNAMIC_READS = {"shared/notify/destinations.py"}
+DYNAMIC_READS = {"shared/adapters/notify/destinations.py"}
 # Flex Consumption deprecates these as app settings (docs: functions-app-settings, Flex deprecations).
 FLEX_DEPRECATED = {
     "FUNCTIONS_WORKER_RUNTIME",
@@ -367,7 +367,7 @@ def test_dynamic_setting_reads_are_only_the_destination_secrets() -> None:
 def test_every_setting_the_code_reads_is_documented() -> None:
     for name in sorted(app_setting_reads()):
         base = name.split("__", 1)[0]
-        assert base in DOCUMENTED, f"{name} is read by the code but not in shared/settings.py DOCUMENTED"
+        assert base in DOCUMENTED, f"{name} is read by the code but not in shared/entrypoints/settings.py DOCUMENTED"
 
 
 def test_every_setting_the_code_reads_is_set_in_azure() -> None:
@@ -386,7 +386,7 @@ def test_every_setting_the_code_reads_is_set_in_azure() -> None:
 def test_every_nsp_drift_setting_in_azure_is_documented() -> None:
     for name in app_settings():
         if name.startswith("NSP_DRIFT_"):
-            assert name in DOCUMENTED, f"infra sets {name}, which shared/settings.py does not document"
+            assert name in DOCUMENTED, f"infra sets {name}, which shared/entrypoints/settings.py does not document"
     for name in NOT_IN_AZURE:
         assert name in DOCUMENTED, f"{name} is listed as not-in-Azure but is not a documented setting"
         assert name not in app_settings(), f"{name} is listed as not-in-Azure but infra sets it"
@@ -428,7 +428,7 @@ def test_defaults_match_local_settings_example() -> None:
 def test_queue_and_table_names_are_the_codes() -> None:
     main = template("infra/main.bicep")
     assert re.search(rf"^var queueName = '{re.escape(QUEUE_NAME)}'$", main.code, re.M)
-    store = (ROOT / "shared" / "state" / "table_store.py").read_text(encoding="utf-8")
+    store = (ROOT / "shared" / "adapters" / "state" / "table_store.py").read_text(encoding="utf-8")
     suffixes = re.findall(r'f"\{prefix\}(\w+)"', store)
     assert suffixes, "table_store.py names its tables f'{prefix}<suffix>'"
     match = re.search(r"^var tableSuffixes = (\[.*\])$", main.code, re.M)
@@ -658,7 +658,7 @@ def test_destination_secrets_are_key_vault_references_only() -> None:
     assert re.search(r"'@Microsoft\.KeyVault\(SecretUri=\$\{keyVaultUri\}secrets/", bicep.code)
     keys = re.search(r"^var secretSettingKeys = (\[.*\])$", bicep.code, re.M)
     assert keys
-    destinations = (ROOT / "shared" / "notify" / "destinations.py").read_text(encoding="utf-8")
+    destinations = (ROOT / "shared" / "adapters" / "notify" / "destinations.py").read_text(encoding="utf-8")
     declared = re.search(r"^SETTING_KEYS\s*=\s*(\(.*?\))", destinations, re.M)
     expected = ast.literal_eval(declared.group(1)) if declared else ("url_setting", "secret_setting", "token_setting")
     assert tuple(_strings(keys.group(1))) == tuple(expected)

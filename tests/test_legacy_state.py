@@ -1,7 +1,7 @@
 """State written before findings were one per rule and account is merged on first read.
 
 ``tests/legacy/state-3c53953.json`` holds account rows as commit 3c53953 (today's main when
-findings became one per rule and account) encoded them with ``shared.state.codec.account_to_dict``:
+findings became one per rule and account) encoded them with ``shared.adapters.state.codec.account_to_dict``:
 one finding per VHD, per replication policy, ...; per-subject occurrences (a VHD that came back is
 occurrence 2); a deleted account's tombstone with per-subject keys; a row still carrying the
 transition its writer made true (see tests/legacy/README.md for how it was generated). Each store
@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from shared.adapters.estate import Estate
-from shared.changes import TransitionKind
-from shared.model import finding_key
-from shared.pipeline import CollectingSink
-from shared.replay import MemoryQueue
-from shared.state import codec
-from shared.state.base import AccountState, AssociationState, StateStore
+from shared.adapters.state import codec
+from shared.core.changes import TransitionKind
+from shared.core.model import finding_key
+from shared.core.state.base import AccountState, AssociationState, StateStore
+from shared.entrypoints.replay import MemoryQueue
+from shared.service.pipeline import CollectingSink
 from tests.azurite import Azurite, unique_name
 from tests.test_pipeline import SAMPLES, SUB, pipeline, run_windows, triples
 
@@ -60,7 +60,7 @@ def store_legacy(store: StateStore, document: dict[str, Any]) -> None:
         with sqlite() as db:
             db.execute("UPDATE accounts SET data = ? WHERE key = ?", (text, key))
         return
-    from shared.state import table_store
+    from shared.adapters.state import table_store
 
     table = store._state_table  # type: ignore[attr-defined]
     entity = store._read(table, table_store._ACCOUNT_PK, table_store._sha(key))  # type: ignore[attr-defined]
@@ -73,11 +73,11 @@ def store_legacy(store: StateStore, document: dict[str, Any]) -> None:
 def legacy_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     store: StateStore
     if request.param == "sqlite":
-        from shared.state.sqlite_store import SqliteStateStore
+        from shared.adapters.state.sqlite_store import SqliteStateStore
 
         store = SqliteStateStore(str(tmp_path / "state.sqlite"))
     else:
-        from shared.state.table_store import TableStateStore
+        from shared.adapters.state.table_store import TableStateStore
 
         azurite: Azurite = request.getfixturevalue("azurite")
         store = TableStateStore.from_connection_string(azurite.connection_string, unique_name("legacy"))

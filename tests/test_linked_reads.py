@@ -1,6 +1,6 @@
 """A storage account event leaves the rules whose evidence lives on other resources (unmanaged-disk:
 the subscription's VMs; azure-backup: the backup instances) to their own events and the sweeps
-(shared.pipeline.LINKED_READS), and stays sound where it cannot:
+(shared.service.pipeline.LINKED_READS), and stays sound where it cannot:
 
 - when the stored state stands on a read of them, the event reads neither the VM list nor the
   backup instances and carries their findings forward; the VM's own event then judges its rule;
@@ -17,14 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared import runtime
 from shared.adapters.estate import Estate
-from shared.changes import Transition
-from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline, WindowStatus
-from shared.replay import MemoryQueue, record_baseline_estate
-from shared.state.sqlite_store import SqliteStateStore
-from shared.targeting import Scope
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.core.changes import Transition
+from shared.core.config import RulesConfig
+from shared.core.targeting import Scope
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
+from shared.service.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.wiring import EstateClients, readers_for
 from tests import estate_builder as eb
 from tests.sample_estate import SUB, account_id

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from shared import runtime
+from shared.adapters.state.table_store import TableStateStore
 from shared.adapters.storage_http import storage_transport
-from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline, WindowStatus
-from shared.replay import MemoryQueue, record_baseline_estate
-from shared.state.table_store import TableStateStore
-from shared.targeting import Scope
+from shared.core.config import RulesConfig
+from shared.core.targeting import Scope
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
+from shared.service.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.wiring import EstateClients, readers_for
 from tests.azurite import Azurite, unique_name
 from tests.test_pipeline import SUB, storm_estates, storm_events
@@ -43,7 +43,7 @@ def resident_mb() -> float | None:
 def test_ten_thousand_events_none_lost_none_duplicated(azurite: Azurite) -> None:
     accounts, events_total = 200, 10_000
     before, after, ids = storm_estates(accounts)
-    # Wired as the app wires it (shared.app.build_context): one requests session per process with
+    # Wired as the app wires it (shared.entrypoints.app.build_context): one requests session per process with
     # the environment resolved once per host, not merged again for each of the 44,000 calls.
     store = TableStateStore.from_connection_string(
         azurite.connection_string, unique_name("load"), transport=storage_transport()
@@ -83,7 +83,7 @@ def test_ten_thousand_events_none_lost_none_duplicated(azurite: Azurite) -> None
     keys = [(t.key, t.kind.value) for t in sink.transitions]
     assert len(keys) == len(set(keys)) == accounts  # none duplicated
     # Every event is attributed to its evaluation, listed by id or absorbed into its open window
-    # (which already named its actor and operation: shared.state.pending.absorbs).
+    # (which already named its actor and operation: shared.core.state.pending.absorbs).
     seen = {e for t in sink.transitions for e in t.provenance.event_ids}
     absorbed = sum(r.absorbed for r in reports)
     assert len(seen) + absorbed == events_total and absorbed >= events_total - 2 * accounts * 8

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from shared.changes import TransitionKind, transition_to_dict
-from shared.notify import http
-from shared.notify.base import Delivery, DeliveryStatus
-from shared.notify.destinations import DestinationError, load_destinations, parse_destinations
-from shared.notify.dispatch import Dispatcher
-from shared.notify.teams import MAX_CARD_BYTES, TeamsSender, build_card, build_digest_card
-from shared.notify.webhook import WebhookSender, verify_signature
-from shared.replay import replay
-from shared.state.base import StateStore
+from shared.adapters.notify import http
+from shared.adapters.notify.destinations import DestinationError, load_destinations, parse_destinations
+from shared.adapters.notify.teams import MAX_CARD_BYTES, TeamsSender, build_card, build_digest_card
+from shared.adapters.notify.webhook import WebhookSender, verify_signature
+from shared.core.changes import TransitionKind, transition_to_dict
+from shared.core.notify.base import Delivery, DeliveryStatus
+from shared.core.state.base import StateStore
+from shared.entrypoints.replay import replay
+from shared.service.dispatch import Dispatcher
 from tests.fakes import FakeAzureDevOps, FakeGitHub, FakeServer, running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,12 +140,12 @@ def test_sample_replay_delivers_each_transition_once_per_destination(
 def test_resolution_closes_the_task_and_redelivery_never_opens_a_second(
     servers: dict[str, FakeServer], tmp_path: Path
 ) -> None:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     store = SqliteStateStore(str(tmp_path / "s.sqlite"))
     env = env_for(servers)
     configs = parse_destinations(json.loads(destinations_json(servers)))
-    from shared.notify.destinations import build_senders
+    from shared.adapters.notify.destinations import build_senders
 
     senders, digests = build_senders(configs, env, retry=FAST)
     dispatcher = Dispatcher(store, senders, digests)
@@ -193,7 +193,7 @@ def one_sender_dispatch(store: StateStore, sender: Any) -> Dispatcher:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Any:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     return SqliteStateStore(str(tmp_path / "o.sqlite"))
 
@@ -269,7 +269,7 @@ def test_crash_between_send_and_mark_done_resends_with_the_same_webhook_id(store
 
 
 def test_no_secret_reaches_logs_or_errors(store: Any, caplog: pytest.LogCaptureFixture) -> None:
-    from shared.notify.redact import install_log_redaction
+    from shared.core.notify.redact import install_log_redaction
 
     echo = FakeServer()
     teams_url = f"{echo.url}/workflows/x/invoke?api-version=2016-06-01&sig={TEAMS_SIG}"
@@ -283,13 +283,13 @@ def test_no_secret_reaches_logs_or_errors(store: Any, caplog: pytest.LogCaptureF
     with running(echo):
         teams_url = f"{echo.url}/workflows/x/invoke?api-version=2016-06-01&sig={TEAMS_SIG}"
         install_log_redaction(logging.getLogger())
-        caplog.handler.addFilter(__import__("shared.notify.redact", fromlist=["SecretFilter"]).SecretFilter())
+        caplog.handler.addFilter(__import__("shared.core.notify.redact", fromlist=["SecretFilter"]).SecretFilter())
         with caplog.at_level(logging.DEBUG):
-            from shared.notify.redact import register_secret
+            from shared.core.notify.redact import register_secret
 
             register_secret(HOOK_SECRET)
             teams = TeamsSender("secops", teams_url, retry=FAST)
-            gh_sender = __import__("shared.notify.github", fromlist=["GitHubIssuesSender"]).GitHubIssuesSender(
+            gh_sender = __import__("shared.adapters.notify.github", fromlist=["GitHubIssuesSender"]).GitHubIssuesSender(
                 "issues", "o/r", GH_TOKEN, api_url=echo.url, retry=FAST
             )
             store.add_deliveries([delivery_for("secops", "opened"), delivery_for("issues", "opened")])
@@ -374,7 +374,7 @@ def test_destination_config_errors_name_the_field(config: Any, message: str) -> 
 
 
 def test_missing_secret_setting_is_named_and_routing_filters() -> None:
-    from shared.notify.destinations import build_senders
+    from shared.adapters.notify.destinations import build_senders
 
     (config,) = parse_destinations(
         [

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from shared.changes import Provenance
-from shared.notify import http, limits
-from shared.notify.devops import AzureDevOpsSender, comment_html, description_html
-from shared.notify.github import GitHubIssuesSender, comment_body, issue_body
-from shared.notify.teams import MAX_CARD_BYTES, build_card, build_digest_card, card_bytes
-from shared.notify.webhook import WebhookSender, build_digest_event, build_event
+from shared.adapters.notify import http
+from shared.adapters.notify.devops import AzureDevOpsSender, comment_html, description_html
+from shared.adapters.notify.github import GitHubIssuesSender, comment_body, issue_body
+from shared.adapters.notify.teams import MAX_CARD_BYTES, build_card, build_digest_card, card_bytes
+from shared.adapters.notify.webhook import WebhookSender, build_digest_event, build_event
+from shared.core.changes import Provenance
+from shared.core.notify import limits
 from tests.fakes import FakeAzureDevOps, FakeGitHub, FakeServer
 from tests.fakes.transitions import MemoryTasks, delivery, make_transition
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.changes import EVALUATION_POISONED, PERIMETER_RULES_CHANGED, transition_to_dict
-from shared.notify.explain import why_and_how
-from shared.notify.teams import MAX_CARD_BYTES, build_card, build_digest_card, card_bytes
-from shared.output import portal_url
-from shared.replay import replay
-from shared.rules import RULES_BY_ID
+from shared.adapters.notify.teams import MAX_CARD_BYTES, build_card, build_digest_card, card_bytes
+from shared.core.changes import EVALUATION_POISONED, PERIMETER_RULES_CHANGED, transition_to_dict
+from shared.core.notify.explain import why_and_how
+from shared.core.output import portal_url
+from shared.core.rules import RULES_BY_ID
+from shared.entrypoints.replay import replay
 from tests.fakes.transitions import ACCOUNT, ALL_RULES, KINDS, PERIMETER, PSEUDO_RULES, make_transition
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,8 +289,8 @@ def test_pseudo_rules_have_built_in_explanations() -> None:
 def perimeter_change_affecting(n: int) -> dict[str, Any]:
     from dataclasses import replace
 
-    from shared.drift import decide_profile
-    from shared.state.base import ProfileState
+    from shared.core.drift import decide_profile
+    from shared.core.state.base import ProfileState
     from tests.fakes.transitions import PROVENANCE, SUB
 
     old = ProfileState(PERIMETER, "defaultProfile", 3, ())
@@ -325,7 +325,7 @@ def test_perimeter_change_with_few_accounts_lists_them_all() -> None:
 
 
 def test_perimeter_change_webhook_body_lists_20_affected_accounts_and_the_rest_counted() -> None:
-    from shared.notify.webhook import build_event
+    from shared.adapters.notify.webhook import build_event
 
     transition = perimeter_change_affecting(45)
     event = build_event(transition, str(transition["idempotency_key"]), 0.0)

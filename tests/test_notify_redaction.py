@@ -14,14 +14,15 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from shared.notify import http, redact
-from shared.notify.base import Delivery, Outcome
-from shared.notify.destinations import DestinationError, build_senders, parse_destinations
-from shared.notify.devops import AzureDevOpsSender
-from shared.notify.dispatch import Dispatcher
-from shared.notify.github import GitHubIssuesSender
-from shared.notify.teams import TeamsSender
-from shared.notify.webhook import WebhookSender
+from shared.adapters.notify import http
+from shared.adapters.notify.destinations import DestinationError, build_senders, parse_destinations
+from shared.adapters.notify.devops import AzureDevOpsSender
+from shared.adapters.notify.github import GitHubIssuesSender
+from shared.adapters.notify.teams import TeamsSender
+from shared.adapters.notify.webhook import WebhookSender
+from shared.core.notify import redact
+from shared.core.notify.base import Delivery, Outcome
+from shared.service.dispatch import Dispatcher
 from tests.fakes import FakeServer, Received, Reply, reply
 from tests.fakes.echo import CredentialEcho
 from tests.fakes.transitions import delivery, make_transition
@@ -209,7 +210,7 @@ def test_connection_errors_carry_no_secret() -> None:
 
 
 def test_logs_and_stored_errors_carry_no_secret(redacted_logs: pytest.LogCaptureFixture, tmp_path: Path) -> None:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     store = SqliteStateStore(str(tmp_path / "redaction.sqlite"))
     with Echo(400) as echo:
@@ -335,7 +336,7 @@ def test_a_401_echoing_the_credential_in_any_encoding_leaks_nothing(
     """Issue 11, defect 8: a 401 body echoing base64(":" + PAT) without the word "Basic" put it in
     the stored last_error and the log line. On 02faea9: leaked (the stored error held the Basic
     value); now: masked in both."""
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     token = ADO_PAT52 if kind == "azure-devops" else GH_TOKEN
     store = SqliteStateStore(str(tmp_path / "echo.sqlite"))

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import tenacity
 
-from shared.notify import http
-from shared.notify.base import Delivery, DeliveryStatus, Outcome
-from shared.notify.devops import AzureDevOpsSender, finding_tag
-from shared.notify.dispatch import Dispatcher
-from shared.notify.github import GitHubIssuesSender, finding_label
-from shared.notify.webhook import SecretFormatError, WebhookSender, sign, verify_signature
+from shared.adapters.notify import http
+from shared.adapters.notify.devops import AzureDevOpsSender, finding_tag
+from shared.adapters.notify.github import GitHubIssuesSender, finding_label
+from shared.adapters.notify.webhook import SecretFormatError, WebhookSender, sign, verify_signature
+from shared.core.notify.base import Delivery, DeliveryStatus, Outcome
+from shared.service.dispatch import Dispatcher
 from tests.fakes import FakeAzureDevOps, FakeGitHub, FakeServer
 from tests.fakes.clock import VirtualClock
 from tests.fakes.transitions import ACCOUNT, MemoryTasks, delivery, make_transition
@@ -270,7 +270,7 @@ def test_retry_after_parsing() -> None:
 
 
 def test_one_retry_layer_through_the_dispatcher_and_the_outbox(sink: FakeServer, tmp_path: Path) -> None:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     store = SqliteStateStore(str(tmp_path / "outbox.sqlite"))
     clock = [NOW]
@@ -500,7 +500,7 @@ def test_a_type_without_severity_falls_back_once_and_remembers(ado: FakeAzureDev
 
 
 def test_changed_opens_a_task_only_for_a_finding_that_rose_to_the_floor(ado: FakeAzureDevOps) -> None:
-    from shared.model import Severity
+    from shared.core.model import Severity
 
     sender, tasks = boards(ado, min_severity=Severity.HIGH), MemoryTasks()
     below = make_transition("files-smb-share", "changed", severity="medium")
@@ -529,7 +529,7 @@ def test_a_sign_in_page_instead_of_a_work_item_is_a_failure(ado: FakeAzureDevOps
 
 
 def test_azure_devops_through_the_dispatcher(ado: FakeAzureDevOps, tmp_path: Path) -> None:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     store = SqliteStateStore(str(tmp_path / "tasks.sqlite"))
     dispatcher = Dispatcher(store, {"boards": boards(ado)}, {})

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared.notify.base import Delivery, DeliveryStatus, OutboxStore, TaskRef
-from shared.state import codec
-from shared.state.base import ConflictError
-from shared.state.sqlite_store import SqliteStateStore
-from shared.state.table_store import TableStateStore
+from shared.adapters.state import codec
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.adapters.state.table_store import TableStateStore
+from shared.core.notify.base import Delivery, DeliveryStatus, OutboxStore, TaskRef
+from shared.core.state.base import ConflictError
 from tests.azurite import Azurite, unique_name
 
 StoreFactory = Callable[[], OutboxStore]
@@ -281,7 +281,7 @@ def test_tasks_upsert_and_get(store: OutboxStore) -> None:
 
 
 def test_a_task_ref_stored_before_occurrences_existed_reads_as_occurrence_0() -> None:
-    from shared.state import codec
+    from shared.adapters.state import codec
 
     old = '{"destination":"boards","external_id":"17","finding_key":"k1","format":1,"state":"closed","url":"u"}'
     assert codec.task_from_json(old) == TaskRef("boards", "k1", "17", "u", "closed", occurrence=0)

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from shared import runtime
 from shared.adapters.estate import Estate
-from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline, Readers, SweepReport, WindowStatus
-from shared.replay import MemoryQueue, record_baseline_estate, replay
-from shared.state.base import StateStore
-from shared.targeting import Scope
+from shared.core.config import RulesConfig
+from shared.core.state.base import StateStore
+from shared.core.targeting import Scope
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue, record_baseline_estate, replay
+from shared.service.pipeline import CollectingSink, Pipeline, Readers, SweepReport, WindowStatus
 from shared.wiring import EstateClients, readers_for
 from tests.azurite import Azurite, unique_name
 
@@ -51,11 +51,11 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
 
     def make() -> StateStore:
         if request.param == "sqlite":
-            from shared.state.sqlite_store import SqliteStateStore
+            from shared.adapters.state.sqlite_store import SqliteStateStore
 
             store: StateStore = SqliteStateStore(str(tmp_path / "state.sqlite"))
         else:
-            from shared.state.table_store import TableStateStore
+            from shared.adapters.state.table_store import TableStateStore
 
             azurite: Azurite = request.getfixturevalue("azurite")
             store = TableStateStore.from_connection_string(azurite.connection_string, unique_name("t"))
@@ -248,7 +248,7 @@ def test_sweep_reconciles_what_events_missed(store_factory: Callable[[], StateSt
 def test_cli_scan_records_baseline_that_replay_diffs_against(tmp_path: Path) -> None:
     import io
 
-    from shared.cli import main
+    from shared.entrypoints.cli import main
 
     state = str(tmp_path / "baseline.sqlite")
     out, err = io.StringIO(), io.StringIO()

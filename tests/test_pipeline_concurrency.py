@@ -22,15 +22,15 @@ from typing import Any
 
 import pytest
 
-from shared import runtime
 from shared.adapters.arm_reader import ArmReader, TargetReads
 from shared.adapters.estate import Estate
-from shared.changes import PERIMETER_RULES_CHANGED, Provenance, TargetKind
-from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline, Readers
-from shared.replay import MemoryQueue, record_baseline_estate
-from shared.state.base import StateStore
-from shared.targeting import Scope
+from shared.core.changes import PERIMETER_RULES_CHANGED, Provenance, TargetKind
+from shared.core.config import RulesConfig
+from shared.core.state.base import StateStore
+from shared.core.targeting import Scope
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
+from shared.service.pipeline import CollectingSink, Pipeline, Readers
 from shared.wiring import EstateClients, readers_for
 from tests.azurite import Azurite, unique_name
 
@@ -43,11 +43,11 @@ SFTP = f"{RG}/stcontososftp01"
 @pytest.fixture(params=["sqlite", pytest.param("table", marks=pytest.mark.azurite)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     if request.param == "sqlite":
-        from shared.state.sqlite_store import SqliteStateStore
+        from shared.adapters.state.sqlite_store import SqliteStateStore
 
         made: StateStore = SqliteStateStore(str(tmp_path / "state.sqlite"))
     else:
-        from shared.state.table_store import TableStateStore
+        from shared.adapters.state.table_store import TableStateStore
 
         azurite: Azurite = request.getfixturevalue("azurite")
         made = TableStateStore.from_connection_string(azurite.connection_string, unique_name("c"))

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from shared import app as app_module
 from shared.adapters.queue import decode_message
-from shared.changes import Target
-from shared.config import RulesConfig
-from shared.pipeline import CollectingSink, Pipeline
-from shared.state.base import StateStore, StoreUnavailable
-from shared.targeting import Scope
+from shared.core.changes import Target
+from shared.core.config import RulesConfig
+from shared.core.state.base import StateStore, StoreUnavailable
+from shared.core.targeting import Scope
+from shared.entrypoints import app as app_module
+from shared.service.pipeline import CollectingSink, Pipeline
 from tests.azurite import Azurite, unique_name
 
 SAMPLES = Path(__file__).resolve().parents[1] / "shared" / "samples"
@@ -66,11 +66,11 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
 
     def make() -> StateStore:
         if request.param == "sqlite":
-            from shared.state.sqlite_store import SqliteStateStore
+            from shared.adapters.state.sqlite_store import SqliteStateStore
 
             store: StateStore = SqliteStateStore(str(tmp_path / "state.sqlite"))
         else:
-            from shared.state.table_store import TableStateStore
+            from shared.adapters.state.table_store import TableStateStore
 
             azurite: Azurite = request.getfixturevalue("azurite")
             store = TableStateStore.from_connection_string(azurite.connection_string, unique_name("t"))

@@ -24,16 +24,16 @@ from typing import Any
 
 import pytest
 
-from shared import runtime
 from shared.adapters.estate import Estate
+from shared.adapters.notify.destinations import parse_destinations
 from shared.adapters.queue import EvaluationQueue
-from shared.config import RulesConfig
-from shared.notify.destinations import parse_destinations
-from shared.notify.dispatch import OutboxSink
-from shared.pipeline import Pipeline
-from shared.replay import record_baseline_estate
-from shared.state.table_store import TableStateStore
-from shared.targeting import Scope
+from shared.adapters.state.table_store import TableStateStore
+from shared.core.config import RulesConfig
+from shared.core.targeting import Scope
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import record_baseline_estate
+from shared.service.dispatch import OutboxSink
+from shared.service.pipeline import Pipeline
 from shared.wiring import EstateClients, readers_for
 from tests.azurite import Azurite, unique_name
 from tests.test_pipeline import storm_events

@@ -1,4 +1,4 @@
-"""The order of the state write and the outbox record (shared/pipeline.py, "Ordering").
+"""The order of the state write and the outbox record (shared/service/pipeline.py, "Ordering").
 
 The state write carries the transitions it makes true; they are recorded in the outbox after it.
 A worker that vanishes between the two (or between the record and clearing them from the row)
@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 
-from shared import runtime
 from shared.adapters.estate import Estate
-from shared.changes import Provenance, Target, TargetKind
-from shared.config import RulesConfig
-from shared.notify.destinations import parse_destinations
-from shared.notify.dispatch import OutboxSink
-from shared.pipeline import CollectingSink, Pipeline, WindowStatus
-from shared.replay import MemoryQueue, record_baseline_estate, replay
-from shared.state.carried import transition_from_record, transition_record
-from shared.state.sqlite_store import SqliteStateStore
-from shared.targeting import Scope
+from shared.adapters.notify.destinations import parse_destinations
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.core.changes import Provenance, Target, TargetKind
+from shared.core.config import RulesConfig
+from shared.core.state.carried import transition_from_record, transition_record
+from shared.core.targeting import Scope
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue, record_baseline_estate, replay
+from shared.service.dispatch import OutboxSink
+from shared.service.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.wiring import EstateClients, readers_for
 
 SAMPLES = Path(__file__).resolve().parents[1] / "shared" / "samples"

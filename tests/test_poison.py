@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from azure.functions.queue import QueueMessage
 
-from shared import app as app_module
 from shared.adapters.estate import Estate, Reply
-from shared.changes import EVALUATION_FAILING, EVALUATION_POISONED, Provenance, Target, TargetKind
-from shared.notify.base import DeliveryStatus
-from shared.notify.destinations import parse_destinations
-from shared.notify.dispatch import OutboxSink
-from shared.state.base import StoreUnavailable
-from shared.state.table_store import TableStateStore
+from shared.adapters.notify.destinations import parse_destinations
+from shared.adapters.state.table_store import TableStateStore
+from shared.core.changes import EVALUATION_FAILING, EVALUATION_POISONED, Provenance, Target, TargetKind
+from shared.core.notify.base import DeliveryStatus
+from shared.core.state.base import StoreUnavailable
+from shared.core.work import QUEUE_NAME
+from shared.entrypoints import app as app_module
+from shared.service.dispatch import OutboxSink
 from shared.wiring import EstateClients
-from shared.work import QUEUE_NAME
 from tests.azurite import Azurite, unique_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ class UnreachableClaims:
 
 @pytest.fixture
 def context(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from shared.settings import load_settings
+    from shared.entrypoints.settings import load_settings
 
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("NSP_DRIFT_SUBSCRIPTIONS", SUB)

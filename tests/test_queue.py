@@ -12,8 +12,8 @@ import pytest
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy
 
 from shared.adapters.queue import EvaluationQueue, decode_message, encode_message
-from shared.changes import TARGET_KINDS, Target, TargetKind
-from shared.state.base import StoreUnavailable
+from shared.core.changes import TARGET_KINDS, Target, TargetKind
+from shared.core.state.base import StoreUnavailable
 from tests.azurite import Azurite, free_port, unique_name
 
 RG = "/subscriptions/00000000-0000-0000-0000-00000000abcd/resourceGroups/rg"

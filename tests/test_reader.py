@@ -17,12 +17,11 @@ from urllib.parse import urlsplit
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from shared import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate, Reply
-from shared.config import RulesConfig
-from shared.evaluate import evaluate
-from shared.model import (
+from shared.core.config import RulesConfig
+from shared.core.evaluate import evaluate
+from shared.core.model import (
     AccessMode,
     AccessRule,
     AccountNotFound,
@@ -32,6 +31,7 @@ from shared.model import (
     ProvisioningIssue,
     UnmanagedDisk,
 )
+from shared.entrypoints import runtime
 from shared.wiring import EstateClients
 from tests import estate_builder as eb
 from tests.sample_estate import (

@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
-from shared import runtime
 from shared.adapters.estate import Estate
-from shared.changes import Transition, TransitionKind
-from shared.config import RulesConfig
-from shared.notify import http
-from shared.notify.destinations import DestinationConfig, build_senders, parse_destinations
-from shared.notify.dispatch import Dispatcher, OutboxSink
-from shared.pipeline import CollectingSink, Pipeline
-from shared.replay import MemoryQueue, record_baseline_estate
-from shared.state.base import StateStore
-from shared.targeting import Scope
+from shared.adapters.notify import http
+from shared.adapters.notify.destinations import DestinationConfig, build_senders, parse_destinations
+from shared.core.changes import Transition, TransitionKind
+from shared.core.config import RulesConfig
+from shared.core.state.base import StateStore
+from shared.core.targeting import Scope
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
+from shared.service.dispatch import Dispatcher, OutboxSink
+from shared.service.pipeline import CollectingSink, Pipeline
 from shared.wiring import EstateClients, readers_for
 from tests.azurite import Azurite, unique_name
 from tests.estate_builder import member, merge, perimeter
@@ -42,11 +42,11 @@ ACCOUNT = account_id(NAME)
 @pytest.fixture(params=["sqlite", pytest.param("table", marks=pytest.mark.azurite)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     if request.param == "sqlite":
-        from shared.state.sqlite_store import SqliteStateStore
+        from shared.adapters.state.sqlite_store import SqliteStateStore
 
         opened: StateStore = SqliteStateStore(str(tmp_path / "state.sqlite"))
     else:
-        from shared.state.table_store import TableStateStore
+        from shared.adapters.state.table_store import TableStateStore
 
         azurite: Azurite = request.getfixturevalue("azurite")
         opened = TableStateStore.from_connection_string(azurite.connection_string, unique_name("rec"))
@@ -243,7 +243,7 @@ def test_a_crash_before_the_state_write_re_detects_the_same_occurrence(
     store: StateStore, servers: dict[str, FakeServer]
 ) -> None:
     """The key is deterministic per occurrence: a crash before the state write records nothing
-    (transitions reach the outbox only after the write that makes them true: shared/pipeline.py,
+    (transitions reach the outbox only after the write that makes them true: shared/service/pipeline.py,
     "Ordering"), and the re-detection records the second occurrence once, with its own key."""
     scenario = Scenario(store, servers, OFF)
     scenario.step(ON, event("write", 1))

@@ -16,8 +16,8 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.meta import Datum
 from azure.functions.queue import QueueMessage
 
-from shared import app as app_module
-from shared.state.base import StoreUnavailable
+from shared.core.state.base import StoreUnavailable
+from shared.entrypoints import app as app_module
 from tests.azurite import Azurite, start_azurite, unique_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +48,9 @@ def decode(payload: dict[str, Any]) -> Any:
 
 def build(server: Azurite, monkeypatch: pytest.MonkeyPatch, prefix: str, queue: str, sink: Sink) -> Any:
     from shared.adapters.estate import Estate
-    from shared.config import RulesConfig
-    from shared.replay import record_baseline_estate
-    from shared.settings import load_settings
+    from shared.core.config import RulesConfig
+    from shared.entrypoints.replay import record_baseline_estate
+    from shared.entrypoints.settings import load_settings
 
     monkeypatch.setenv("AzureWebJobsStorage", server.connection_string)
     monkeypatch.setenv("NSP_DRIFT_SUBSCRIPTIONS", SUB)

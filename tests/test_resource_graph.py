@@ -18,7 +18,6 @@ from bench.estates import SUB, build_estate
 from bench.run import live
 from bench.server import GraphQuota as ServerQuota
 from bench.server import serving
-from shared import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
 from shared.adapters.resource_graph import (
@@ -28,11 +27,10 @@ from shared.adapters.resource_graph import (
     parse_quota_reset,
     query_name,
 )
-from shared.config import RulesConfig
-from shared.replay import record_baseline_estate
-from shared.state.base import AccountState, AssociationState
-from shared.state.sqlite_store import SqliteStateStore
-from shared.summary import (
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.core.config import RulesConfig
+from shared.core.state.base import AccountState, AssociationState
+from shared.core.summary import (
     AccountSummary,
     BlobBackupInstance,
     GraphInventory,
@@ -40,6 +38,8 @@ from shared.summary import (
     summary_digest,
     summary_of_snapshot,
 )
+from shared.entrypoints import runtime
+from shared.entrypoints.replay import record_baseline_estate
 from shared.wiring import EstateClients
 from tests.fakes.clock import VirtualClock
 

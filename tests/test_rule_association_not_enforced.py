@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.model import Severity
+from shared.core.model import Severity
 from tests import estate_builder as eb
 from tests.rule_helpers import NAME, details, of, read, snap, view
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.model import Encryption, ProvisioningIssue, Severity
+from shared.core.model import Encryption, ProvisioningIssue, Severity
 from tests import estate_builder as eb
 from tests.rule_helpers import ACCOUNT, CMK, NAME, OTHER_NSP, VAULT_MEMBER, config_body, details, of, read, snap, view
 from tests.sample_estate import NSP_ID

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import parse_config
-from shared.model import Severity
+from shared.core.config import parse_config
+from shared.core.model import Severity
 from tests import estate_builder as eb
 from tests.rule_helpers import NAME, details, inbound, of, outbound, read, snap, view
 

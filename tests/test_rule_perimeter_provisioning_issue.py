@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.model import ProvisioningIssue, Severity
+from shared.core.model import ProvisioningIssue, Severity
 from tests import estate_builder as eb
 from tests.rule_helpers import NAME, config_body, details, of, read, snap, view
 from tests.sample_estate import NSP_GUID

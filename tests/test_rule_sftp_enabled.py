@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.model import Severity
+from shared.core.model import Severity
 from tests import estate_builder as eb
 from tests.rule_helpers import ACCOUNT, NAME, details, of, read
 from tests.sample_estate import NSP_ID

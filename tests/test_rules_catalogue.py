@@ -3,7 +3,7 @@ what holds across rules (outbound rules judge nothing, no rule applies outside a
 
 A rule owns its scope and metadata: which change kinds may judge it (``Rule.judged_by``), what it
 references (``Rule.references``), its id, title, severity, reason and fix. The pseudo-rules
-(perimeter changes, operator alerts) are declared the same way in ``shared.changes``.
+(perimeter changes, operator alerts) are declared the same way in ``shared.core.changes``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from shared.changes import (
+from shared.adapters.notify.webhook import event_type
+from shared.core.changes import (
     ACCOUNT_CHANGES,
     OPERATOR_RULES,
     PERIMETER_ASSOCIATION_CHANGED_RULE,
@@ -29,7 +30,7 @@ from shared.changes import (
     PseudoRule,
     TargetKind,
 )
-from shared.model import (
+from shared.core.model import (
     AccessMode,
     BackupInstance,
     FileShare,
@@ -43,16 +44,17 @@ from shared.model import (
     StorageAccountSnapshot,
     UnmanagedDisk,
 )
-from shared.notify.explain import why_and_how
-from shared.notify.webhook import event_type
-from shared.rules import ALL_RULES, RULES_BY_ID, judged_by
-from shared.rules.base import Rule
+from shared.core.notify.explain import why_and_how
+from shared.core.rules import ALL_RULES, RULES_BY_ID, judged_by
+from shared.core.rules.base import Rule
 from tests import estate_builder as eb
 from tests.rule_helpers import ACCOUNT, CMK, EXPECTED_IDS, NAME, inbound, outbound, read, run, snap, view
 from tests.sample_estate import PARTNER_SUB, RG_DATA, SUB
 
 ROOT = Path(__file__).resolve().parents[1]
-RULE_MODULES = sorted(p.stem for p in (ROOT / "shared" / "rules").glob("*.py") if p.stem not in ("__init__", "base"))
+RULE_MODULES = sorted(
+    p.stem for p in (ROOT / "shared" / "core" / "rules").glob("*.py") if p.stem not in ("__init__", "base")
+)
 REFERENCED = (TargetKind.PERIMETER, TargetKind.VIRTUAL_MACHINE, TargetKind.BACKUP_INSTANCE, TargetKind.KEY_VAULT)
 
 
@@ -67,7 +69,7 @@ def readme_rule_ids() -> list[str]:
 
 @pytest.mark.parametrize("module", RULE_MODULES)
 def test_every_rule_id_matches_its_module_name_and_appears_in_the_readme_table(module: str) -> None:
-    rule = importlib.import_module(f"shared.rules.{module}").RULE
+    rule = importlib.import_module(f"shared.core.rules.{module}").RULE
     assert isinstance(rule, Rule)
     assert rule.id == module.replace("_", "-")
     assert RULES_BY_ID[rule.id] is rule
@@ -171,7 +173,7 @@ def test_a_pseudo_rule_owns_its_metadata(rule: PseudoRule) -> None:
 
 
 def test_association_and_mode_changes_are_judged_together() -> None:
-    # shared.drift reports both from one comparison of the stored and read associations.
+    # shared.core.drift reports both from one comparison of the stored and read associations.
     assert PERIMETER_ASSOCIATION_CHANGED_RULE.judged_by == PERIMETER_MODE_CHANGED_RULE.judged_by
 
 

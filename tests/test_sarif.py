@@ -13,9 +13,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from shared.cli import main
-from shared.output import portal_url
-from shared.rules import ALL_RULES
+from shared.core.output import portal_url
+from shared.core.rules import ALL_RULES
+from shared.entrypoints.cli import main
 from tests import estate_builder as eb
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "sarif-schema-2.1.0.json"

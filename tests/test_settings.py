@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from shared import app as app_module
-from shared.settings import SettingsError, load_settings
+from shared.entrypoints import app as app_module
+from shared.entrypoints.settings import SettingsError, load_settings
 
 GOOD = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -65,7 +65,7 @@ def test_membership_verify_sweeps_parses(value: str, sweeps: int) -> None:
 
 
 def test_the_apps_pipeline_gets_the_verify_sweeps() -> None:
-    from shared.state.sqlite_store import SqliteStateStore
+    from shared.adapters.state.sqlite_store import SqliteStateStore
 
     settings = load_settings({**GOOD, "NSP_DRIFT_MEMBERSHIP_VERIFY_SWEEPS": "3"})
     context = app_module.build_context(settings, store=SqliteStateStore(":memory:"), clients=object())

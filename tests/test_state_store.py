@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared.changes import Actor, Provenance, Target, TargetKind
-from shared.state.base import (
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.adapters.state.table_store import StateTooLarge, TableStateStore
+from shared.core.changes import Actor, Provenance, Target, TargetKind
+from shared.core.state.base import (
     AccountState,
     AssociationState,
     ConflictError,
@@ -29,8 +31,6 @@ from shared.state.base import (
     StoreUnavailable,
     WindowBusy,
 )
-from shared.state.sqlite_store import SqliteStateStore
-from shared.state.table_store import StateTooLarge, TableStateStore
 from tests.azurite import Azurite, free_port, unique_name
 
 SUB = "00000000-0000-0000-0000-00000000abcd"
@@ -176,7 +176,7 @@ def test_occurrences_and_tombstones_round_trip_and_tombstones_are_not_listed(sto
 
 def test_account_state_written_before_occurrences_existed_still_reads() -> None:
     """The exact document main (02faea9) stored: no occurrences, no deleted_at."""
-    from shared.state import codec
+    from shared.adapters.state import codec
 
     aid = account_id("stold01")
     text = (
@@ -196,8 +196,8 @@ def test_account_state_written_before_occurrences_existed_still_reads() -> None:
 @pytest.mark.azurite
 def test_table_rows_written_before_tombstones_existed_are_listed(azurite: Azurite) -> None:
     """A row as main wrote it (no ``Deleted`` property) is a live account."""
-    from shared.state import codec
-    from shared.state.table_store import pack
+    from shared.adapters.state import codec
+    from shared.adapters.state.table_store import pack
 
     prefix = unique_name("t")
     store = TableStateStore.from_connection_string(azurite.connection_string, prefix)

@@ -19,23 +19,17 @@ from azure.functions.meta import Datum
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from shared import app as app_module
-from shared import cli
-from shared.changes import SWEEP_HEARTBEAT, Provenance, Target, TargetKind, Transition, TransitionKind
-from shared.heartbeat import (
-    ScheduleError,
-    check_heartbeats,
-    intervals_from,
-    schedule_interval,
-    sweep_completed,
-)
-from shared.notify.base import DeliveryStatus
-from shared.notify.destinations import parse_destinations
-from shared.notify.dispatch import OutboxSink
-from shared.pipeline import CollectingSink
-from shared.state.base import StoreUnavailable
-from shared.state.sqlite_store import SqliteStateStore
-from shared.status import build_status, read_status, render_table, status_to_dict
+from shared.adapters.notify.destinations import parse_destinations
+from shared.adapters.state.sqlite_store import SqliteStateStore
+from shared.core.changes import SWEEP_HEARTBEAT, Provenance, Target, TargetKind, Transition, TransitionKind
+from shared.core.notify.base import DeliveryStatus
+from shared.core.state.base import StoreUnavailable
+from shared.entrypoints import app as app_module
+from shared.entrypoints import cli
+from shared.service.dispatch import OutboxSink
+from shared.service.heartbeat import ScheduleError, check_heartbeats, intervals_from, schedule_interval, sweep_completed
+from shared.service.pipeline import CollectingSink
+from shared.service.status import build_status, read_status, render_table, status_to_dict
 from tests.azurite import Azurite, unique_name
 from tests.fakes import FakeServer, running
 from tests.fakes.clock import VirtualClock
@@ -380,9 +374,9 @@ def app_status(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
     """The function app's settings on Azurite with two misbehaving webhook destinations, the
     sample baseline stored, and a virtual clock in the pipeline."""
     from shared.adapters.estate import Estate
-    from shared.config import RulesConfig
-    from shared.replay import record_baseline_estate
-    from shared.settings import load_settings
+    from shared.core.config import RulesConfig
+    from shared.entrypoints.replay import record_baseline_estate
+    from shared.entrypoints.settings import load_settings
 
     with running(refusing := Refusing(), down := Unavailable()):
         config, env = destinations(refusing, down)

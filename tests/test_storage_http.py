@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from shared.adapters.queue import EvaluationQueue
+from shared.adapters.state.table_store import TableStateStore
 from shared.adapters.storage_http import OncePerHostSession, shared_session, storage_transport
-from shared.changes import Target, TargetKind
-from shared.state.table_store import TableStateStore
+from shared.core.changes import Target, TargetKind
 from tests.azurite import Azurite
 
 URLS = [

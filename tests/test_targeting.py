@@ -1,4 +1,4 @@
-"""shared.targeting: every resource kind, children, casing, drops with reasons, scope, counters."""
+"""shared.core.targeting: every resource kind, children, casing, drops with reasons, scope, counters."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.changes import ChangeEvent, Target, TargetKind
-from shared.events import parse_event
-from shared.targeting import (
+from shared.core.changes import ChangeEvent, Target, TargetKind
+from shared.core.events import parse_event
+from shared.core.targeting import (
     BACKUP_POLICY,
     FAILED,
     HANDLED_OPERATIONS,

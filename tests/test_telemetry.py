@@ -24,10 +24,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared import app as app_module
-from shared import telemetry as tm
+from shared.adapters import telemetry as tm
 from shared.adapters.estate import Estate, Reply
-from shared.telemetry import Telemetry
+from shared.adapters.telemetry import Telemetry
+from shared.entrypoints import app as app_module
 from tests.azurite import Azurite, unique_name
 from tests.fakes.server import FakeServer
 
@@ -68,9 +68,9 @@ class Estate429(Estate):
 
 
 def _context(azurite: Azurite, monkeypatch: pytest.MonkeyPatch, estate_class: type[Estate]) -> Iterator[Observed]:
-    from shared.config import RulesConfig
-    from shared.replay import record_baseline_estate
-    from shared.settings import load_settings
+    from shared.core.config import RulesConfig
+    from shared.entrypoints.replay import record_baseline_estate
+    from shared.entrypoints.settings import load_settings
     from shared.wiring import EstateClients
 
     webhook = FakeServer().start()
@@ -206,7 +206,7 @@ def test_metrics_count_what_happened(observed: Observed) -> None:
 def test_backlog_gauges_show_what_waits_for_a_destination_that_is_down(observed: Observed) -> None:
     observed.webhook.script.times(1000, 503)  # the destination answers 503 to everything
     _run_sample(_sample_events())
-    from shared.notify.base import DeliveryStatus
+    from shared.core.notify.base import DeliveryStatus
 
     pending = app_module.context().store.list_deliveries(DeliveryStatus.PENDING)
     assert pending
@@ -258,7 +258,7 @@ def test_telemetry_off_records_nothing_and_imports_no_sdk() -> None:
 
     code = (
         "import sys\n"
-        "from shared.telemetry import Telemetry\n"
+        "from shared.adapters.telemetry import Telemetry\n"
         "t = Telemetry.off()\n"
         "t.events(1, 0, {'x': 1}); t.evaluations('done', 'window'); t.backlog(3, 1.0)\n"
         "with t.span('s', ['c']): pass\n"
@@ -269,7 +269,7 @@ def test_telemetry_off_records_nothing_and_imports_no_sdk() -> None:
 
 
 def test_application_insights_connection_string_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.settings import SettingsError, load_settings
+    from shared.entrypoints.settings import SettingsError, load_settings
 
     env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
     assert load_settings(env).appinsights_connection == ""
@@ -291,7 +291,7 @@ def test_application_insights_receives_metrics_and_spans_and_the_exporter_loads_
         code = (
             "import sys\n"
             "from shared.adapters.appinsights import application_insights\n"
-            "from shared.telemetry import Telemetry, SPAN_INTAKE\n"
+            "from shared.adapters.telemetry import Telemetry, SPAN_INTAKE\n"
             "m, t = application_insights('InstrumentationKey=00000000-0000-0000-0000-000000000000;"
             f"IngestionEndpoint={ingestion.url}/')\n"
             "tel = Telemetry(m, t); tel.evaluations('done', 'window', 3)\n"

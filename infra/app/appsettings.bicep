@@ -1,4 +1,4 @@
-// App settings of the function app: every setting the code reads in Azure (shared/settings.py
+// App settings of the function app: every setting the code reads in Azure (shared/entrypoints/settings.py
 // DOCUMENTED; tests/test_infra.py checks both ways), identity-based host storage, Entra-authenticated
 // telemetry, and one Key Vault reference for each app setting a destination names in url_setting,
 // secret_setting, token_setting, endpoint_setting or key_setting. No value here is a secret.
@@ -68,7 +68,7 @@ param destinations array = []
 @description('More app settings to wire as Key Vault references (beyond those the destinations name).')
 param extraSecretSettings array = []
 
-// The keys of a destination whose value names an app setting (shared/notify/destinations.py SETTING_KEYS).
+// The keys of a destination whose value names an app setting (shared/adapters/notify/destinations.py SETTING_KEYS).
 var secretSettingKeys = ['url_setting', 'secret_setting', 'token_setting', 'endpoint_setting', 'key_setting']
 
 // Every (key, value) of every destination; the values of the *_setting keys are setting names.
@@ -106,7 +106,7 @@ var baseSettings = {
   NSP_DRIFT_SEVERITY_OVERRIDES: severityOverrides
   NSP_DRIFT_DESTINATIONS: empty(destinations) ? '' : string(destinations)
   // The app reads the cloud it is deployed in (AzureCloud, AzureChinaCloud, AzureUSGovernment):
-  // its ARM endpoint, token scope and authority follow from the name (shared/cloud.py).
+  // its ARM endpoint, token scope and authority follow from the name (shared/adapters/cloud.py).
   NSP_DRIFT_CLOUD: environment().name
   // Only for a custom ARM endpoint in NSP_DRIFT_CLOUD (local runs, a private ARM); empty here.
   NSP_DRIFT_AUTHORITY_HOST: ''

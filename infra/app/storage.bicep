@@ -17,10 +17,10 @@ param deploymentContainerName string
 @description('Blob container for Event Grid dead letters (written by the system topics\' identities).')
 param deadLetterContainerName string
 
-@description('Queues the app uses (shared/work.py QUEUE_NAME and its -poison queue).')
+@description('Queues the app uses (shared/core/work.py QUEUE_NAME and its -poison queue).')
 param queueNames array
 
-@description('Tables the app uses (shared/state/table_store.py: {prefix}state, index, pending, events, outbox).')
+@description('Tables the app uses (shared/adapters/state/table_store.py: {prefix}state, index, pending, events, outbox).')
 param tableNames array
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

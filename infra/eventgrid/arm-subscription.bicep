@@ -37,7 +37,7 @@ resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
         'Microsoft.Resources.ResourceDeleteSuccess'
         'Microsoft.Resources.ResourceActionSuccess'
       ]
-      // Exactly shared/targeting.py HANDLED_OPERATIONS (tests/test_infra.py checks). Comparisons are
+      // Exactly shared/core/targeting.py HANDLED_OPERATIONS (tests/test_infra.py checks). Comparisons are
       // case-insensitive. Event Grid allows at most 25 advanced-filter values per event subscription.
       advancedFilters: [
         {

@@ -1,4 +1,4 @@
-"""Counts every ARM request attempt and its status for the operators' metrics (shared.telemetry).
+"""Counts every ARM request attempt and its status for the operators' metrics (shared.adapters.telemetry).
 
 A per-retry policy: azure-core's retries are separate attempts, and a 429 that azure-core waits
 out is exactly what an operator wants to see counted as throttling.
@@ -11,7 +11,7 @@ from typing import Any
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-from shared.telemetry import Telemetry
+from shared.adapters.telemetry import Telemetry
 
 
 class ArmMetricsPolicy(SansIOHTTPPolicy[Any, Any]):

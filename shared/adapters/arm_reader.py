@@ -11,7 +11,7 @@ run concurrently in three rounds, each depending only on the one before:
    per subscription)
    and, for a CMK account, the perimeter's resource associations (cached per perimeter); a storage
    account event leaves out the VM list and the backup instances (``read_account``'s ``skip``,
-   named in ``snapshot.not_read``: shared.pipeline.LINKED_READS);
+   named in ``snapshot.not_read``: shared.service.pipeline.LINKED_READS);
 3. the backup policies of the instances found (cached per policy).
 
 A read that answers 404 means "not configured"; any other failure is recorded in
@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from shared import arm_ids
-from shared.model import (
+from shared.core import arm_ids
+from shared.core.model import (
     AccessMode,
     AccessRule,
     AccountNotFound,

@@ -54,7 +54,7 @@ from azure.core.rest._http_response_impl import HttpResponseImpl
 from azure.core.rest._http_response_impl_async import AsyncHttpResponseImpl
 from azure.core.utils import case_insensitive_dict
 
-from shared import arm_ids
+from shared.core import arm_ids
 
 _BACKUP_INSTANCES = "/providers/microsoft.dataprotection/backupinstances"
 _RESOURCE_GRAPH = "/providers/microsoft.resourcegraph/resources"

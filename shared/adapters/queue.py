@@ -8,7 +8,7 @@ base64 by default)::
 The message is sent with a visibility delay equal to the window, so the queue itself is the
 timer: no polling, and the trigger fires once the window's events have been merged.
 
-Work messages (``shared.work``: a batch of accounts, one page of a sweep) share the queue and
+Work messages (``shared.core.work``: a batch of accounts, one page of a sweep) share the queue and
 its trigger; they carry ``work`` instead of ``target`` (a reader that predates them refuses them
 as malformed rather than misreading them)::
 
@@ -37,9 +37,9 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.changes import TARGET_KINDS, Provenance, Target, TargetKind
-from shared.state.base import StoreUnavailable
-from shared.work import QUEUE_NAME, Work, WorkKind
+from shared.core.changes import TARGET_KINDS, Provenance, Target, TargetKind
+from shared.core.state.base import StoreUnavailable
+from shared.core.work import QUEUE_NAME, Work, WorkKind
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -59,7 +59,7 @@ def encode_message(target: Target, not_before: float) -> str:
 
 
 def encode_work(work: Work, not_before: float) -> str:
-    from shared.state.codec import provenance_to_dict
+    from shared.adapters.state.codec import provenance_to_dict
 
     body: dict[str, Any] = {"kind": work.kind.value}
     if work.kind is WorkKind.ACCOUNTS:
@@ -133,7 +133,7 @@ def _sweep_work(value: Mapping[Any, Any], origin: str, since: float) -> Work:
 
 
 def _provenance(value: Mapping[Any, Any]) -> Provenance:
-    from shared.state.codec import CodecError, provenance_from_dict
+    from shared.adapters.state.codec import CodecError, provenance_from_dict
 
     raw_provenance = value.get("provenance")
     if not isinstance(raw_provenance, Mapping):

@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from shared.summary import AccountSummary, BlobBackupInstance, GraphInventory, VhdVm, _text
+from shared.core.summary import AccountSummary, BlobBackupInstance, GraphInventory, VhdVm, _text
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def query_name(query: str) -> str | None:
 
 # -- our types ----------------------------------------------------------------------------------
 
-# (AccountSummary, summary_digest, VhdVm, BlobBackupInstance, GraphInventory: shared.summary)
+# (AccountSummary, summary_digest, VhdVm, BlobBackupInstance, GraphInventory: shared.core.summary)
 
 
 # -- the offline double -------------------------------------------------------------------------

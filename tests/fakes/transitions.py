@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.changes import (
+from shared.core.changes import (
     EVALUATION_FAILING,
     EVALUATION_POISONED,
     PERIMETER_ASSOCIATION_CHANGED,
@@ -18,8 +18,8 @@ from shared.changes import (
     TransitionKind,
     transition_to_dict,
 )
-from shared.notify.base import Delivery, TaskRef
-from shared.rules import RULES_BY_ID
+from shared.core.notify.base import Delivery, TaskRef
+from shared.core.rules import RULES_BY_ID
 
 SUB = "6e1c6f2a-5b7d-4c8e-9f10-2a3b4c5d6e7f"
 ACCOUNT = f"/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/stcontoso01"

@@ -1,0 +1,1 @@
+"""Destination senders (Teams, webhook, Azure DevOps, GitHub...) and their HTTP client."""

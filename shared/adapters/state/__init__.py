@@ -1,0 +1,1 @@
+"""State and outbox stores: Azure Table storage, SQLite, their row codec."""

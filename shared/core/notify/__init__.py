@@ -1,0 +1,1 @@
+"""Deliveries, routing limits, explanations and redaction: pure, no HTTP."""

@@ -1,1 +1,0 @@
-"""Alerts and remediation tasks: outbox records, destinations and their HTTP senders."""
