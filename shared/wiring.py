@@ -369,9 +369,14 @@ def sqlite_store(path: str) -> Any:
     return SqliteStateStore(path)
 
 
+def load_estate(path: Any) -> Estate:
+    """An offline estate file (raises EstateError naming what is wrong with it)."""
+    return Estate.load(path)
+
+
 def estate_clients(path: Any, telemetry: Telemetry | None = None) -> EstateClients:
     """Real SDK clients over the offline estate file at ``path`` (raises EstateError)."""
-    return EstateClients(Estate.load(path), telemetry=telemetry)
+    return EstateClients(load_estate(path), telemetry=telemetry)
 
 
 def arm_reader(clients: Any) -> Any:

@@ -145,7 +145,7 @@ def _cloud(args: argparse.Namespace) -> Any:
 
 
 def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from shared.adapters.estate import Estate, EstateError
+    from shared.adapters.estate import EstateError
     from shared.core import output
     from shared.entrypoints import runtime
     from shared.service.scan import ScopeError, accounts_in_scope, scan
@@ -162,10 +162,10 @@ def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--cloud and --authority-host apply to --subscription scans, not to an --estate file")
 
     if args.estate:
-        from shared.wiring import EstateClients
+        from shared.wiring import EstateClients, load_estate
 
         try:
-            estate = Estate.load(_estate_path(args.estate))
+            estate = load_estate(_estate_path(args.estate))
         except EstateError as exc:
             raise UsageError(str(exc)) from None
         clients: Any = EstateClients(estate)

@@ -143,15 +143,15 @@ def replay(  # noqa: PLR0913 - the replay command's options, one per CLI flag, e
     env: Mapping[str, str] | None = None,
 ) -> ReplayResult:
     """``destinations`` (shared.adapters.notify.destinations configs): deliver the transitions to them."""
-    from shared.wiring import EstateClients, readers_for
+    from shared.wiring import EstateClients, load_estate, readers_for
 
     config = config or RulesConfig()
     raw_events = load_events(events_path)
-    estate = Estate.load(estate_path)
+    estate = load_estate(estate_path)
     store = _open_store(state_path)
     try:
         if baseline_path is not None:
-            record_baseline_estate(Estate.load(baseline_path), store, config)
+            record_baseline_estate(load_estate(baseline_path), store, config)
         queue, collected = MemoryQueue(), CollectingSink()
         sink: TransitionSink = collected
         dispatcher = None
