@@ -72,14 +72,14 @@ def _break(tmp: Path, module: str, line: str) -> None:
 def test_core_importing_an_adapter_or_the_azure_sdk_breaks_the_contracts(tmp_path: Path) -> None:
     tree = _copy(tmp_path)
     _break(tree, "shared.core.model", "import shared.adapters.estate")
-    _break(tree, "shared.core.events", "import azure.core.exceptions")
+    _break(tree, "shared.core.drift", "import azure.core.exceptions")
     result = lint_imports(tree, tree)
     assert result.returncode == 1, result.stdout + result.stderr
     out = " ".join(result.stdout.split())
     assert "The core imports no service, adapter, wiring or entry point BROKEN" in out
     assert "The core imports no Azure SDK, HTTP, retry or telemetry library BROKEN" in out
     assert "shared.core.model -> shared.adapters.estate" in out
-    assert "shared.core.events -> azure " in out + " "
+    assert "shared.core.drift -> azure " in out + " "
 
 
 def test_a_service_importing_an_adapter_breaks_the_contracts(tmp_path: Path) -> None:

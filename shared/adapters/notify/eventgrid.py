@@ -210,7 +210,7 @@ class EventGridSender:
         elif self._credential is not None:
             credential = self._credential
         else:
-            from shared.wiring import credential_sync
+            from shared.adapters.identity import credential_sync
 
             credential = credential_sync()
         _install_quiet_options()
