@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.estates import CHANGED_RULE, SUB, account_ids, build_estate, members
 from bench.host import host_settings
-from shared.entrypoints import runtime
+from shared.adapters import runtime
 from shared.entrypoints import settings as _settings
 
 if TYPE_CHECKING:

@@ -258,7 +258,7 @@ class LiveClients(_Factory):
         clients' policies make, so theirs join it). The caller's own work (state reads, settings)
         overlaps it. Nothing depends on it: a failure is logged here and met again, and reported,
         by the read that needs the token. Once per instance: later calls do nothing."""
-        from shared.entrypoints import runtime
+        from shared.adapters import runtime
 
         with self._warm_lock:
             if self._warmed:

@@ -14,10 +14,10 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
 from shared.core.model import StorageAccountSnapshot
-from shared.entrypoints import runtime
 from shared.wiring import EstateClients
 from tests.sample_estate import (
     RG_APPS,

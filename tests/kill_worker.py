@@ -48,13 +48,13 @@ class KillSwitch:
 def main(config_path: str) -> int:
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
+    from shared.adapters import runtime
     from shared.adapters.estate import Estate
     from shared.adapters.notify.destinations import parse_destinations
     from shared.adapters.queue import EvaluationQueue, decode_message
     from shared.adapters.state.table_store import TableStateStore
     from shared.core.config import RulesConfig
     from shared.core.targeting import Scope
-    from shared.entrypoints import runtime
     from shared.service.dispatch import OutboxSink
     from shared.service.pipeline import Pipeline
     from shared.wiring import EstateClients, readers_for

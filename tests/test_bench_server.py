@@ -17,7 +17,7 @@ import pytest
 from bench.estates import SUB, build_estate
 from bench.run import live
 from bench.server import ArmServer, Faults, GraphQuota, TokenBucket, path_template, serving
-from shared.adapters import throttle
+from shared.adapters import runtime, throttle
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.cloud import parse_cloud
 from shared.adapters.estate import Estate
@@ -30,7 +30,6 @@ from shared.adapters.throttle import (
     budget_key,
     parse_retry_after,
 )
-from shared.entrypoints import runtime
 from shared.wiring import LiveClients
 from tests.fakes.clock import OnTheWire, VirtualClock
 

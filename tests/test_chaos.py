@@ -12,11 +12,11 @@ from typing import Any
 
 from bench.run import live
 from bench.server import Faults, serving
+from shared.adapters import runtime
 from shared.adapters.estate import Estate
 from shared.adapters.state.sqlite_store import SqliteStateStore
 from shared.core.config import RulesConfig
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
 from shared.service.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.wiring import readers_for

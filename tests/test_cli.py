@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
 from shared.core.rules import ALL_RULES
-from shared.entrypoints import runtime
 from shared.entrypoints.cli import SAMPLE_NAMES, main
 from shared.service.scan import ScopeError, accounts_in_scope
 from shared.wiring import EstateClients

@@ -19,11 +19,11 @@ import pytest
 from bench.estates import SUB
 from bench.run import live
 from bench.server import ArmServer, serving
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader, TargetReads
 from shared.adapters.cloud import NAMED, PUBLIC, CloudError, cloud_from_env, parse_cloud
 from shared.adapters.estate import Estate
 from shared.adapters.resource_graph import ResourceGraphReader
-from shared.entrypoints import runtime
 from shared.entrypoints.settings import SettingsError, load_settings
 from shared.wiring import LiveClients
 from tests.tunnel import tunnel

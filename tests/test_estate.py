@@ -12,8 +12,8 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.storage import StorageManagementClient
 
+from shared.adapters import runtime
 from shared.adapters.estate import Estate, EstateError, EstateTransport, RequestLog
-from shared.entrypoints import runtime
 from shared.entrypoints.cli import SAMPLE_NAMES
 from shared.wiring import EstateClients
 from tests import estate_builder as eb

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bench.estates import SUB, account_ids, build_estate
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader, TargetReads
 from shared.adapters.estate import Estate
 from shared.adapters.notify.teams import build_card
@@ -28,7 +29,6 @@ from shared.core.config import RulesConfig
 from shared.core.model import StorageAccountSnapshot
 from shared.core.targeting import Scope
 from shared.core.work import Work, WorkKind
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
 from shared.service.pipeline import CollectingSink, Pipeline, Readers, WindowStatus
 from shared.wiring import EstateClients, readers_for

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.estates import SUB, account_ids, build_estate
+from shared.adapters import runtime
 from shared.adapters.estate import Estate
 from shared.adapters.queue import decode_any, encode_work
 from shared.adapters.state.sqlite_store import SqliteStateStore
@@ -23,7 +24,6 @@ from shared.core.config import RulesConfig
 from shared.core.membership import VERIFY_SWEEPS, in_slice, sweep_round
 from shared.core.targeting import Scope
 from shared.core.work import Work, WorkKind
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue
 from shared.service.pipeline import CollectingSink, Pipeline
 from shared.wiring import EstateClients, readers_for

@@ -17,11 +17,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
 from shared.core.config import RulesConfig
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue
 from shared.service.pipeline import CollectingSink, Pipeline
 from shared.service.scan import accounts_in_scope, scan

@@ -17,12 +17,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shared.adapters import runtime
 from shared.adapters.estate import Estate
 from shared.adapters.state.sqlite_store import SqliteStateStore
 from shared.core.changes import Transition
 from shared.core.config import RulesConfig
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
 from shared.service.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.wiring import EstateClients, readers_for

@@ -15,10 +15,10 @@ from azure.core.exceptions import DecodeError, ResourceNotFoundError
 from bench.estates import SUB, build_estate
 from bench.run import live, unlimited
 from bench.server import Faults, serving
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate, Reply
 from shared.adapters.raw_list import parse_listing
-from shared.entrypoints import runtime
 from shared.service.scan import ScopeError, accounts_in_scope
 from shared.wiring import EstateClients
 

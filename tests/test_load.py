@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters import runtime
 from shared.adapters.state.table_store import TableStateStore
 from shared.adapters.storage_http import storage_transport
 from shared.core.config import RulesConfig
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
 from shared.service.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.wiring import EstateClients, readers_for

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import runtime
 from shared.adapters.estate import Estate
 from shared.core.config import RulesConfig
 from shared.core.state.base import StateStore
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate, replay
 from shared.service.pipeline import CollectingSink, Pipeline, Readers, SweepReport, WindowStatus
 from shared.wiring import EstateClients, readers_for

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import runtime
 from shared.adapters.estate import Estate, Reply
 from shared.adapters.state.sqlite_store import SqliteStateStore
 from shared.core.changes import EVALUATION_FAILING, Provenance, Target, TargetKind
 from shared.core.config import RulesConfig
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
 from shared.service.pipeline import CollectingSink, Pipeline, WindowStatus
 from shared.wiring import EstateClients, readers_for

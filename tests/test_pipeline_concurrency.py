@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader, TargetReads
 from shared.adapters.estate import Estate
 from shared.core.changes import PERIMETER_RULES_CHANGED, Provenance, TargetKind
 from shared.core.config import RulesConfig
 from shared.core.state.base import StateStore
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
 from shared.service.pipeline import CollectingSink, Pipeline, Readers
 from shared.wiring import EstateClients, readers_for

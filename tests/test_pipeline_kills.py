@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import runtime
 from shared.adapters.estate import Estate
 from shared.adapters.notify.destinations import parse_destinations
 from shared.adapters.queue import EvaluationQueue
 from shared.adapters.state.table_store import TableStateStore
 from shared.core.config import RulesConfig
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import record_baseline_estate
 from shared.service.dispatch import OutboxSink
 from shared.service.pipeline import Pipeline

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import runtime
 from shared.adapters.estate import Estate
 from shared.adapters.notify.destinations import parse_destinations
 from shared.adapters.state.sqlite_store import SqliteStateStore
@@ -22,7 +23,6 @@ from shared.core.changes import Provenance, Target, TargetKind
 from shared.core.config import RulesConfig
 from shared.core.state.carried import transition_from_record, transition_record
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate, replay
 from shared.service.dispatch import OutboxSink
 from shared.service.pipeline import CollectingSink, Pipeline, WindowStatus

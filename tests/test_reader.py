@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from azure.core.exceptions import HttpResponseError
 
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate, Reply
 from shared.core.config import RulesConfig
@@ -31,7 +32,6 @@ from shared.core.model import (
     ProvisioningIssue,
     UnmanagedDisk,
 )
-from shared.entrypoints import runtime
 from shared.wiring import EstateClients
 from tests import estate_builder as eb
 from tests.sample_estate import (

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import runtime
 from shared.adapters.estate import Estate
 from shared.adapters.notify import http
 from shared.adapters.notify.destinations import DestinationConfig, build_senders, parse_destinations
@@ -21,7 +22,6 @@ from shared.core.changes import Transition, TransitionKind
 from shared.core.config import RulesConfig
 from shared.core.state.base import StateStore
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import MemoryQueue, record_baseline_estate
 from shared.service.dispatch import Dispatcher, OutboxSink
 from shared.service.pipeline import CollectingSink, Pipeline

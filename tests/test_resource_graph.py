@@ -18,6 +18,7 @@ from bench.estates import SUB, build_estate
 from bench.run import live
 from bench.server import GraphQuota as ServerQuota
 from bench.server import serving
+from shared.adapters import runtime
 from shared.adapters.arm_reader import ArmReader
 from shared.adapters.estate import Estate
 from shared.adapters.resource_graph import (
@@ -38,7 +39,6 @@ from shared.core.summary import (
     summary_digest,
     summary_of_snapshot,
 )
-from shared.entrypoints import runtime
 from shared.entrypoints.replay import record_baseline_estate
 from shared.wiring import EstateClients
 from tests.fakes.clock import VirtualClock

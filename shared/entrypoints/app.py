@@ -15,11 +15,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from shared.adapters import runtime
 from shared.adapters.telemetry import SPAN_EVALUATE, SPAN_INTAKE, Telemetry, correlation_ids_of
 from shared.core.changes import Target
 from shared.core.state.base import StateStore, StatusStore, StoreUnavailable
 from shared.core.work import QUEUE_NAME
-from shared.entrypoints import runtime
 from shared.entrypoints.settings import Settings, SettingsError, load_settings
 from shared.service.pipeline import Pipeline, Readers, TransitionSink, WindowStatus, deliver
 

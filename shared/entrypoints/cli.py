@@ -145,9 +145,9 @@ def _cloud(args: argparse.Namespace) -> Any:
 
 
 def _cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from shared.adapters import runtime
     from shared.adapters.estate import EstateError
     from shared.core import output
-    from shared.entrypoints import runtime
     from shared.service.scan import ScopeError, accounts_in_scope, scan
 
     try:

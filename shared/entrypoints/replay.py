@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.adapters import runtime
 from shared.adapters.estate import Estate
 from shared.core.changes import Target, Transition, transition_to_dict
 from shared.core.config import RulesConfig
 from shared.core.model import AccountResult
 from shared.core.targeting import Scope
-from shared.entrypoints import runtime
 from shared.service.pipeline import CollectingSink, IntakeReport, Pipeline, TransitionSink, WindowStatus, deliver
 
 _MAX_EVENTS_FILE = 64 * 1024 * 1024
